@@ -1,0 +1,84 @@
+"""Plain, frozen data handed from the derivation stages to the emitters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An equality ``lhs == rhs`` that SymPy checked during generation.
+
+    ``name`` is a stable identifier (also used as a LaTeX label); ``method`` says in a
+    few words how the equality was checked; ``assumption`` is empty when none is needed.
+    """
+
+    name: str
+    lhs: sympy.Basic
+    rhs: sympy.Basic
+    method: str
+    assumption: str = ""
+
+
+@dataclass(frozen=True)
+class KernelForms:
+    """The per-element formulas the emitted kernels compute (the numerically stable forms).
+
+    Each is written in terms of the element symbols below; the templates supply the loops
+    and reductions (m = max_j z_j, S = sum_j e_j, sum_y = sum_j y_j) and the printers map
+    the symbols to target names. simplify.py proves that, instantiated for every component,
+    they equal the definitions.
+    """
+
+    z_i: sympy.Symbol
+    y_i: sympy.Symbol
+    m: sympy.Symbol  # row maximum
+    d_i: sympy.Symbol  # shifted logit z_i - m
+    e_i: sympy.Symbol  # exp(d_i)
+    S: sympy.Symbol  # sum of e
+    log_S: sympy.Symbol
+    s_i: sympy.Symbol
+    s_j: sympy.Symbol
+    delta_ij: sympy.Symbol  # Kronecker delta, 1 on the diagonal
+    sum_y: sympy.Symbol
+    shifted: sympy.Expr
+    exponential: sympy.Expr
+    probability: sympy.Expr
+    log_normaliser: sympy.Expr
+    log_probability: sympy.Expr
+    jacobian: sympy.Expr
+    loss_term: sympy.Expr
+    gradient: sympy.Expr
+
+
+@dataclass(frozen=True)
+class WorkedExample:
+    """Numbers for the document, evaluated (never typed in) from the logits the user chose."""
+
+    logits: tuple[float, ...]
+    labels: tuple[str, ...]
+    exponentials: tuple[float, ...]
+    total: float
+    probabilities: tuple[float, ...]
+    winner: int
+    true_class: int
+    loss: float
+    gradient: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything the emitters need, and nothing that would let them re-derive anything."""
+
+    k: int
+    version: str
+    masked_rows: str
+    lang: str
+    z: tuple[sympy.Symbol, ...]
+    y: tuple[sympy.Symbol, ...]
+    identities: tuple[Identity, ...]  # checked fixed-K equalities, in document order
+    general_identities: tuple[Identity, ...]  # checked symbolic-K steps
+    kernel: KernelForms
+    worked: WorkedExample

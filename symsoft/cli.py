@@ -1,0 +1,91 @@
+"""Command line: argument parsing and exit codes only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from symsoft import __version__
+from symsoft.errors import ProofError, SymsoftError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, like argparse, but clearer
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"K must be an integer, got {text!r}") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--example takes comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="symsoft",
+        description="Derive softmax, its Jacobian and the cross-entropy gradient with SymPy, "
+        "prove the closed forms, and emit NumPy, C and LaTeX.",
+    )
+    parser.add_argument("--version", action="version", version=f"symsoft {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = commands.add_parser(
+        "generate",
+        help="derive, prove and write the files for one K",
+        description="Derive, prove and write softmax_k{K}.py/.h/.c, derivation_k{K}.tex and "
+        "vectors_k{K}.json.",
+        epilog="example: symsoft generate -k 10 -o out/k10",
+    )
+    gen.add_argument("-k", "--k", type=_int, default=3, help="number of classes (default 3)")
+    gen.add_argument("-o", "--out", type=Path, help="output folder (default generated/k{K})")
+    gen.add_argument("--force", action="store_true", help="overwrite files that exist")
+    gen.add_argument("--example", type=_floats, help="logits of the worked example, e.g. 1,2,3,4")
+    gen.add_argument(
+        "--labels", type=_names, help="class names of the worked example, e.g. apple,pear"
+    )
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from symsoft.pipeline import generate
+    from symsoft.spec import make_spec
+
+    spec = make_spec(args.k, example=args.example, labels=args.labels)
+    out = args.out if args.out is not None else Path("generated") / f"k{spec.k}"
+    for path in generate(spec, out, force=args.force):
+        print(path)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _generate(args)
+    except ProofError as error:
+        print(f"symsoft: proof failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except SymsoftError as error:
+        print(f"symsoft: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

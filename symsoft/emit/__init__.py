@@ -1,0 +1,1 @@
+"""Emitters: Bundle -> {relative path: text}. They print and render; they never write."""

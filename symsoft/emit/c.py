@@ -1,0 +1,80 @@
+"""Bundle -> softmax_k{K}.h and softmax_k{K}.c (C99, libm only, float and double)."""
+
+from __future__ import annotations
+
+import sympy
+
+from symsoft.bundle import Bundle
+from symsoft.emit.kernels import C_KERNELS, c_name
+from symsoft.printers import C_SUFFIXES, C_TYPES, c_code
+from symsoft.render import render
+
+DTYPES = ("float32", "float64")
+
+
+def _names(bundle: Bundle) -> dict[sympy.Symbol, sympy.Basic]:
+    """Element symbols -> the C variables the template declares."""
+    f, k = bundle.kernel, bundle.k
+    i, j = sympy.symbols("i j", integer=True)
+
+    def row(name: str) -> sympy.IndexedBase:
+        return sympy.IndexedBase(name, shape=(k,))
+
+    return {
+        f.z_i: row("zr")[i],
+        f.y_i: row("yr")[i],
+        f.delta_ij: sympy.KroneckerDelta(i, j),
+    }
+
+
+def _params(params: str, ctype: str) -> str:
+    return params.replace("T ", f"{ctype} ")
+
+
+def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
+    f, k = bundle.kernel, bundle.k
+    names = _names(bundle)
+    sr = sympy.IndexedBase("sr", shape=(k,))
+    i, j = sympy.symbols("i j", integer=True)
+    jacobian_names = {**names, f.s_i: sr[i], f.s_j: sr[j]}
+    suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
+    return {
+        "dtype": dtype,
+        "ctype": ctype,
+        "suffix": suffix,
+        "zero": c_code(sympy.Float(0), dtype, {}),
+        "shifted": c_code(f.shifted, dtype, names),
+        "exponential": c_code(f.exponential, dtype, names),
+        "probability": c_code(f.probability, dtype, names),
+        "log_normaliser": c_code(f.log_normaliser, dtype, names),
+        "log_probability": c_code(f.log_probability, dtype, names),
+        "jacobian": c_code(f.jacobian, dtype, jacobian_names),
+        "loss_term": c_code(f.loss_term, dtype, names),
+        "gradient": c_code(f.gradient, dtype, names),
+        "names": {kern.name: c_name(kern.name, k, suffix) for kern in C_KERNELS},
+        "functions": [
+            {
+                "signature": f"{c_name(kern.name, k, suffix)}({_params(kern.params, ctype)})",
+                "doc": kern.doc,
+            }
+            for kern in C_KERNELS
+        ],
+    }
+
+
+def emit_c(bundle: Bundle) -> dict[str, str]:
+    k = bundle.k
+    stem = f"softmax_k{k}"
+    types = [_type_view(bundle, dtype) for dtype in DTYPES]
+    dtypes = ", ".join(DTYPES)
+    return {
+        f"{stem}.h": render(
+            "softmax.h.jinja",
+            k,
+            dtypes,
+            guard=f"SYMSOFT_{stem.upper()}_H",
+            prefix=stem,
+            types=types,
+        ),
+        f"{stem}.c": render("softmax.c.jinja", k, dtypes, header_file=f"{stem}.h", types=types),
+    }

@@ -1,0 +1,45 @@
+"""The public kernel names and signatures, shared by the C and Python emitters and the docs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FUNCTIONS = (
+    "softmax",
+    "log_softmax",
+    "softmax_jacobian",
+    "cross_entropy",
+    "cross_entropy_grad",
+)
+
+
+@dataclass(frozen=True)
+class CKernel:
+    name: str
+    params: str  # with the element type written as T
+    doc: str
+
+
+C_KERNELS = (
+    CKernel("softmax", "const T *z, T *s, size_t n", "s = softmax(z), n*K values"),
+    CKernel("log_softmax", "const T *z, T *out, size_t n", "out = log softmax(z), n*K values"),
+    CKernel(
+        "softmax_jacobian",
+        "const T *z, T *jac, size_t n",
+        "jac = d s / d z, n*K*K values, row-major",
+    ),
+    CKernel(
+        "cross_entropy",
+        "const T *z, const T *y, T *loss, size_t n",
+        "loss = -sum_i y_i log s_i, n values",
+    ),
+    CKernel(
+        "cross_entropy_grad",
+        "const T *z, const T *y, T *grad, size_t n",
+        "grad = s * sum(y) - y, n*K values",
+    ),
+)
+
+
+def c_name(function: str, k: int, suffix: str) -> str:
+    return f"{function}_k{k}_{suffix}"

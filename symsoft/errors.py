@@ -1,0 +1,13 @@
+"""Exceptions that carry a message meant for the user."""
+
+
+class SymsoftError(Exception):
+    """Base class: the CLI prints the message and exits non-zero."""
+
+
+class SpecError(SymsoftError, ValueError):
+    """The requested generation is invalid (bad K, bad names, bad example)."""
+
+
+class ProofError(SymsoftError):
+    """A closed form could not be proved equal to its definition: generation stops."""

@@ -1,0 +1,74 @@
+"""SymPy printers configured per target: the only way expressions become code or LaTeX."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sympy
+from sympy.codegen.ast import float32, float64, real
+from sympy.printing.c import C99CodePrinter
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.numpy import NumPyPrinter
+
+C_TYPES = {"float32": "float", "float64": "double"}
+C_SUFFIXES = {"float32": "f32", "float64": "f64"}
+
+Names = Mapping[sympy.Symbol, sympy.Basic]
+
+
+class CKernelPrinter(C99CodePrinter):
+    """C99 for one dtype: expf/logf and F literals for float; refuses unsupported nodes."""
+
+    def __init__(self, dtype: str) -> None:
+        super().__init__(
+            {
+                "type_aliases": {real: {"float32": float32, "float64": float64}[dtype]},
+                "strict": True,
+            }
+        )
+
+    def _print_KroneckerDelta(self, expr: sympy.KroneckerDelta) -> str:
+        i, j = (self._print(a) for a in expr.args)
+        return f"(({i} == {j}) ? {self._print(sympy.Float(1))} : {self._print(sympy.Float(0))})"
+
+    def _print_Piecewise(self, expr: sympy.Piecewise) -> str:
+        # one guarded value per line of C: (cond) ? a : b, nested for more branches
+        *branches, (last, _) = expr.args
+        text = self._print(last)
+        for value, condition in reversed(branches):
+            text = f"(({self._print(condition)}) ? {self._print(value)} : {text})"
+        return text
+
+
+class NumPyKernelPrinter(NumPyPrinter):
+    """NumPy code with `numpy.` prefixes; Piecewise as numpy.where for a single guard."""
+
+    def __init__(self) -> None:
+        super().__init__({"strict": True})
+
+    def _print_Piecewise(self, expr: sympy.Piecewise) -> str:
+        (value, condition), (otherwise, cond_rest) = expr.args
+        if len(expr.args) != 2 or cond_rest is not sympy.true:
+            return super()._print_Piecewise(expr)
+        return (
+            f"numpy.where({self._print(condition)}, {self._print(value)}, {self._print(otherwise)})"
+        )
+
+
+def c_code(expr: sympy.Basic, dtype: str, names: Names) -> str:
+    return CKernelPrinter(dtype).doprint(expr.xreplace(dict(names)))
+
+
+def numpy_code(expr: sympy.Basic, names: Names) -> str:
+    return NumPyKernelPrinter().doprint(expr.xreplace(dict(names)))
+
+
+class DocumentLatexPrinter(LatexPrinter):
+    """LaTeX for the derivation document: terms in the order they were written."""
+
+    def __init__(self) -> None:
+        super().__init__({"order": "none", "mul_symbol": None})
+
+
+def latex(expr: sympy.Basic) -> str:
+    return DocumentLatexPrinter().doprint(expr)
