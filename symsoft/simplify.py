@@ -132,11 +132,14 @@ class _Instantiation:
         self.relations: tuple[Relation, ...] = ((self.S_M, self.C * sym.S), _sum_relation(sym))
 
     def at(self, expr: sympy.Expr, i: int) -> sympy.Expr:
+        """expr for component i, with the kernel's own shifted and exponential forms."""
         f, sym = self.forms, self.sym
+        d = f.shifted.xreplace({f.z_i: sym.z[i], f.m: self.M})
+        e = self._exp_to_symbols(f.exponential.xreplace({f.d_i: d}))
         return expr.xreplace(
             {
-                f.e_i: sym.e[i] * self.C,
-                f.d_i: sym.z[i] - self.M,
+                f.e_i: e,
+                f.d_i: d,
                 f.z_i: sym.z[i],
                 f.y_i: sym.y[i],
                 f.m: self.M,
@@ -144,6 +147,18 @@ class _Instantiation:
                 f.log_S: sympy.log(self.S_M),
             }
         )
+
+    def _exp_to_symbols(self, expr: sympy.Expr) -> sympy.Expr:
+        """exp(sum_k c_k z_k - c M) -> prod_k e_k^c_k * C^c (the functional equation of exp)."""
+        base = {**dict(zip(self.sym.z, self.sym.e, strict=True)), self.M: 1 / self.C}
+
+        def power_product(arg: sympy.Expr) -> sympy.Expr:
+            terms = arg.as_coefficients_dict()
+            if not set(terms) <= set(base):
+                raise ProofError(f"exponential of {arg} is not a shifted logit")
+            return sympy.Mul(*(base[v] ** c for v, c in terms.items()))
+
+        return expr.replace(sympy.exp, power_product)
 
     def log_normal_form(self, expr: sympy.Expr) -> sympy.Expr:
         """Expand logarithms: log(e_i) = z_i, log(S_M) = log(C S) = -M + log(S)."""
@@ -282,14 +297,8 @@ def _prove_kernel_forms(
     idx = proof_indices(k)
     inst = _Instantiation(forms, sym)
     _guard_is_harmless(forms)
-    plain_loss = sympy.Add(
-        *(
-            (forms.y_i * (forms.log_S - forms.d_i)).xreplace(
-                {forms.y_i: yi, forms.log_S: sympy.log(inst.S_M), forms.d_i: zi - inst.M}
-            )
-            for yi, zi in zip(sym.y, sym.z, strict=True)
-        )
-    )
+    plain_term = forms.y_i * (forms.log_S - forms.d_i)
+    plain_loss = sympy.Add(*(inst.at(plain_term, i) for i in range(k)))
     s = derive.softmax(sym)
     sum_y = sympy.Add(*sym.y)
 

@@ -1,0 +1,81 @@
+"""Shared fixtures: generate once per session, compile the emitted C with the real compiler."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from symsoft.build import compile_shared, load_library
+from symsoft.ckernels import CKernels
+from symsoft.pipeline import build_bundle, render_all
+from symsoft.spec import make_spec
+from symsoft.writer import write_files
+
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_tool(name: str) -> str:
+    """Path of a required external tool: missing fails under CI, skips visibly elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (.ci/run installs it)"
+        if ON_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class Generated:
+    """The files symsoft emits for one K, written to a temporary folder."""
+
+    def __init__(self, k: int, root: Path) -> None:
+        self.k = k
+        self.bundle = build_bundle(make_spec(k))
+        self.files = render_all(self.bundle)
+        self.folder = root / f"k{k}"
+        write_files(self.folder, self.files, force=False)
+        self._module: ModuleType | None = None
+        self._c: CKernels | None = None
+
+    @property
+    def numpy_module(self) -> ModuleType:
+        if self._module is None:
+            name = f"softmax_k{self.k}"
+            spec = importlib.util.spec_from_file_location(name, self.folder / f"{name}.py")
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[f"_generated_{name}"] = module
+            spec.loader.exec_module(module)
+            self._module = module
+        return self._module
+
+    @property
+    def c(self) -> CKernels:
+        """The emitted C, compiled with the strict flags, behind a NumPy-facing wrapper."""
+        if self._c is None:
+            source = self.folder / f"softmax_k{self.k}.c"
+            library = compile_shared(
+                source, self.folder / f"libsoftmax_k{self.k}.so", compiler=require_tool("cc")
+            )
+            self._c = CKernels(load_library(library), self.k)
+        return self._c
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory: pytest.TempPathFactory):
+    """generated(k) -> Generated, built once per K for the whole session."""
+    root = tmp_path_factory.mktemp("generated")
+    cache: dict[int, Generated] = {}
+
+    def get(k: int) -> Generated:
+        if k not in cache:
+            cache[k] = Generated(k, root)
+        return cache[k]
+
+    return get

@@ -1,0 +1,68 @@
+"""The one-way flow of docs/architecture.md, enforced: each module imports only its inputs."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "symsoft"
+
+# module -> symsoft modules it may import (anything not listed may import only stdlib/deps)
+ALLOWED = {
+    "spec": {"errors"},
+    "derive": set(),
+    "bundle": set(),
+    "general_k": {"bundle", "errors"},
+    "simplify": {"derive", "bundle", "errors"},
+    "printers": set(),
+    "render": {"__init__"},
+    "reference": set(),
+    "emit.kernels": set(),
+    "emit.c": {"bundle", "emit.kernels", "printers", "render"},
+    "emit.numpy": {"bundle", "emit.kernels", "printers", "render"},
+    "vectors": {"bundle", "reference"},
+    "writer": {"errors"},
+    "build": {"errors"},
+    "ckernels": {"emit.kernels"},
+}
+# only these may touch the file system for writing
+WRITERS = {"writer", "build"}
+
+
+def symsoft_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("symsoft"):
+            base = node.module.removeprefix("symsoft").lstrip(".")
+            if base:
+                found.add(base)
+            else:  # from symsoft import x
+                found.update(
+                    alias.name if alias.name != "__version__" else "__init__"
+                    for alias in node.names
+                )
+        elif isinstance(node, ast.Import):
+            found.update(
+                a.name.removeprefix("symsoft.") for a in node.names if a.name.startswith("symsoft.")
+            )
+    return found
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def test_modules_import_only_what_the_flow_allows():
+    for module, allowed in ALLOWED.items():
+        path = PACKAGE / (module.replace(".", "/") + ".py")
+        extra = symsoft_imports(path) - allowed
+        assert not extra, f"{module} imports {sorted(extra)}; allowed: {sorted(allowed)}"
+
+
+def test_emitters_and_stages_do_not_write_files():
+    for path in PACKAGE.rglob("*.py"):
+        if module_name(path) in WRITERS or module_name(path).startswith("gradcheck"):
+            continue
+        text = path.read_text()
+        for call in ("write_text(", "write_bytes(", "open("):
+            assert call not in text, f"{module_name(path)} calls {call}: only writer.py writes"

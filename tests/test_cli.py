@@ -1,0 +1,102 @@
+"""The command line, run as a user runs it: exit codes, messages, files written or not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from symsoft import __version__
+
+
+def symsoft(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "symsoft", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+
+
+def test_version(tmp_path):
+    result = symsoft("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"symsoft {__version__}"
+
+
+def test_default_generates_k3_into_generated(tmp_path):
+    result = symsoft("generate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in (tmp_path / "generated" / "k3").iterdir())
+    assert names == [
+        "derivation_k3.tex",
+        "softmax_k3.c",
+        "softmax_k3.h",
+        "softmax_k3.py",
+        "vectors_k3.json",
+    ]
+
+
+def test_output_is_deterministic_and_refuses_to_overwrite(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert symsoft("generate", "-k", "4", "-o", str(first), cwd=tmp_path).returncode == 0
+    assert symsoft("generate", "--k", "4", "--out", str(second), cwd=tmp_path).returncode == 0
+    assert snapshot(first) == snapshot(second)
+
+    (first / "softmax_k4.c").write_text("edited by hand\n")
+    before = snapshot(first)
+    result = symsoft("generate", "-k", "4", "-o", str(first), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--force" in result.stderr
+    assert snapshot(first) == before
+
+    assert symsoft("generate", "-k", "4", "-o", str(first), "--force", cwd=tmp_path).returncode == 0
+    assert snapshot(first) == snapshot(second)
+
+
+@pytest.mark.parametrize(
+    ("k", "message"),
+    [
+        ("0", "between 1 and"),
+        ("-3", "between 1 and"),
+        ("2.5", "integer"),
+        ("three", "integer"),
+        ("100000000", "between 1 and"),
+    ],
+)
+def test_invalid_k_is_one_line_exit_2_nothing_written(tmp_path, k, message):
+    result = symsoft("generate", "-k", k, "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--example", "1,2"], "needs 3 logits"),
+        (["--example", "1,x,3"], "comma-separated numbers"),
+        (["--example", "1,nan,3"], "finite"),
+        (["--labels", "a,b"], "needs 3 names"),
+        (["--labels", "cat,cat,dog"], "repeated: cat"),
+        (["--labels", "cat,d$g,bird"], "must start with a letter"),
+    ],
+)
+def test_bad_example_or_labels_exit_2(tmp_path, args, message):
+    result = symsoft("generate", "-o", str(tmp_path / "out"), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "out"
+    target.write_text("not a folder")
+    result = symsoft("generate", "-o", str(target), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a folder" in result.stderr
+    assert target.read_text() == "not a folder"

@@ -1,0 +1,141 @@
+"""The emitted NumPy module and the emitted C, run and compared with independent references."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+import scipy.special
+
+from symsoft import reference
+from tests.references import assert_softmax_within_budget, random_logits, rows, soft_labels
+
+KS = (1, 2, 3, 7, 16)
+BACKENDS = ("numpy", "c")
+# relative error allowed against the 50-digit reference, per dtype
+TOLERANCE = {numpy.float64: 1e-13, numpy.float32: 2e-6}
+
+
+def kernels(generated, k: int, backend: str):
+    g = generated(k)
+    return g.numpy_module if backend == "numpy" else g.c
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+def test_worked_example(generated, backend, dtype):
+    kern = kernels(generated, 3, backend)
+    z = numpy.array([2.0, 1.0, 0.1], dtype=dtype)
+    s = kern.softmax(z)
+    assert s.dtype == dtype
+    numpy.testing.assert_allclose(s, [0.659, 0.242, 0.099], atol=5e-4)
+    assert numpy.argmax(s) == 0 and abs(float(s.sum()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("k", KS)
+def test_against_mpmath(generated, backend, dtype, k):
+    rng = numpy.random.default_rng(1000 + k)
+    kern = kernels(generated, k, backend)
+    z = random_logits(rng, 40, k).astype(dtype)
+    y = soft_labels(rng, 40, k, normalised=False).astype(dtype)  # sums differ from 1 on purpose
+    tol = TOLERANCE[dtype]
+    assert_softmax_within_budget(kern.softmax(z), rows(reference.softmax, z), z)
+    log_s = kern.log_softmax(z)
+    assert log_s.dtype == dtype
+    # log-probabilities near 0 have a tiny scale: compare absolutely, relative to log S
+    err = numpy.abs(log_s - rows(reference.log_softmax, z))
+    assert numpy.all(err <= tol * (1 + numpy.abs(z - z.max(axis=-1, keepdims=True))))
+    jac = kern.softmax_jacobian(z[:10])
+    assert jac.shape == (10, k, k) and jac.dtype == dtype
+    assert numpy.max(numpy.abs(jac - rows(reference.softmax_jacobian, z[:10]))) < tol
+    loss = kern.cross_entropy(z, y)
+    assert loss.shape == (40,) and loss.dtype == dtype
+    expected_loss = rows(reference.cross_entropy, z, y)
+    assert numpy.all(numpy.abs(loss - expected_loss) <= tol * (1 + numpy.abs(expected_loss)) * k)
+    grad = kern.cross_entropy_grad(z, y)
+    expected_grad = rows(reference.cross_entropy_grad, z, y)
+    assert numpy.max(numpy.abs(grad - expected_grad)) < tol * 4 * k
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", KS)
+def test_against_scipy(generated, backend, k):
+    rng = numpy.random.default_rng(k)
+    z = random_logits(rng, 200, k)
+    kern = kernels(generated, k, backend)
+    numpy.testing.assert_allclose(kern.softmax(z), scipy.special.softmax(z, axis=-1), rtol=1e-12)
+    numpy.testing.assert_allclose(
+        kern.log_softmax(z), scipy.special.log_softmax(z, axis=-1), rtol=1e-12, atol=1e-12
+    )
+
+
+def central_difference(f, z: numpy.ndarray, h: float = 1e-6) -> numpy.ndarray:
+    """d f / d z_j by central differences, stacked on the last axis."""
+    columns = []
+    for j in range(z.shape[-1]):
+        step = numpy.zeros_like(z)
+        step[..., j] = h
+        columns.append((f(z + step) - f(z - step)) / (2 * h))
+    return numpy.stack(columns, axis=-1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", KS)
+def test_derivatives_match_finite_differences(generated, backend, k):
+    rng = numpy.random.default_rng(7 * k)
+    kern = kernels(generated, k, backend)
+    z = rng.normal(size=(6, k)) * 2
+    numpy.testing.assert_allclose(
+        kern.softmax_jacobian(z), central_difference(kern.softmax, z), atol=1e-8
+    )
+    for normalised in (True, False):
+        y = soft_labels(rng, 6, k, normalised=normalised)
+        fd = central_difference(lambda v, y=y: kern.cross_entropy(v, y), z)
+        numpy.testing.assert_allclose(kern.cross_entropy_grad(z, y), fd, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_c_and_numpy_agree_on_batches_of_any_shape(generated, k):
+    rng = numpy.random.default_rng(k + 99)
+    g = generated(k)
+    z = rng.normal(size=(2, 3, k)) * 10
+    y = soft_labels(rng, 6, k, normalised=True).reshape(2, 3, k)
+    for name, args in [
+        ("softmax", (z,)),
+        ("log_softmax", (z,)),
+        ("softmax_jacobian", (z,)),
+        ("cross_entropy", (z, y)),
+        ("cross_entropy_grad", (z, y)),
+    ]:
+        expected = getattr(g.numpy_module, name)(*args)
+        got = getattr(g.c, name)(*args)
+        assert got.shape == expected.shape
+        numpy.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wrong_last_dimension_names_k(generated, backend):
+    kern = kernels(generated, 3, backend)
+    with pytest.raises(ValueError, match="K=3"):
+        kern.softmax(numpy.zeros((2, 4)))
+    with pytest.raises(ValueError, match="K=3"):
+        kern.cross_entropy(numpy.zeros(3), numpy.zeros(4))
+
+
+def test_numpy_module_needs_numpy_only(generated):
+    text = (generated(3).folder / "softmax_k3.py").read_text()
+    imports = {
+        line.split()[1] for line in text.splitlines() if line.startswith(("import ", "from "))
+    }
+    assert imports == {"numpy"}
+
+
+def test_no_overflow_for_large_finite_logits(generated):
+    for backend in BACKENDS:
+        kern = kernels(generated, 3, backend)
+        z = numpy.array([[1000.0, 999.0, -1000.0], [-1e4, -1e4 - 1, -1e4 - 2]])
+        s = kern.softmax(z)
+        assert numpy.all(numpy.isfinite(s))
+        numpy.testing.assert_allclose(s, scipy.special.softmax(z, axis=-1), rtol=1e-13)
+        assert numpy.all(numpy.isfinite(kern.cross_entropy(z, numpy.eye(3)[[0, 2]])))
