@@ -22,6 +22,18 @@ class Identity:
     assumption: str = ""
 
 
+class CompensatedSum(sympy.Function):
+    """a + b + c, evaluated by the kernels with a single rounding (Knuth's TwoSum).
+
+    Mathematically it is the plain sum, which is what the proofs substitute.
+    """
+
+    nargs = 3
+
+    def doit(self, **hints: object) -> sympy.Expr:
+        return sympy.Add(*(a.doit(**hints) if hints.get("deep", True) else a for a in self.args))
+
+
 @dataclass(frozen=True)
 class KernelForms:
     """The per-element formulas the emitted kernels compute (the numerically stable forms).
@@ -43,6 +55,7 @@ class KernelForms:
     s_j: sympy.Symbol
     delta_ij: sympy.Symbol  # Kronecker delta, 1 on the diagonal
     sum_y: sympy.Symbol
+    rest: sympy.Symbol  # sum of e_j over the classes other than the label
     shifted: sympy.Expr
     exponential: sympy.Expr
     probability: sympy.Expr
@@ -51,6 +64,8 @@ class KernelForms:
     jacobian: sympy.Expr
     loss_term: sympy.Expr
     gradient: sympy.Expr
+    loss_index: sympy.Expr  # the loss for an integer label c, with z_i taken at the label
+    gradient_true_class: sympy.Expr  # the label's gradient entry, free of cancellation
 
 
 @dataclass(frozen=True)

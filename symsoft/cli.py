@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--labels", type=_names, help="class names of the worked example, e.g. apple,pear"
     )
+    gen.add_argument(
+        "--masked-rows",
+        choices=("nan", "zero"),
+        default="nan",
+        help="result for a row whose logits are all -inf: NaN (default, like SciPy and "
+        "PyTorch) or zero (the row is ignored: probabilities, loss and gradient 0)",
+    )
     return parser
 
 
@@ -68,7 +75,7 @@ def _generate(args: argparse.Namespace) -> int:
     from symsoft.pipeline import generate
     from symsoft.spec import make_spec
 
-    spec = make_spec(args.k, example=args.example, labels=args.labels)
+    spec = make_spec(args.k, example=args.example, labels=args.labels, masked_rows=args.masked_rows)
     out = args.out if args.out is not None else Path("generated") / f"k{spec.k}"
     for path in generate(spec, out, force=args.force):
         print(path)

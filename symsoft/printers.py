@@ -20,12 +20,13 @@ class CKernelPrinter(C99CodePrinter):
     """C99 for one dtype: expf/logf and F literals for float; refuses unsupported nodes."""
 
     def __init__(self, dtype: str) -> None:
-        super().__init__(
-            {
-                "type_aliases": {real: {"float32": float32, "float64": float64}[dtype]},
-                "strict": True,
-            }
-        )
+        alias = {"float32": float32, "float64": float64}[dtype]
+        super().__init__({"type_aliases": {real: alias}, "strict": True})
+        self.suffix = C_SUFFIXES[dtype]
+
+    def _print_CompensatedSum(self, expr: sympy.Function) -> str:
+        # sum3_<suffix> is defined by the C template
+        return f"sum3_{self.suffix}({', '.join(self._print(a) for a in expr.args)})"
 
     def _print_KroneckerDelta(self, expr: sympy.KroneckerDelta) -> str:
         i, j = (self._print(a) for a in expr.args)
@@ -45,6 +46,10 @@ class NumPyKernelPrinter(NumPyPrinter):
 
     def __init__(self) -> None:
         super().__init__({"strict": True})
+
+    def _print_CompensatedSum(self, expr: sympy.Function) -> str:
+        # _sum3 is defined by the NumPy template
+        return f"_sum3({', '.join(self._print(a) for a in expr.args)})"
 
     def _print_Piecewise(self, expr: sympy.Piecewise) -> str:
         (value, condition), (otherwise, cond_rest) = expr.args

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import sympy
 
 from symsoft import derive
-from symsoft.bundle import Identity, KernelForms
+from symsoft.bundle import CompensatedSum, Identity, KernelForms
 from symsoft.derive import FixedK
 from symsoft.errors import ProofError
 
@@ -88,8 +88,8 @@ def _all_cells(shape: tuple[int, int]) -> list[tuple[int, int]]:
 
 def kernel_forms() -> KernelForms:
     """The stable per-element forms; see docs/architecture.md for how they are printed."""
-    z_i, y_i, m, d_i, e_i, S, log_S, s_i, s_j, sum_y = sympy.symbols(
-        "z_i y_i m d_i e_i S log_S s_i s_j sum_y", real=True
+    z_i, y_i, m, d_i, e_i, S, log_S, s_i, s_j, sum_y, rest = sympy.symbols(
+        "z_i y_i m d_i e_i S log_S s_i s_j sum_y rest", real=True
     )
     delta_ij = sympy.Symbol("delta_ij", real=True)
     return KernelForms(
@@ -104,6 +104,7 @@ def kernel_forms() -> KernelForms:
         s_j=s_j,
         delta_ij=delta_ij,
         sum_y=sum_y,
+        rest=rest,
         shifted=z_i - m,
         exponential=sympy.exp(d_i),
         probability=e_i / S,
@@ -113,6 +114,10 @@ def kernel_forms() -> KernelForms:
         # a masked class (z_i = -inf) with y_i = 0 must add 0, not 0 * inf = NaN
         loss_term=sympy.Piecewise((0, sympy.Eq(y_i, 0)), (y_i * (log_S - d_i), True)),
         gradient=s_i * sum_y - y_i,
+        # log S + m - z_c rounded once: d_c = z_c - m would round first and double the error
+        loss_index=CompensatedSum(log_S, m, -z_i),
+        # s_c - 1 loses every digit as s_c -> 1; minus the other classes' share does not
+        gradient_true_class=-rest / S,
     )
 
 
@@ -136,6 +141,7 @@ class _Instantiation:
         f, sym = self.forms, self.sym
         d = f.shifted.xreplace({f.z_i: sym.z[i], f.m: self.M})
         e = self._exp_to_symbols(f.exponential.xreplace({f.d_i: d}))
+        expr = expr.replace(CompensatedSum, lambda *terms: sympy.Add(*terms))
         return expr.xreplace(
             {
                 f.e_i: e,
@@ -147,6 +153,14 @@ class _Instantiation:
                 f.log_S: sympy.log(self.S_M),
             }
         )
+
+    def index_gradient(self, c: int, i: int) -> sympy.Expr:
+        """Entry i of the integer-label gradient for label c, as the kernel computes it."""
+        f = self.forms
+        if i != c:
+            return self.at(f.probability, i)
+        others = sympy.Add(*(self.at(f.e_i, j) for j in range(self.sym.k) if j != c))
+        return self.at(f.gradient_true_class, c).xreplace({f.rest: others})
 
     def _exp_to_symbols(self, expr: sympy.Expr) -> sympy.Expr:
         """exp(sum_k c_k z_k - c M) -> prod_k e_k^c_k * C^c (the functional equation of exp)."""
@@ -315,6 +329,7 @@ def _prove_kernel_forms(
 
     shifted = "with e^{z_i - m} = e^{-m} e^{z_i}"
     given_s = "the kernel's form evaluated on the probabilities equals the closed form"
+    one_hot = [{y: int(j == c) for j, y in enumerate(sym.y)} for c in idx]
     return [
         prove_entries(
             "stable-softmax",
@@ -352,5 +367,24 @@ def _prove_kernel_forms(
             sympy.ImmutableMatrix([on_probabilities(forms.gradient, i, i) for i in idx]),
             closed_grad,
             _entries_method(k, given_s),
+        ),
+        prove_entries(
+            "kernel-cross-entropy-index",
+            sympy.ImmutableMatrix([inst.at(forms.loss_index, c) for c in idx]),
+            sympy.ImmutableMatrix([derive.cross_entropy(sym).xreplace(y) for y in one_hot]),
+            _entries_method(k, "for y = e_c, log S - d_c equals the loss (logarithms expanded)"),
+            normal_form=inst.log_normal_form,
+            relations=inst.relations,
+        ),
+        prove_entries(
+            "kernel-cross-entropy-grad-index",
+            sympy.ImmutableMatrix([[inst.index_gradient(c, i) for i in idx] for c in idx]),
+            sympy.ImmutableMatrix(
+                [[closed_grad[n].xreplace(y) for n in range(len(idx))] for y in one_hot]
+            ),
+            _entries_method(
+                k, "for y = e_c, entry c is minus the other classes' share; the rest s_i"
+            ),
+            relations=inst.relations,
         ),
     ]

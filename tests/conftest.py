@@ -34,11 +34,11 @@ def require_tool(name: str) -> str:
 class Generated:
     """The files symsoft emits for one K, written to a temporary folder."""
 
-    def __init__(self, k: int, root: Path) -> None:
+    def __init__(self, k: int, root: Path, masked_rows: str = "nan") -> None:
         self.k = k
-        self.bundle = build_bundle(make_spec(k))
+        self.bundle = build_bundle(make_spec(k, masked_rows=masked_rows))
         self.files = render_all(self.bundle)
-        self.folder = root / f"k{k}"
+        self.folder = root / f"k{k}-{masked_rows}"
         write_files(self.folder, self.files, force=False)
         self._module: ModuleType | None = None
         self._c: CKernels | None = None
@@ -50,7 +50,7 @@ class Generated:
             spec = importlib.util.spec_from_file_location(name, self.folder / f"{name}.py")
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
-            sys.modules[f"_generated_{name}"] = module
+            sys.modules[f"_generated_{self.folder.name}"] = module
             spec.loader.exec_module(module)
             self._module = module
         return self._module
@@ -69,13 +69,13 @@ class Generated:
 
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory: pytest.TempPathFactory):
-    """generated(k) -> Generated, built once per K for the whole session."""
+    """generated(k, masked_rows) -> Generated, built once per option set for the session."""
     root = tmp_path_factory.mktemp("generated")
-    cache: dict[int, Generated] = {}
+    cache: dict[tuple[int, str], Generated] = {}
 
-    def get(k: int) -> Generated:
-        if k not in cache:
-            cache[k] = Generated(k, root)
-        return cache[k]
+    def get(k: int, masked_rows: str = "nan") -> Generated:
+        if (k, masked_rows) not in cache:
+            cache[(k, masked_rows)] = Generated(k, root, masked_rows)
+        return cache[(k, masked_rows)]
 
     return get

@@ -23,6 +23,8 @@ EXPECTED = [
     "stable-cross-entropy",
     "kernel-jacobian",
     "kernel-cross-entropy-gradient",
+    "kernel-cross-entropy-index",
+    "kernel-cross-entropy-grad-index",
 ]
 
 
@@ -61,6 +63,9 @@ def test_chain_rule_derivative_equals_sympy_diff_of_raw_definition(k):
         ("shifted", lambda f: f.z_i + f.m),
         ("exponential", lambda f: sympy.exp(f.d_i + 1)),
         ("exponential", lambda f: sympy.exp(2 * f.d_i)),
+        ("gradient_true_class", lambda f: f.rest / f.S),
+        ("gradient_true_class", lambda f: -f.rest / (f.S + f.e_i)),
+        ("loss_index", lambda f: f.log_S + f.d_i),
     ],
 )
 def test_wrong_kernel_form_is_refused(field, wrong):

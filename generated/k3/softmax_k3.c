@@ -4,7 +4,6 @@
 #include <math.h>
 
 #define K 3
-
 /* ---- float (float32) ---- */
 
 /* The row maximum; a NaN entry makes the result NaN through d_i below. */
@@ -31,12 +30,29 @@ static float shifted_exp_f32(const float *zr, float m, float *er)
     return S;
 }
 
+/* a + b + c rounded once, up to a term of order u^2: Knuth's TwoSum recovers the rounding
+ * error of each addition exactly, and both are added back at the end. Needs strict IEEE
+ * arithmetic (no -ffast-math, which would simplify the error terms to 0). */
+static float sum3_f32(float a, float b, float c)
+{
+    const float s = a + b;
+    const float t = s + c;
+    if (!isfinite(t)) {
+        return t;  /* an infinite sum has no rounding error to add back */
+    }
+    const float bs = s - a;
+    const float ct = t - s;
+    const float error = ((a - (s - bs)) + (b - bs)) + ((s - (t - ct)) + (c - ct));
+    return t + error;
+}
+
 void softmax_k3_f32(const float *z, float *s, size_t n)
 {
     for (size_t r = 0; r < n; ++r) {
         const float *zr = z + r * K;
         float *sr = s + r * K;
-        const float S = shifted_exp_f32(zr, row_max_f32(zr), sr);
+        const float m = row_max_f32(zr);
+        const float S = shifted_exp_f32(zr, m, sr);
         for (size_t i = 0; i < K; ++i) {
             const float e_i = sr[i];
             sr[i] = e_i/S;
@@ -97,7 +113,8 @@ void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size
         const float *zr = z + r * K;
         const float *yr = y + r * K;
         float *gr = grad + r * K;
-        const float S = shifted_exp_f32(zr, row_max_f32(zr), gr);
+        const float m = row_max_f32(zr);
+        const float S = shifted_exp_f32(zr, m, gr);
         float sum_y = 0.0F;
         for (size_t i = 0; i < K; ++i) {
             sum_y += yr[i];
@@ -107,6 +124,52 @@ void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size
             const float s_i = e_i/S;
             gr[i] = s_i*sum_y - yr[i];
         }
+    }
+}
+
+void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n)
+{
+    float er[K];
+    for (size_t r = 0; r < n; ++r) {
+        const float *zr = z + r * K;
+        const float m = row_max_f32(zr);
+        if (labels[r] < 0 || labels[r] >= K) {
+            loss[r] = NAN;
+            continue;
+        }
+        const size_t i = (size_t)labels[r];
+        const float S = shifted_exp_f32(zr, m, er);
+        const float log_S = logf(S);
+        loss[r] = sum3_f32(log_S, m, -zr[i]);
+    }
+}
+
+void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n)
+{
+    for (size_t r = 0; r < n; ++r) {
+        const float *zr = z + r * K;
+        float *gr = grad + r * K;
+        const float m = row_max_f32(zr);
+        if (labels[r] < 0 || labels[r] >= K) {
+            for (size_t i = 0; i < K; ++i) {
+                gr[i] = NAN;
+            }
+            continue;
+        }
+        const size_t label = (size_t)labels[r];
+        const float S = shifted_exp_f32(zr, m, gr);
+        /* the label's entry from the other classes' share: s_c - 1 would cancel */
+        float rest = 0.0F;
+        for (size_t i = 0; i < K; ++i) {
+            if (i != label) {
+                rest += gr[i];
+            }
+        }
+        for (size_t i = 0; i < K; ++i) {
+            const float e_i = gr[i];
+            gr[i] = e_i/S;
+        }
+        gr[label] = -rest/S;
     }
 }
 
@@ -136,12 +199,29 @@ static double shifted_exp_f64(const double *zr, double m, double *er)
     return S;
 }
 
+/* a + b + c rounded once, up to a term of order u^2: Knuth's TwoSum recovers the rounding
+ * error of each addition exactly, and both are added back at the end. Needs strict IEEE
+ * arithmetic (no -ffast-math, which would simplify the error terms to 0). */
+static double sum3_f64(double a, double b, double c)
+{
+    const double s = a + b;
+    const double t = s + c;
+    if (!isfinite(t)) {
+        return t;  /* an infinite sum has no rounding error to add back */
+    }
+    const double bs = s - a;
+    const double ct = t - s;
+    const double error = ((a - (s - bs)) + (b - bs)) + ((s - (t - ct)) + (c - ct));
+    return t + error;
+}
+
 void softmax_k3_f64(const double *z, double *s, size_t n)
 {
     for (size_t r = 0; r < n; ++r) {
         const double *zr = z + r * K;
         double *sr = s + r * K;
-        const double S = shifted_exp_f64(zr, row_max_f64(zr), sr);
+        const double m = row_max_f64(zr);
+        const double S = shifted_exp_f64(zr, m, sr);
         for (size_t i = 0; i < K; ++i) {
             const double e_i = sr[i];
             sr[i] = e_i/S;
@@ -202,7 +282,8 @@ void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, s
         const double *zr = z + r * K;
         const double *yr = y + r * K;
         double *gr = grad + r * K;
-        const double S = shifted_exp_f64(zr, row_max_f64(zr), gr);
+        const double m = row_max_f64(zr);
+        const double S = shifted_exp_f64(zr, m, gr);
         double sum_y = 0.0;
         for (size_t i = 0; i < K; ++i) {
             sum_y += yr[i];
@@ -212,5 +293,51 @@ void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, s
             const double s_i = e_i/S;
             gr[i] = s_i*sum_y - yr[i];
         }
+    }
+}
+
+void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n)
+{
+    double er[K];
+    for (size_t r = 0; r < n; ++r) {
+        const double *zr = z + r * K;
+        const double m = row_max_f64(zr);
+        if (labels[r] < 0 || labels[r] >= K) {
+            loss[r] = (double)NAN;
+            continue;
+        }
+        const size_t i = (size_t)labels[r];
+        const double S = shifted_exp_f64(zr, m, er);
+        const double log_S = log(S);
+        loss[r] = sum3_f64(log_S, m, -zr[i]);
+    }
+}
+
+void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n)
+{
+    for (size_t r = 0; r < n; ++r) {
+        const double *zr = z + r * K;
+        double *gr = grad + r * K;
+        const double m = row_max_f64(zr);
+        if (labels[r] < 0 || labels[r] >= K) {
+            for (size_t i = 0; i < K; ++i) {
+                gr[i] = (double)NAN;
+            }
+            continue;
+        }
+        const size_t label = (size_t)labels[r];
+        const double S = shifted_exp_f64(zr, m, gr);
+        /* the label's entry from the other classes' share: s_c - 1 would cancel */
+        double rest = 0.0;
+        for (size_t i = 0; i < K; ++i) {
+            if (i != label) {
+                rest += gr[i];
+            }
+        }
+        for (size_t i = 0; i < K; ++i) {
+            const double e_i = gr[i];
+            gr[i] = e_i/S;
+        }
+        gr[label] = -rest/S;
     }
 }

@@ -3,6 +3,7 @@
 #define SYMSOFT_SOFTMAX_K3_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,6 +24,8 @@ void log_softmax_k3_f32(const float *z, float *out, size_t n);  /* out = log sof
 void softmax_jacobian_k3_f32(const float *z, float *jac, size_t n);  /* jac = d s / d z, n*K*K values, row-major */
 void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n);  /* loss = -sum_i y_i log s_i, n values */
 void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size_t n);  /* grad = s * sum(y) - y, n*K values */
+void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n);  /* loss = -log s_label, n values; NaN where a label is outside 0..K-1 */
+void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n);  /* grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1 */
 
 /* double (float64) */
 void softmax_k3_f64(const double *z, double *s, size_t n);  /* s = softmax(z), n*K values */
@@ -30,6 +33,8 @@ void log_softmax_k3_f64(const double *z, double *out, size_t n);  /* out = log s
 void softmax_jacobian_k3_f64(const double *z, double *jac, size_t n);  /* jac = d s / d z, n*K*K values, row-major */
 void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t n);  /* loss = -sum_i y_i log s_i, n values */
 void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, size_t n);  /* grad = s * sum(y) - y, n*K values */
+void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n);  /* loss = -log s_label, n values; NaN where a label is outside 0..K-1 */
+void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n);  /* grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1 */
 
 #ifdef __cplusplus
 }

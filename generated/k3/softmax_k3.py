@@ -16,6 +16,8 @@ __all__ = [
     "softmax_jacobian",
     "cross_entropy",
     "cross_entropy_grad",
+    "cross_entropy_index",
+    "cross_entropy_grad_index",
 ]
 
 
@@ -37,6 +39,29 @@ def _targets(y, z):
     return y.astype(z.dtype, copy=False)
 
 
+def _labels(labels, z):
+    labels = numpy.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got {labels.dtype}")
+    if labels.shape != z.shape[:-1]:
+        raise ValueError(f"labels must have shape {z.shape[:-1]}, got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= K):
+        raise IndexError(f"labels must be class indices in 0..{K - 1}")
+    return labels[..., None].astype(numpy.intp)
+
+
+def _sum3(a, b, c):
+    """a + b + c rounded once, up to a term of order u^2 (Knuth's TwoSum recovers the
+    rounding error of each addition exactly; both are added back at the end)."""
+    with numpy.errstate(invalid="ignore"):  # infinite sums: the error terms are NaN, unused
+        s = a + b
+        t = s + c
+        bs = s - a
+        ct = t - s
+        error = ((a - (s - bs)) + (b - bs)) + ((s - (t - ct)) + (c - ct))
+        return numpy.where(numpy.isfinite(t), t + error, t)
+
+
 def _normalise(z):
     """Row maximum m, shifted logits d, exponentials e and their sum S."""
     m = numpy.max(z, axis=-1, keepdims=True)
@@ -50,15 +75,19 @@ def _normalise(z):
 
 def softmax(z):
     """s_i = exp(z_i) / sum_j exp(z_j), computed as exp(z_i - m) / sum_j exp(z_j - m)."""
-    d, e, S = _normalise(_as_array(z, "z"))
-    return e/S
+    z = _as_array(z, "z")
+    d, e, S = _normalise(z)
+    s = e/S
+    return s
 
 
 def log_softmax(z):
     """log s_i, computed as (z_i - m) - log sum_j exp(z_j - m)."""
-    d, e, S = _normalise(_as_array(z, "z"))
+    z = _as_array(z, "z")
+    d, e, S = _normalise(z)
     log_S = numpy.log(S)
-    return d - log_S
+    log_s = d - log_S
+    return log_s
 
 
 def softmax_jacobian(z):
@@ -76,7 +105,32 @@ def cross_entropy(z, y):
     log_S = numpy.log(S)
     with numpy.errstate(invalid="ignore"):  # the discarded branch of the guard may be 0 * inf
         terms = numpy.where(numpy.equal(y, 0), 0, y*(-d + log_S))
-    return numpy.sum(terms, axis=-1)
+    loss = numpy.sum(terms, axis=-1)
+    return loss
+
+
+def cross_entropy_index(z, labels):
+    """L = -log s_c for integer class labels c of shape (...), computed as log S - d_c."""
+    z = _as_array(z, "z")
+    c = _labels(labels, z)
+    d, e, S = _normalise(z)
+    log_S = numpy.log(S)
+    m = numpy.max(z, axis=-1, keepdims=True)
+    z = numpy.take_along_axis(z, c, axis=-1)
+    loss = (_sum3(log_S, m, -z))[..., 0]
+    return loss
+
+
+def cross_entropy_grad_index(z, labels):
+    """dL/dz_i = s_i - delta_ic; the label's entry is minus the other classes' share,
+    which keeps full relative accuracy as s_c -> 1 (s_c - 1 would not)."""
+    z = _as_array(z, "z")
+    c = _labels(labels, z)
+    d, e, S = _normalise(z)
+    is_label = numpy.arange(K) == c
+    rest = numpy.sum(numpy.where(is_label, 0, e), axis=-1, keepdims=True)
+    grad = numpy.where(is_label, -rest/S, e/S)
+    return grad
 
 
 def cross_entropy_grad(z, y):
@@ -86,4 +140,5 @@ def cross_entropy_grad(z, y):
     d, e, S = _normalise(z)
     s = e/S
     sum_y = numpy.sum(y, axis=-1, keepdims=True)
-    return s*sum_y - y
+    grad = s*sum_y - y
+    return grad

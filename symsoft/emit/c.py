@@ -51,6 +51,11 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "jacobian": c_code(f.jacobian, dtype, jacobian_names),
         "loss_term": c_code(f.loss_term, dtype, names),
         "gradient": c_code(f.gradient, dtype, names),
+        "loss_index": c_code(f.loss_index, dtype, names),
+        "gradient_true_class": c_code(f.gradient_true_class, dtype, names),
+        # NAN and INFINITY are float constants: cast so double code does not promote
+        "nan": "NAN" if ctype == "float" else "(double)NAN",
+        "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
         "names": {kern.name: c_name(kern.name, k, suffix) for kern in C_KERNELS},
         "functions": [
             {
@@ -76,5 +81,12 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             prefix=stem,
             types=types,
         ),
-        f"{stem}.c": render("softmax.c.jinja", k, dtypes, header_file=f"{stem}.h", types=types),
+        f"{stem}.c": render(
+            "softmax.c.jinja",
+            k,
+            dtypes,
+            header_file=f"{stem}.h",
+            types=types,
+            masked_rows=bundle.masked_rows,
+        ),
     }

@@ -10,6 +10,8 @@ FUNCTIONS = (
     "softmax_jacobian",
     "cross_entropy",
     "cross_entropy_grad",
+    "cross_entropy_index",
+    "cross_entropy_grad_index",
 )
 
 
@@ -37,6 +39,16 @@ C_KERNELS = (
         "cross_entropy_grad",
         "const T *z, const T *y, T *grad, size_t n",
         "grad = s * sum(y) - y, n*K values",
+    ),
+    CKernel(
+        "cross_entropy_index",
+        "const T *z, const int64_t *labels, T *loss, size_t n",
+        "loss = -log s_label, n values; NaN where a label is outside 0..K-1",
+    ),
+    CKernel(
+        "cross_entropy_grad_index",
+        "const T *z, const int64_t *labels, T *grad, size_t n",
+        "grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1",
     ),
 )
 

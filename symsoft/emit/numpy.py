@@ -38,5 +38,8 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         jacobian=numpy_code(f.jacobian, outer),
         loss_term=numpy_code(f.loss_term, array),
         gradient=numpy_code(f.gradient, array),
+        loss_index=numpy_code(f.loss_index, array),
+        gradient_true_class=numpy_code(f.gradient_true_class, array),
+        masked_rows=bundle.masked_rows,
     )
     return {f"softmax_k{bundle.k}.py": text}

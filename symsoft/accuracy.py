@@ -1,0 +1,112 @@
+"""Accuracy of emitted kernels against the 50-digit reference, as a fraction of their budgets.
+
+Budgets, with u the unit roundoff of the dtype and K the number of classes:
+  softmax              relative error per component <= (K + 3 + 2 max_j |z_j - max z|) u
+                       (the shifted algorithm's bound, Blanchard, Higham & Higham 2021)
+  log_softmax          absolute error <= (2 |l_i| + K + 3) u
+  cross_entropy_index  absolute error <= (|L| + K + 3) u
+Results below the smallest normal number only need absolute accuracy of a few subnormal steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy
+
+from symsoft import reference
+
+
+@dataclass(frozen=True)
+class Measurement:
+    kernel: str
+    dtype: str
+    rows: int
+    worst_ulps: float  # worst error in units of the last place of the reference value
+    worst_fraction: float  # worst error / budget: must be <= 1
+
+
+def sample_logits(k: int, dtype: type, rows: int, seed: int = 0) -> numpy.ndarray:
+    """Equal parts N(0,1), N(0,30), 1e4 + N(0,1), one dominant logit, ties, and uniform
+    over the range where exp does not overflow (|z| <= 700 for float64, 80 for float32)."""
+    rng = numpy.random.default_rng([seed, k])
+    part = -(-rows // 6)
+    wide = 700.0 if dtype == numpy.float64 else 80.0
+    dominant = rng.normal(size=(part, k))
+    dominant[numpy.arange(part), rng.integers(0, k, part)] += rng.uniform(10, 40, part)
+    ties = numpy.repeat(rng.normal(size=(part, 1)), k, axis=1)
+    ties[:, : k // 2] += 1.0
+    z = numpy.concatenate(
+        [
+            rng.normal(0, 1, (part, k)),
+            rng.normal(0, 30, (part, k)),
+            1e4 + rng.normal(0, 1, (part, k)),
+            dominant,
+            ties,
+            rng.uniform(-wide, wide, (part, k)),
+        ]
+    )[:rows]
+    return z.astype(dtype)
+
+
+class Reference:
+    """Reference values as an unevaluated sum hi + lo of two float64 arrays: rounding them to
+    one float64 would itself cost up to half an ulp, as much as the budgets allow."""
+
+    def __init__(self, function: Callable[..., object], *arrays: numpy.ndarray) -> None:
+        flat = [a.astype(numpy.float64).tolist() for a in arrays]
+        exact = numpy.array([function(*row) for row in zip(*flat, strict=True)], dtype=object)
+        self.hi = exact.astype(numpy.float64)
+        self.lo = (exact - self.hi).astype(numpy.float64)
+
+    def error(self, got: numpy.ndarray) -> numpy.ndarray:
+        # got - hi is exact when got is close to hi (Sterbenz), so this loses nothing
+        return numpy.abs((got.astype(numpy.float64) - self.hi) - self.lo)
+
+
+def _ulps(error: numpy.ndarray, expected: numpy.ndarray, dtype: type) -> float:
+    finfo = numpy.finfo(dtype)
+    spacing = numpy.maximum(numpy.abs(expected), finfo.tiny) * finfo.eps
+    return float(numpy.max(error / spacing))
+
+
+@cache
+def _case(k: int, dtype_name: str, rows: int) -> tuple:
+    """Inputs and references, shared by every backend measured on the same case."""
+    z = sample_logits(k, numpy.dtype(dtype_name).type, rows)
+    labels = numpy.random.default_rng(k).integers(0, k, rows)
+    return (
+        z,
+        labels,
+        Reference(reference.softmax, z),
+        Reference(reference.log_softmax, z),
+        Reference(reference.cross_entropy, z, numpy.eye(k)[labels]),
+    )
+
+
+def measure(kernels: object, k: int, dtype: type, rows: int = 10_000) -> list[Measurement]:
+    """Run softmax, log_softmax and cross_entropy_index of `kernels` against the reference."""
+    finfo = numpy.finfo(dtype)
+    u = float(finfo.eps) / 2
+    z, labels, s_ref, l_ref, c_ref = _case(k, numpy.dtype(dtype).name, rows)
+    spread = (z.max(axis=-1, keepdims=True) - z.min(axis=-1, keepdims=True)).astype(numpy.float64)
+    floor = float(finfo.tiny) * float(finfo.eps) * 4  # a few subnormal steps
+
+    s_err = s_ref.error(kernels.softmax(z))
+    s_budget = (k + 3 + 2 * spread) * u * numpy.abs(s_ref.hi) + floor
+    l_err = l_ref.error(kernels.log_softmax(z))
+    l_budget = (2 * numpy.abs(l_ref.hi) + k + 3) * u
+    c_err = c_ref.error(kernels.cross_entropy_index(z, labels))
+    c_budget = (numpy.abs(c_ref.hi) + k + 3) * u
+
+    name = numpy.dtype(dtype).name
+    return [
+        Measurement(kernel, name, rows, _ulps(err, ref.hi, dtype), float(numpy.max(err / budget)))
+        for kernel, err, ref, budget in [
+            ("softmax", s_err, s_ref, s_budget),
+            ("log_softmax", l_err, l_ref, l_budget),
+            ("cross_entropy_index", c_err, c_ref, c_budget),
+        ]
+    ]
