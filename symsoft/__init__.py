@@ -9,4 +9,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from symsoft.spec import K_MAX, Spec, make_spec
 
-__all__ = ["K_MAX", "Spec", "__version__", "make_spec"]
+__all__ = ["K_MAX", "Spec", "__version__", "check_gradient", "make_spec"]
+
+
+def __getattr__(name: str) -> object:
+    # imported on first use: the checker pulls in mpmath and its own machinery
+    if name == "check_gradient":
+        from symsoft.gradcheck import check_gradient
+
+        return check_gradient
+    raise AttributeError(f"module 'symsoft' has no attribute {name!r}")

@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="result for a row whose logits are all -inf: NaN (default, like SciPy and "
         "PyTorch) or zero (the row is ignored: probabilities, loss and gradient 0)",
     )
+
+    from symsoft.gradcheck.cli import DESCRIPTION, add_check_arguments
+
+    check = commands.add_parser(
+        "check",
+        help="check a hand-written gradient against the derived one",
+        description=DESCRIPTION,
+        epilog="example: symsoft check grads.py:ce_grad -k 5 --labels any",
+    )
+    add_check_arguments(check)
     return parser
 
 
@@ -84,6 +94,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        from symsoft.gradcheck.cli import run_check
+
+        return run_check(args)
     try:
         return _generate(args)
     except ProofError as error:

@@ -156,11 +156,16 @@ class _Instantiation:
 
     def index_gradient(self, c: int, i: int) -> sympy.Expr:
         """Entry i of the integer-label gradient for label c, as the kernel computes it."""
-        f = self.forms
+        f, sym = self.forms, self.sym
         if i != c:
             return self.at(f.probability, i)
-        others = sympy.Add(*(self.at(f.e_i, j) for j in range(self.sym.k) if j != c))
-        return self.at(f.gradient_true_class, c).xreplace({f.rest: others})
+        others = sympy.Add(*(self.at(f.e_i, j) for j in range(sym.k) if j != c))
+        # The other classes' share is C (S - e_c) by the definition of S; checking that
+        # linear identity here keeps the products of K-term sums out of the proof below.
+        collapsed = self.C * (sym.S - sym.e[c])
+        if sympy.expand(others - collapsed.xreplace({sym.S: sympy.Add(*sym.e)})) != 0:
+            raise ProofError(f"the kernel's sum over the classes other than {c + 1} is wrong")
+        return self.at(f.gradient_true_class, c).xreplace({f.rest: collapsed})
 
     def _exp_to_symbols(self, expr: sympy.Expr) -> sympy.Expr:
         """exp(sum_k c_k z_k - c M) -> prod_k e_k^c_k * C^c (the functional equation of exp)."""

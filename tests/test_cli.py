@@ -100,3 +100,20 @@ def test_output_path_that_is_a_file_is_refused(tmp_path):
     assert result.returncode == 2
     assert "not a folder" in result.stderr
     assert target.read_text() == "not a folder"
+
+
+EXAMPLES = Path(__file__).parent / "gradcheck_examples"
+
+
+@pytest.mark.parametrize(
+    ("target", "code"),
+    [
+        ("correct.py:cross_entropy_grad", 0),
+        ("sign_flipped.py:cross_entropy_grad", 1),
+        ("correct.py:no_such_function", 2),
+        ("no_such_file.py:cross_entropy_grad", 2),
+    ],
+)
+def test_check_command_exit_codes(tmp_path, target, code):
+    result = symsoft("check", str(EXAMPLES / target), "-k", "3", "--n-random", "8", cwd=tmp_path)
+    assert result.returncode == code, result.stdout + result.stderr

@@ -1,0 +1,88 @@
+"""`symsoft check FILE.py:FUNCTION -k K --of ...`: exit 0 correct, 1 wrong, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from symsoft.errors import SpecError
+from symsoft.gradcheck.check import check_gradient
+from symsoft.gradcheck.loader import load_function
+from symsoft.gradcheck.settings import DTYPES, LABELS, OFS, make_settings
+
+DESCRIPTION = (
+    "Check a hand-written softmax / log-softmax / cross-entropy derivative against symsoft's "
+    "exact one (50-digit reference) on random, tied, dominant, huge, masked (-inf) and batched "
+    "inputs. Exit 0: correct on every input; 1: wrong somewhere (or raised); 2: usage error."
+)
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target", metavar="FILE.py:FUNCTION", help="the function to check, e.g. grads.py:ce_grad"
+    )
+    parser.add_argument("-k", dest="k", type=int, required=True, help="number of classes K")
+    parser.add_argument(
+        "--of",
+        choices=OFS,
+        default="cross_entropy",
+        help="softmax: fn(z) is the KxK Jacobian of s; log_softmax: of log s; "
+        "cross_entropy: fn(z, y) is dL/dz (default)",
+    )
+    parser.add_argument(
+        "--batched", action="store_true", help="fn takes (N, K) arrays, returns (N, K[, K])"
+    )
+    parser.add_argument("--dtype", choices=DTYPES, default="float64", help="default float64")
+    parser.add_argument(
+        "--labels",
+        choices=LABELS,
+        default="simplex",
+        help="what fn assumes about y: simplex (y >= 0, sum 1; default), one-hot, "
+        "any (y >= 0, any sum)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="input generator seed (default 0)")
+    parser.add_argument(
+        "--n-random",
+        dest="n_random",
+        type=int,
+        default=None,
+        metavar="N",
+        help="random-logit inputs to try (default 96; the special kinds come on top)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    options = {
+        "of": args.of,
+        "batched": args.batched,
+        "dtype": args.dtype,
+        "labels": args.labels,
+        "seed": args.seed,
+        "n_random": args.n_random,
+    }
+    try:
+        make_settings(k=args.k, **options)  # a bad option fails before the file is imported
+        # whatever the user's code prints must not end up inside the JSON on stdout
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            fn, name = load_function(args.target)
+            report = check_gradient(fn, args.k, name=name, **options)
+    except SpecError as exc:  # CheckUsageError, bad K
+        print(f"symsoft check: error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"verdict": "usage error", "exit_code": 2, "error": str(exc)}))
+        return 2
+    print(report.to_json() if args.json else report.text())
+    return report.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="symsoft check", description=DESCRIPTION)
+    add_check_arguments(parser)
+    return run_check(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

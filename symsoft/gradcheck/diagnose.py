@@ -1,0 +1,417 @@
+"""Name the bug from the evidence.
+
+Each bug class is a concrete hypothesis about what the function computed instead ("got =
+-expected", "got = diag(s)", "got = expected^T", "got = s - y", ...), evaluated in float64 from
+the reference softmax and tested entry by entry, within the dtype's tolerance, on the failing
+inputs. Classes tied to a kind of input (exceptions, batch rows, overflow, masks) come first and
+explain only the inputs they can; the structural classes then explain the rest, the one that
+explains the most inputs first. Whatever nothing explains is reported as such.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from symsoft.gradcheck.expected import closed_form, term_scale
+from symsoft.gradcheck.hypotheses import EXPLAIN, STRUCTURAL, close, distinct, finite, scaled
+from symsoft.gradcheck.inputs import overflow_logit
+from symsoft.gradcheck.runner import Outcome
+from symsoft.gradcheck.settings import Settings
+from symsoft.gradcheck.tolerance import entry_tolerance
+
+TITLES = {
+    "raised": "raises an exception",
+    "wrong_axis": "wrong reduction axis in batched mode",
+    "overflow": "overflow or NaN at large logits",
+    "nan_at_mask": "NaN at -inf masks",
+    "masked_nonzero": "wrong values at masked classes",
+    "sign_flipped": "sign flipped",
+    "scaled": "scaled by a constant",
+    "missing_term": "a term is missing",
+    "transposed": "transposed Jacobian",
+    "wrong_function": "derivative of the other function",
+    "assumes_sum_one": "assumes sum(y) = 1",
+    "assumes_one_hot": "assumes one-hot labels",
+    "shifted": "entries shifted (off by one)",
+    "permuted": "entries permuted",
+    "float32_precision": "float32 precision where float64 was given",
+    "unexplained": "no known bug class fits",
+}
+# classes judged on the size of the error alone, not its pattern: only credible when they
+# explain everything left (a constant offset of 1e-7 is not a downcast, it fails at 0 too)
+WHOLE_ONLY = frozenset({"float32_precision"})
+MAX_RERUNS = 64  # rows re-run alone to test for interference between batch rows
+
+
+@dataclass(frozen=True)
+class Finding:
+    bug: str  # a key of TITLES
+    message: str  # the evidence, one or two sentences
+    inputs: int  # how many failing inputs this explains
+    kinds: tuple[tuple[str, int], ...]  # (kind, count) among them
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.bug]
+
+
+# ---- helpers for the input-specific classes ----
+
+
+def _naive_softmax(z: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """exp(z)/sum(exp(z)) in the checked dtype, without subtracting max(z)."""
+    with np.errstate(all="ignore"):
+        e = np.exp(z.astype(dtype))
+        return (e / e.sum()).astype(np.float64)
+
+
+def _naive_breaks(o: Outcome, st: Settings) -> bool:
+    """Plain exp(z)/sum(exp(z)) is not accurate here (overflow, or underflow to 0/subnormal)."""
+    s = _naive_softmax(o.case.z, st.dtype)
+    if not finite(s):
+        return True
+    tol = entry_tolerance(st.dtype, st.k, o.case.z, o.ref.s)
+    return bool(np.any(np.abs(s - o.ref.s) > tol))
+
+
+def _matches_naive(o: Outcome, st: Settings) -> bool:
+    s = _naive_softmax(o.case.z, st.dtype)
+    with np.errstate(all="ignore"):
+        pred = closed_form(st.of, s, o.y64)
+        scale = term_scale(st.of, s, o.y64)
+    return close(o, pred, scale, st)
+
+
+def _zero_classes(o: Outcome, st: Settings) -> np.ndarray:
+    """Entries that involve a class whose softmax is exactly 0 in the checked dtype."""
+    with np.errstate(all="ignore"):
+        z = o.case.z
+        e = np.exp(z - np.max(z))
+        zero = (e / e.sum()) == 0
+    return zero[:, None] | zero[None, :] if st.jacobian else zero
+
+
+def _nan_where_s_is_zero(o: Outcome, st: Settings) -> bool:
+    """NaN/inf only at classes with s_i = 0 (masked, or underflow), the rest right normwise.
+
+    Normwise, because what divides by s_i also spoils entries far below the scale of the
+    input when s_i is merely tiny.
+    """
+    if o.error is not None or finite(o.got):
+        return False
+    zero = _zero_classes(o, st)
+    if not zero.any() or (~np.isfinite(o.got) & ~zero).any():
+        return False
+    top = np.full(o.ref.scale.shape, float(o.ref.scale.max()))
+    normwise = entry_tolerance(st.dtype, st.k, o.case.z, top, o.y64)
+    return bool(np.all(o.diff[~zero] <= normwise[~zero]))
+
+
+def _masked(o: Outcome) -> bool:
+    return bool(np.isneginf(o.case.z).any())
+
+
+def _masked_entries(o: Outcome, st: Settings) -> np.ndarray:
+    m = np.isneginf(o.case.z)
+    return m[:, None] | m[None, :] if st.jacobian else m
+
+
+def _softmax_over(z: np.ndarray, shift_axis: int | None, total_axis: int | None) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        e = np.exp(z - np.max(z, axis=shift_axis, keepdims=True))
+        return e / np.sum(e, axis=total_axis, keepdims=True)
+
+
+def _kinds(group: list[Outcome]) -> tuple[tuple[str, int], ...]:
+    return tuple(Counter(o.case.kind for o in group).items())
+
+
+def _kinds_text(group: list[Outcome]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in _kinds(group))
+
+
+class _Diagnosis:
+    def __init__(
+        self,
+        outcomes: list[Outcome],
+        st: Settings,
+        batches: list[list[int]] | None,
+        alone: Callable[[int], Outcome | None] | None,
+    ) -> None:
+        self.outcomes, self.st = outcomes, st
+        self.batches, self.alone = batches, alone
+        self.failing = [o for o in outcomes if o.failed]
+        self.todo = list(self.failing)
+        self.findings: list[Finding] = []
+
+    def add(self, bug: str, group: list[Outcome], message: str) -> None:
+        if not group:
+            return
+        explained = {id(o) for o in group}
+        earlier = [f for f in self.findings if f.bug == bug]
+        if earlier:  # one finding per class: merge the evidence
+            f = earlier[0]
+            counts = Counter(dict(f.kinds)) + Counter(dict(_kinds(group)))
+            merged = Finding(
+                bug, f"{f.message} {message}", f.inputs + len(group), tuple(counts.items())
+            )
+            self.findings[self.findings.index(f)] = merged
+        else:
+            self.findings.append(Finding(bug, message, len(group), _kinds(group)))
+        self.todo = [o for o in self.todo if id(o) not in explained]
+
+    def of_n(self, group: list[Outcome]) -> str:
+        return f"{len(group)} of {len(self.failing)} failing inputs ({_kinds_text(group)})"
+
+    def run(self) -> list[Finding]:
+        self.raised()
+        if self.batches is not None:
+            self.wrong_axis()
+        self.overflow_and_masks()
+        self.compete()
+        if self.todo:
+            self.add(
+                "unexplained",
+                self.todo,
+                f"No known bug class fits {self.of_n(self.todo)}; see the entries of the "
+                "worst input.",
+            )
+        return self.findings
+
+    def raised(self) -> None:
+        group = [o for o in self.todo if o.error is not None]
+        errors = Counter(o.error for o in group).most_common(3)
+        text = "; ".join(f"{e} ({n}x)" for e, n in errors)
+        hint = ""
+        if len(group) == len(self.outcomes):
+            hint = f" It raised on every input: is it meant to be called as {self.st.call}?"
+            hint += " (--batched: (N, K) arrays)" if not self.st.batched else ""
+        self.add("raised", group, f"Raised on {self.of_n(group)}: {text}.{hint}")
+
+    def wrong_axis(self) -> None:
+        st, matched = self.st, {}
+        for rows in self.batches or []:
+            fail = [self.outcomes[i] for i in rows if self.outcomes[i] in self.todo]
+            if not fail:
+                continue
+            for label, preds in self._batch_variants(rows).items():
+                for o in fail:
+                    if id(o) not in matched and close(o, *preds[o.index], st):
+                        matched[id(o)] = (o, label.split(" (")[0])
+        reruns = 0
+        for o in self.todo:
+            if id(o) in matched or o.batch is None or self.alone is None:
+                continue
+            if len(self.batches[o.batch]) < 2 or reruns >= MAX_RERUNS:
+                continue
+            if any(close(o, pred, scale, st) for _, pred, scale in scaled(o, st)):
+                continue  # e.g. divided by N: right alone, but a scale, not an axis
+            reruns += 1
+            single = self.alone(o.index)
+            if single is not None and not single.failed:
+                matched[id(o)] = (o, self._interference_label(o))
+        group = [o for o, _ in matched.values()]
+        labels = Counter(label for _, label in matched.values())
+        detail = "; ".join(label for label, _ in labels.most_common(2))
+        self.add(
+            "wrong_axis",
+            group,
+            f"{detail}: on {self.of_n(group)}. Reduce over the last axis (axis=-1, keepdims=True).",
+        )
+
+    def _batch_variants(self, rows: list[int]) -> dict[str, dict[int, tuple]]:
+        st = self.st
+        z = np.stack([self.outcomes[i].z64 for i in rows])
+        y = np.stack([self.outcomes[i].y64 for i in rows]) if st.takes_labels else None
+        variants: dict[str, dict[int, tuple]] = {}
+        where = {0: "axis 0 (the batch axis)", None: "the whole batch"}
+        # the shift matters once the sum runs over the wrong axis: try each max with each sum
+        for total_axis in (0, None):
+            for shift_axis in (-1, 0, None):
+                s = _softmax_over(z, shift_axis, total_axis)
+                label = f"got matches softmax normalised over {where[total_axis]}"
+                variants[f"{label} ({shift_axis})"] = {
+                    i: (
+                        closed_form(st.of, s[n], None if y is None else y[n]),
+                        term_scale(st.of, s[n], None if y is None else y[n]),
+                    )
+                    for n, i in enumerate(rows)
+                }
+        if y is not None:
+            s = np.stack([self.outcomes[i].ref.s for i in rows])
+            for total, axis in ((y.sum(axis=0), "axis 0"), (np.full(st.k, y.sum()), "the batch")):
+                variants[f"got matches sum(y) taken over {axis}"] = {
+                    i: (s[n] * total - y[n], s[n] * np.abs(total) + y[n])
+                    for n, i in enumerate(rows)
+                }
+        return variants
+
+    def _interference_label(self, o: Outcome) -> str:
+        rows = self.batches[o.batch]
+        top = max(float(np.max(self.outcomes[i].z64)) for i in rows)
+        if not finite(o.got) and float(np.max(o.z64)) < top - overflow_logit(self.st.dtype):
+            return (
+                "rows far below the batch's largest logit come out NaN/0 but are right alone: "
+                "max(z) is taken over the whole batch"
+            )
+        return "rows are right alone (N = 1) but wrong inside a batch whose rows differ"
+
+    def overflow_and_masks(self) -> None:
+        st = self.st
+        # NaN exactly where s_i = 0 is a division by s (or 0 * log s), not an overflow, even
+        # on huge inputs where some s_i underflow
+        zero = [o for o in self.todo if _nan_where_s_is_zero(o, st)]
+        if any(_masked(o) for o in zero):
+            masked = sum(_masked(o) for o in zero)
+            under = f" and {len(zero) - masked} where exp underflows" if masked < len(zero) else ""
+            self.add(
+                "nan_at_mask",
+                zero,
+                f"NaN/inf exactly at the classes whose softmax is 0, everything else right, on "
+                f"{self.of_n(zero)}: {masked} with -inf (masked) logits{under}. Look for a "
+                "division by s_i, 0 * log(s_i) or -inf - (-inf); the derivative there is finite.",
+            )
+        big = [
+            o
+            for o in self.todo
+            if o.error is None
+            and _naive_breaks(o, st)
+            and (not finite(o.got) or _matches_naive(o, st))
+        ]
+        nan = [o for o in self.todo if o.error is None and _masked(o) and not finite(o.got)]
+        # an input both masked and huge is blamed on whichever cause shows up on its own
+        big_alone = any(not _masked(o) for o in big)
+        nan_alone = any(not _naive_breaks(o, st) for o in nan)
+        nan_ids = {id(o) for o in nan}
+        to_big = [o for o in big if big_alone or not nan_alone or id(o) not in nan_ids]
+        big_ids = {id(o) for o in to_big}
+        to_nan = [o for o in nan if id(o) not in big_ids]
+        if to_big:
+            safe = [o for o in self.outcomes if not _naive_breaks(o, st)]
+            bad_safe = sum(o.failed for o in safe)
+            limit = overflow_logit(st.dtype)
+            tail = (
+                f"all {len(safe)} inputs where plain exp(z) is safe pass"
+                if bad_safe == 0
+                else f"{bad_safe} failures on inputs where plain exp(z) is safe have other causes"
+            )
+            self.add(
+                "overflow",
+                to_big,
+                f"NaN, inf, 0 or lost digits on {self.of_n(to_big)}, all inputs where exp(z) "
+                f"without a shift overflows {st.dtype.name} (z > {limit:.2f}) or underflows "
+                f"(every z below about {-limit:.0f}); {tail}. Subtract max(z) before exp.",
+            )
+        if to_nan:
+            where = (
+                "only at masked classes"
+                if all(np.isfinite(o.got)[~_masked_entries(o, st)].all() for o in to_nan)
+                else "throughout"
+            )
+            self.add(
+                "nan_at_mask",
+                to_nan,
+                f"NaN/inf {where} on {self.of_n(to_nan)} with -inf (masked) logits. exp(-inf) "
+                "= 0 must give a clean 0 (or delta_ij - s_j for log-softmax); look for "
+                "-inf - (-inf), 0 * (-inf) or a division by s.",
+            )
+
+    # ---- the classes about what was computed: the one explaining most inputs goes first ----
+
+    def matchers(self) -> list[tuple[str, Callable[[Outcome], str | None]]]:
+        st = self.st
+        out = []
+        for bug, hypothesis in STRUCTURAL:
+
+            def first(o: Outcome, hypothesis: Callable = hypothesis) -> str | None:
+                for label, pred, scale in hypothesis(o, st):
+                    if close(o, pred, scale, st) and distinct(o, pred, scale, st):
+                        return label
+                return None
+
+            out.append((bug, first))
+        out.append(("masked_nonzero", self._masked_only))
+        if st.dtype == np.float64:
+            out.append(("float32_precision", self._float32_level))
+        return out
+
+    def _masked_only(self, o: Outcome) -> str | None:
+        inside = _masked(o) and finite(o.got)
+        if inside and not (o.wrong & ~_masked_entries(o, self.st)).any():
+            return "wrong only at entries of masked (-inf) classes, everything else right"
+        return None
+
+    def _float32_level(self, o: Outcome) -> str | None:
+        f32 = np.dtype(np.float32)
+        if close(o, o.ref.values, o.ref.scale, self.st, f32, 1.0):
+            return "within float32's tolerance, outside float64's"
+        return None
+
+    def compete(self) -> None:
+        """Greedy cover: a class matching a subset of another's inputs never goes first."""
+        seen: dict[tuple[str, int], str | None] = {}
+        matchers = self.matchers()
+        while self.todo:
+            best: tuple[str, list[tuple[Outcome, str]]] | None = None
+            for bug, matcher in matchers:
+                hits = []
+                for o in self.todo:
+                    key = (bug, id(o))
+                    if key not in seen:
+                        seen[key] = matcher(o)
+                    if seen[key]:
+                        hits.append((o, seen[key]))
+                if bug in WHOLE_ONLY and len(hits) < len(self.todo):
+                    continue
+                if hits and (best is None or len(hits) > len(best[1])):
+                    best = (bug, hits)
+                if len(hits) == len(self.todo):  # nothing can explain more: skip the rest
+                    break
+            if best is None:
+                return
+            bug, hits = best
+            group = [o for o, _ in hits]
+            labels = Counter(label for _, label in hits)
+            detail = "; ".join(label for label, _ in labels.most_common(2))
+            self.add(bug, group, f"{detail}: on {self.of_n(group)}.{self._extra(bug, group)}")
+
+    def _extra(self, bug: str, group: list[Outcome]) -> str:
+        st = self.st
+        if bug == "assumes_sum_one":
+            u = st.k * float(np.finfo(st.dtype).eps)
+            one = [o for o in self.outcomes if abs(float(np.sum(o.y64)) - 1) <= u]
+            ok = sum(not o.failed for o in one)
+            return (
+                " The contract 'any' allows any sum: the gradient is s*sum(y) - y. "
+                f"{ok} of {len(one)} inputs with sum(y) = 1 pass."
+            )
+        if bug == "float32_precision":
+            f32 = np.dtype(np.float32)
+            of32 = max(
+                float(np.max(o.diff / entry_tolerance(f32, st.k, o.case.z, o.ref.scale, o.y64)))
+                for o in group
+            )
+            dtypes = sorted({o.out_dtype for o in group if o.out_dtype})
+            exact = all(np.array_equal(o.got, o.got.astype(np.float32)) for o in group)
+            return (
+                " The errors are far outside float64's tolerance but within float32's (at "
+                f"most {of32:.2f} of it): an internal float32 "
+                f"downcast. The function returns {'/'.join(dtypes)} arrays"
+                + ("; every value it returns is a float32 number." if exact else ".")
+            )
+        text = EXPLAIN.get(bug, "")
+        return f" {text}" if text else ""
+
+
+def diagnose(
+    outcomes: list[Outcome],
+    settings: Settings,
+    batches: list[list[int]] | None = None,
+    alone: Callable[[int], Outcome | None] | None = None,
+) -> list[Finding]:
+    """Findings that together explain every failing input (the last may be 'unexplained')."""
+    return _Diagnosis(outcomes, settings, batches, alone).run()

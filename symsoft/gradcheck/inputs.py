@@ -1,0 +1,204 @@
+"""What the checker tries: logits (and labels) of several kinds, rounded to the checked dtype.
+
+Each kind targets a way hand-written backward passes go wrong: random logits for the algebra,
+ties and a dominant logit for cancellation (s_k -> 1), large magnitudes for overflow, -inf
+for masked classes, and (batched only) batches whose rows sit at very different offsets for
+reductions over the wrong axis.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from symsoft.gradcheck.settings import Settings
+
+KINDS = ("random", "ties", "dominant", "large", "masked", "mixed-rows")
+KIND_HELP = {
+    "random": "random logits, scales 0.1 to 30",
+    "ties": "equal logits",
+    "dominant": "one logit far above the rest (s_k -> 1)",
+    "large": "magnitudes 1e3, 1e4 and around exp's overflow threshold",
+    "masked": "-inf entries (masked classes, y = 0 there)",
+    "mixed-rows": "batch rows at very different offsets",
+}
+RANDOM_SCALES = (0.1, 1.0, 3.0, 10.0, 30.0)
+# 50-digit work per check, in multiplications (~14 us each; an exp costs about 1.5): ~3 s
+REFERENCE_BUDGET = 200_000
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    kind: str
+    z: np.ndarray  # (K,), in the checked dtype
+    y: np.ndarray | None  # (K,), in the checked dtype; None unless cross-entropy
+    note: str
+
+
+def overflow_logit(dtype: np.dtype) -> float:
+    """exp(z) overflows above this: ~709.78 for float64, ~88.72 for float32."""
+    return float(np.log(np.finfo(dtype).max))
+
+
+LABEL_VARIANTS = {
+    "simplex": ("soft", "one-hot", "sparse", "uniform"),
+    "one-hot": ("one-hot",),
+    # some with sum 1 on purpose: they show whether only sum(y) != 1 fails
+    "any": ("scaled", "one-hot", "heavy", "soft", "zero", "scaled-one-hot"),
+}
+
+
+class _Labels:
+    """Labels inside the contract, cycling through variants so every kind sees several."""
+
+    def __init__(self, contract: str, rng: np.random.Generator) -> None:
+        self.variants = itertools.cycle(LABEL_VARIANTS[contract])
+        self.rng = rng
+
+    def draw(self, z: np.ndarray) -> np.ndarray:
+        live = np.flatnonzero(np.isfinite(z))  # y = 0 on masked classes
+        y = np.zeros(z.size)
+        variant = next(self.variants)
+        rng = self.rng
+        if variant in ("one-hot", "scaled-one-hot"):
+            y[rng.choice(live)] = 1.0 if variant == "one-hot" else 2.5
+        elif variant == "sparse":
+            keep = rng.choice(live, size=max(1, live.size // 2), replace=False)
+            y[keep] = rng.dirichlet(np.ones(keep.size))
+        elif variant == "uniform":
+            y[live] = 1.0 / live.size
+        elif variant == "soft":
+            y[live] = rng.dirichlet(np.ones(live.size))
+        elif variant == "heavy":
+            y[live] = 7.0 * rng.dirichlet(np.ones(live.size))
+        elif variant == "scaled":
+            y[live] = rng.uniform(0.0, 3.0, live.size)
+        return y  # "zero": y = 0, a legal input when any sum is allowed
+
+
+def _random(rng: np.random.Generator, k: int, n: int) -> Iterator[tuple[np.ndarray, str]]:
+    for i in range(n):
+        scale = RANDOM_SCALES[i % len(RANDOM_SCALES)]
+        offset = rng.uniform(-5, 5) if i % 2 else 0.0
+        yield scale * rng.standard_normal(k) + offset, f"scale {scale:g}"
+
+
+def _ties(rng: np.random.Generator, k: int) -> Iterator[tuple[np.ndarray, str]]:
+    for c in (0.0, 3.5, -20.0):
+        yield np.full(k, c), f"all equal to {c:g}"
+    for top in (2, 3):
+        if k >= top:
+            z = rng.standard_normal(k)
+            z[rng.choice(k, size=top, replace=False)] = z.max() + 0.5
+            yield z, f"{top}-way tie at the maximum"
+
+
+def _dominant(rng: np.random.Generator, k: int) -> Iterator[tuple[np.ndarray, str]]:
+    if k < 2:
+        return
+    for i, gap in enumerate((12.0, 25.0, 40.0, 80.0, 200.0)):
+        z = rng.standard_normal(k)
+        z[i % k] = z.max() + gap
+        yield z, f"z[{i % k}] above the rest by {gap:g}"
+
+
+def _large(rng: np.random.Generator, k: int, limit: float) -> Iterator[tuple[np.ndarray, str]]:
+    offsets = (1e3, -1e3, 1e4, -1e4, limit - 5, limit + 1, limit + 20, -(limit + 20))
+    offsets += (-(limit + 60), 2 * limit)
+    for offset in offsets:
+        yield offset + 2 * rng.standard_normal(k), f"offset {offset:+.6g}"
+    z = rng.standard_normal(k) * limit / 2
+    yield z, f"spread ~{limit:.0f}"
+    if k >= 2:
+        z = np.full(k, -1e3)
+        z[rng.integers(k)] = 1e3
+        yield z, "one +1e3, the rest -1e3"
+
+
+def _masked(rng: np.random.Generator, k: int) -> Iterator[tuple[np.ndarray, str]]:
+    if k < 2:
+        return
+    patterns = (
+        (1, 0.0, "1 masked"),
+        (k - 1, 0.0, f"{k - 1} masked, one live class"),
+        (k // 2, 0.0, f"{k // 2} masked"),
+        (1, 1e3, "1 masked, offset +1e3"),
+        (max(1, k // 2), -1e3, f"{max(1, k // 2)} masked, offset -1e3"),
+    )
+    for n_masked, offset, note in patterns:
+        z = 3 * rng.standard_normal(k) + offset
+        z[rng.choice(k, size=n_masked, replace=False)] = -np.inf
+        yield z, note
+    z = rng.standard_normal(k)
+    z[rng.integers(k)] = 40.0
+    z[np.flatnonzero(z < 40.0)[:1]] = -np.inf
+    yield z, "1 masked, one dominant logit"
+
+
+def _mixed_rows(rng: np.random.Generator, k: int, limit: float) -> list[list[np.ndarray]]:
+    """Rows far apart: a max or sum over the wrong axis breaks some of them."""
+    offsets = (0.0, 2 * limit, -2 * limit, limit, -5.0, 0.5)
+    n = len(offsets) - (1 if len(offsets) == k else 0)  # keep N != K, see batches()
+    return [[3 * rng.standard_normal(k) + offsets[(i + b) % n] for i in range(n)] for b in range(2)]
+
+
+def _thin(cases: list[Case], keep: int) -> list[Case]:
+    """Fewer inputs for large K (the reference costs K^2 per input), every kind kept."""
+    if len(cases) <= keep:
+        return cases
+    out: list[Case] = []
+    for kind in KINDS:
+        group = [c for c in cases if c.kind == kind]
+        if group:
+            n = max(1, round(len(group) * keep / len(cases)))
+            out += [group[i] for i in np.linspace(0, len(group) - 1, n).round().astype(int)]
+    return out
+
+
+def generate(settings: Settings) -> tuple[list[Case], list[list[int]] | None]:
+    """The cases, and for batched checks the rows of each batch (indices into the cases)."""
+    k, dtype = settings.k, settings.dtype
+    rng = np.random.default_rng(settings.seed)
+    labels = _Labels(settings.labels, rng)
+    limit = overflow_logit(dtype)
+    raw: list[tuple[str, np.ndarray, str]] = []
+    raw += [("random", z, n) for z, n in _random(rng, k, settings.n_random)]
+    raw += [("ties", z, n) for z, n in _ties(rng, k)]
+    raw += [("dominant", z, n) for z, n in _dominant(rng, k)]
+    raw += [("large", z, n) for z, n in _large(rng, k, limit)]
+    raw += [("masked", z, n) for z, n in _masked(rng, k)]
+
+    def case(kind: str, z: np.ndarray, note: str) -> Case:
+        z = z.astype(dtype)
+        y = labels.draw(z).astype(dtype) if settings.takes_labels else None
+        return Case(kind, z, y, note)
+
+    per_input = k * k + 3 * k if settings.jacobian else 3 * k  # products, and 2 softmaxes
+    cases = _thin([case(*r) for r in raw], max(len(KINDS) * 2, REFERENCE_BUDGET // per_input))
+    if not settings.batched:
+        return cases, None
+    batches = _batches(cases, k)
+    for rows in _mixed_rows(rng, k, limit):
+        start = len(cases)
+        cases += [case("mixed-rows", z, "rows at offsets 0, +-limit, +-2*limit") for z in rows]
+        batches.append(list(range(start, len(cases))))
+    return cases, batches
+
+
+def _batches(cases: list[Case], k: int) -> list[list[int]]:
+    """Rows of one kind per batch, sizes varied and != K so a (K, N) result is a shape error."""
+    sizes = itertools.cycle((5, 1, 7, 3, 9))
+    batches: list[list[int]] = []
+    for kind in KINDS:
+        todo = [i for i, c in enumerate(cases) if c.kind == kind]
+        while todo:
+            n = next(sizes)
+            n = min(n + 1 if n == k else n, len(todo))
+            if n == k and k > 1:
+                n -= 1
+            batches.append(todo[:n])
+            todo = todo[n:]
+    return batches

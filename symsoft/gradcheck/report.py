@@ -1,0 +1,289 @@
+"""The verdict and its evidence, as text for people and as JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from symsoft.gradcheck import tolerance
+from symsoft.gradcheck.diagnose import Finding
+from symsoft.gradcheck.inputs import KIND_HELP, KINDS
+from symsoft.gradcheck.runner import Outcome
+from symsoft.gradcheck.second_opinion import FiniteDifferences
+from symsoft.gradcheck.settings import CONTRACTS, WHAT, Settings
+
+TABLE_ALL = 16  # show every entry up to this many, else the worst ones
+TABLE_ROWS = 12
+
+
+@dataclass(frozen=True)
+class KindStats:
+    kind: str
+    inputs: int
+    failed: int
+    raised: int
+    max_abs_err: float
+    max_rel_err: float
+    max_ratio: float  # largest error over its tolerance
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: tuple[int, ...]
+    expected: float
+    got: float
+    error: float
+    tol: float
+
+    @property
+    def wrong(self) -> bool:
+        return not self.error <= self.tol
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    settings: Settings
+    outcomes: tuple[Outcome, ...]
+    findings: tuple[Finding, ...]
+    worst: Outcome
+    finite_differences: FiniteDifferences | None
+    n_batches: int | None
+
+    @property
+    def ok(self) -> bool:
+        return not any(o.failed for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    @property
+    def n_failed(self) -> int:
+        return sum(o.failed for o in self.outcomes)
+
+    @property
+    def bugs(self) -> tuple[str, ...]:
+        return tuple(f.bug for f in self.findings)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def kinds(self) -> list[KindStats]:
+        stats = []
+        for kind in KINDS:
+            group = [o for o in self.outcomes if o.case.kind == kind]
+            if group:
+                stats.append(
+                    KindStats(
+                        kind,
+                        len(group),
+                        sum(o.failed for o in group),
+                        sum(o.error is not None for o in group),
+                        max(o.abs_err for o in group),
+                        max(o.rel_err for o in group),
+                        max(o.ratio for o in group),
+                    )
+                )
+        return stats
+
+    def entries(self) -> tuple[list[Entry], int]:
+        """The worst input's entries to show, and how many were left out."""
+        o = self.worst
+        got = o.got if o.got is not None else np.full(o.ref.values.shape, np.nan)
+        all_entries = [
+            Entry(
+                idx,
+                float(o.ref.values[idx]) + 0.0,  # + 0.0: print -0 as 0
+                float(got[idx]) + 0.0,
+                float(o.diff[idx]),
+                float(o.tol[idx]),
+            )
+            for idx in np.ndindex(o.ref.values.shape)
+        ]
+        if len(all_entries) <= TABLE_ALL:
+            return all_entries, 0
+        ranked = sorted(all_entries, key=lambda e: -e.error / e.tol)[:TABLE_ROWS]
+        return sorted(ranked, key=lambda e: e.index), len(all_entries) - len(ranked)
+
+    # ---- text ----
+
+    def text(self) -> str:
+        st = self.settings
+        lines = [f"symsoft check: {self.name}: {WHAT[st.of]}", "  " + self._setup()]
+        n = len(self.outcomes)
+        verdict = (
+            f"verdict: CORRECT on all {n} inputs"
+            if self.ok
+            else f"verdict: WRONG on {self.n_failed} of {n} inputs"
+        )
+        lines += [verdict, ""]
+        lines.append(
+            f"  {'kind':<11}{'inputs':>7}{'failed':>8}{'max abs err':>13}{'max rel err':>13}"
+            f"{'err/tol':>10}   what"
+        )
+        for k in self.kinds():
+            lines.append(
+                f"  {k.kind:<11}{k.inputs:>7}{k.failed:>8}{_num(k.max_abs_err):>13}"
+                f"{_num(k.max_rel_err):>13}{_num(k.max_ratio, 2):>10}   {KIND_HELP[k.kind]}"
+            )
+        lines += ["", "tolerance: " + tolerance.describe(st.dtype), ""]
+        lines += self._worst_text()
+        lines += ["", "diagnosis:"]
+        if not self.findings:
+            lines.append("  no bug found: every entry of every input is within its tolerance")
+        for f in self.findings:
+            lines.append(f"  - {f.title}: {f.message}")
+        lines += ["", self._fd_text()]
+        return "\n".join(lines)
+
+    def _setup(self) -> str:
+        st = self.settings
+        parts = [f"K={st.k}", st.dtype.name]
+        parts.append(f"batched ({self.n_batches} batches)" if st.batched else "one row per call")
+        if st.takes_labels:
+            parts.append(f"labels contract: {st.labels} ({CONTRACTS[st.labels]})")
+        parts.append(f"seed {st.seed}")
+        return ", ".join(parts)
+
+    def _worst_text(self) -> list[str]:
+        o = self.worst
+        head = "worst input" if not self.ok else "closest to failing"
+        where = f"#{o.index}, kind {o.case.kind}: {o.case.note}"
+        if o.batch is not None:
+            where += f", row of batch {o.batch}"
+        lines = [f"{head} ({where}):", f"  z = {_vector(o.case.z)}"]
+        if o.case.y is not None:
+            lines.append(f"  y = {_vector(o.case.y)}")
+        if o.error is not None:
+            return [*lines, f"  raised {o.error}"]
+        entries, left_out = self.entries()
+        lines.append(f"  {'entry':<10}{'expected':>25}{'got':>25}{'|error|':>11}{'tolerance':>11}")
+        for e in entries:
+            index = "[" + ", ".join(map(str, e.index)) + "]"
+            mark = "  WRONG" if e.wrong else ""
+            lines.append(
+                f"  {index:<10}{e.expected:>25.17g}{e.got:>25.17g}{_num(e.error):>11}"
+                f"{_num(e.tol):>11}{mark}"
+            )
+        if left_out:
+            wrong = int(o.wrong.sum()) - sum(e.wrong for e in entries)
+            lines.append(f"  ... {left_out} more entries ({wrong} of them wrong)")
+        return lines
+
+    def _fd_text(self) -> str:
+        fd = self.finite_differences
+        if fd is None:
+            return "finite differences: skipped (K too large for a 50-digit second opinion)"
+        skipped = f" ({fd.skipped} entries at masked classes skipped)" if fd.skipped else ""
+        if fd.agrees:
+            return (
+                "finite differences (second opinion): central differences of the 50-digit "
+                f"forward function at the worst input agree with the reference to "
+                f"{fd.max_diff:.1e}{skipped}"
+            )
+        return (
+            f"finite differences DISAGREE with the reference by {fd.max_diff:.1e} at the worst "
+            "input: this is a bug in symsoft, not in the checked function; please report it"
+        )
+
+    # ---- JSON ----
+
+    def to_dict(self) -> dict:
+        st, o = self.settings, self.worst
+        entries, left_out = self.entries()
+        return {
+            "verdict": "correct" if self.ok else "wrong",
+            "exit_code": self.exit_code,
+            "function": self.name,
+            "of": st.of,
+            "k": st.k,
+            "dtype": st.dtype.name,
+            "batched": st.batched,
+            "batches": self.n_batches,
+            "labels": st.labels if st.takes_labels else None,
+            "labels_contract": CONTRACTS[st.labels] if st.takes_labels else None,
+            "seed": st.seed,
+            "inputs": len(self.outcomes),
+            "failed": self.n_failed,
+            "tolerance": {
+                "c": tolerance.C,
+                "unit_roundoff": tolerance.unit_roundoff(st.dtype),
+                "formula": " ".join(tolerance.describe(st.dtype).split()),
+            },
+            "kinds": {
+                k.kind: {
+                    "inputs": k.inputs,
+                    "failed": k.failed,
+                    "raised": k.raised,
+                    "max_abs_error": _json(k.max_abs_err),
+                    "max_rel_error": _json(k.max_rel_err),
+                    "max_error_over_tolerance": _json(k.max_ratio),
+                }
+                for k in self.kinds()
+            },
+            "worst": {
+                "index": o.index,
+                "kind": o.case.kind,
+                "note": o.case.note,
+                "batch": o.batch,
+                "z": [_json(v) for v in o.case.z.astype(float)],
+                "y": None if o.case.y is None else [_json(v) for v in o.case.y.astype(float)],
+                "error": o.error,
+                "entries": [
+                    {
+                        "index": list(e.index),
+                        "expected": _json(e.expected),
+                        "got": _json(e.got),
+                        "abs_error": _json(e.error),
+                        "tolerance": _json(e.tol),
+                        "wrong": e.wrong,
+                    }
+                    for e in entries
+                ]
+                if o.error is None
+                else [],
+                "entries_left_out": left_out if o.error is None else 0,
+            },
+            "diagnosis": [
+                {
+                    "bug": f.bug,
+                    "title": f.title,
+                    "message": f.message,
+                    "inputs": f.inputs,
+                    "kinds": dict(f.kinds),
+                }
+                for f in self.findings
+            ],
+            "finite_differences": None
+            if self.finite_differences is None
+            else {
+                "max_abs_diff": self.finite_differences.max_diff,
+                "agrees": self.finite_differences.agrees,
+                "skipped_entries": self.finite_differences.skipped,
+            },
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _json(x: float) -> float | str:
+    """JSON has no NaN or infinity: those become the strings "nan", "inf", "-inf"."""
+    x = float(x)
+    return x if math.isfinite(x) else str(x)
+
+
+def _num(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}e}" if math.isfinite(x) else str(x)
+
+
+def _vector(a: np.ndarray) -> str:
+    # numpy scalars print the shortest repr that round-trips in their dtype: paste-able
+    return "[" + ", ".join(str(v) for v in a) + "]"
