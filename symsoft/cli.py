@@ -34,6 +34,18 @@ def _floats(text: str) -> list[float]:
         ) from None
 
 
+def _targets(text: str) -> list[str]:
+    from symsoft.pipeline import EMITTERS
+
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [t for t in chosen if t not in EMITTERS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"--targets takes a comma-separated list of {', '.join(EMITTERS)}; got {text!r}"
+        )
+    return sorted(set(chosen), key=list(EMITTERS).index)
+
+
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",")]
 
@@ -52,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="derive, prove and write the files for one K",
         description="Derive, prove and write softmax_k{K}.py/.h/.c, derivation_k{K}.tex and "
         "vectors_k{K}.json.",
-        epilog="example: symsoft generate -k 10 -o out/k10",
+        epilog="examples:\n  symsoft generate -k 10 -o out/k10\n"
+        "  symsoft generate -k 4 --example 1,2,3,4 --labels apple,pear,plum,fig\n"
+        "  symsoft generate -k 128 --targets c,numpy --masked-rows zero",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("-k", "--k", type=_int, default=3, help="number of classes (default 3)")
     gen.add_argument("-o", "--out", type=Path, help="output folder (default generated/k{K})")
@@ -60,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--example", type=_floats, help="logits of the worked example, e.g. 1,2,3,4")
     gen.add_argument(
         "--labels", type=_names, help="class names of the worked example, e.g. apple,pear"
+    )
+    gen.add_argument(
+        "--targets",
+        type=_targets,
+        help="what to emit, comma-separated (default all): numpy, c, latex, vectors",
+    )
+    gen.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar (it shows only on a terminal)"
     )
     gen.add_argument(
         "--masked-rows",
@@ -82,12 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from symsoft.pipeline import generate
+    from symsoft.pipeline import EMITTERS, generate, steps
+    from symsoft.progress import Progress
     from symsoft.spec import make_spec
 
     spec = make_spec(args.k, example=args.example, labels=args.labels, masked_rows=args.masked_rows)
     out = args.out if args.out is not None else Path("generated") / f"k{spec.k}"
-    for path in generate(spec, out, force=args.force):
+    targets = args.targets or list(EMITTERS)
+    progress = Progress(steps(targets), quiet=args.quiet)
+    try:
+        written = generate(spec, out, force=args.force, targets=targets, progress=progress)
+    finally:
+        progress.close()
+    for path in written:
         print(path)
     return EXIT_OK
 

@@ -69,16 +69,39 @@ def build_bundle(spec: Spec) -> Bundle:
     )
 
 
-def render_all(bundle: Bundle, targets: Iterable[str] = EMITTERS) -> dict[str, str]:
+Step = Callable[[str], None]
+
+
+def _no_progress(label: str) -> None:
+    pass
+
+
+def steps(targets: Iterable[str]) -> int:
+    """How many times generate() reports progress."""
+    return 2 + len(list(targets))
+
+
+def render_all(
+    bundle: Bundle, targets: Iterable[str] = EMITTERS, progress: Step = _no_progress
+) -> dict[str, str]:
     files: dict[str, str] = {}
     for target in targets:
+        progress(f"emitting {target}")
         files.update(EMITTERS[target](bundle))
     return files
 
 
 def generate(
-    spec: Spec, out: Path, *, force: bool = False, targets: Iterable[str] = EMITTERS
+    spec: Spec,
+    out: Path,
+    *,
+    force: bool = False,
+    targets: Iterable[str] = EMITTERS,
+    progress: Step = _no_progress,
 ) -> list[Path]:
     targets = list(targets)
     check_writable(out, output_names(spec.k, targets), force)  # fail before the slow part
-    return write_files(out, render_all(build_bundle(spec), targets), force)
+    progress(f"deriving and proving for K={spec.k}")
+    files = render_all(build_bundle(spec), targets, progress)
+    progress(f"writing {out}")
+    return write_files(out, files, force)

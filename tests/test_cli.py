@@ -117,3 +117,47 @@ EXAMPLES = Path(__file__).parent / "gradcheck_examples"
 def test_check_command_exit_codes(tmp_path, target, code):
     result = symsoft("check", str(EXAMPLES / target), "-k", "3", "--n-random", "8", cwd=tmp_path)
     assert result.returncode == code, result.stdout + result.stderr
+
+
+def test_targets_pick_what_is_emitted(tmp_path):
+    result = symsoft("generate", "--targets", "c,numpy", "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "softmax_k3.c",
+        "softmax_k3.h",
+        "softmax_k3.py",
+    ]
+    bad = symsoft("generate", "--targets", "c,fortran", "-o", str(tmp_path / "x"), cwd=tmp_path)
+    assert bad.returncode == 2 and "--targets" in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_progress_only_on_a_terminal(tmp_path):
+    """Piped (as here) the CLI prints only the written paths; on a terminal it draws a bar."""
+    import io
+
+    from symsoft.progress import Progress
+
+    piped = symsoft("generate", "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert piped.stderr == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(3, stream=screen)
+    progress("deriving")
+    progress("emitting c")
+    progress.close()
+    assert "1/3 deriving" in screen.getvalue() and "2/3 emitting c" in screen.getvalue()
+    quiet = Terminal()
+    Progress(3, stream=quiet, quiet=True)("deriving")
+    assert quiet.getvalue() == ""
+
+
+def test_every_command_has_help_with_an_example(tmp_path):
+    for command in ("generate", "check"):
+        result = symsoft(command, "--help", cwd=tmp_path)
+        assert result.returncode == 0
+        assert "example" in result.stdout
