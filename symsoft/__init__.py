@@ -7,9 +7,10 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+source"
 
+from symsoft.load import load
 from symsoft.spec import K_MAX, Spec, make_spec
 
-__all__ = ["K_MAX", "Spec", "__version__", "check_gradient", "make_spec"]
+__all__ = ["K_MAX", "Spec", "__version__", "check_gradient", "load", "make_spec"]
 
 
 def __getattr__(name: str) -> object:

@@ -1,83 +1,202 @@
-"""Call emitted C kernels on NumPy arrays: shape and dtype checks, contiguous buffers."""
+"""Call emitted C kernels on NumPy arrays: signatures from emit/kernels.py, checked buffers."""
 
 from __future__ import annotations
 
 import ctypes
+import keyword
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy
 
-from symsoft.emit.kernels import C_KERNELS, c_name
+from symsoft.emit.kernels import C_KERNELS, CKernel, c_name
 
-_SUFFIX = {numpy.dtype(numpy.float32): "f32", numpy.dtype(numpy.float64): "f64"}
-_CTYPE = {"f32": ctypes.c_float, "f64": ctypes.c_double}
+_F32, _F64, _I64 = numpy.dtype(numpy.float32), numpy.dtype(numpy.float64), numpy.dtype(numpy.int64)
+_SUFFIX = {_F32: "f32", _F64: "f64"}
+_CTYPE = {_F32: ctypes.c_float, _F64: ctypes.c_double, _I64: ctypes.c_int64}
+# C parameter type -> the Python side: "float" arrays of z's dtype, "label" int64 class indices
+_INPUT_KINDS = {"const T": "float", "const int64_t": "label"}
+_PARAM = re.compile(r"(const \w+|\w+) (\*?)([a-z]\w*)")
+_OUTPUT_SIZE = re.compile(r"\bn((?:\s*\*\s*K)*) values\b")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How one C kernel maps onto arrays of shape (..., K)."""
+
+    inputs: tuple[tuple[str, str], ...]  # (name, "float" | "label"), z first
+    out_rank: int  # trailing K axes of the output: 0 (one value per row), 1 (K), 2 (K*K)
+
+
+def signature(kern: CKernel) -> Signature:
+    """Read a kernel's array roles from its C parameters and its output size from its doc.
+
+    A parameter this binding does not know raises, so that a new kernel is never called
+    with the wrong buffers: extend _INPUT_KINDS and CKernels' converters instead.
+    """
+    inputs: list[tuple[str, str]] = []
+    outputs: list[str] = []
+    params = [p.strip() for p in kern.params.split(",")]
+    for param in params[:-1]:
+        match = _PARAM.fullmatch(param)
+        if not match or not match[2] or keyword.iskeyword(match[3]):
+            raise NotImplementedError(f"{kern.name}: cannot bind C parameter {param!r}")
+        if match[1] in _INPUT_KINDS and not outputs:
+            inputs.append((match[3], _INPUT_KINDS[match[1]]))
+        elif match[1] == "T":
+            outputs.append(match[3])
+        else:
+            raise NotImplementedError(f"{kern.name}: cannot bind C parameter {param!r}")
+    size = _OUTPUT_SIZE.search(kern.doc)
+    if params[-1] != "size_t n" or len(outputs) != 1 or inputs[:1] != [("z", "float")] or not size:
+        raise NotImplementedError(
+            f"{kern.name}: expected (const T *z, inputs..., T *out, size_t n) and a doc "
+            f"saying 'n*K... values'; got ({kern.params}) / {kern.doc!r}"
+        )
+    return Signature(tuple(inputs), size[1].count("K"))
+
+
+def _as_c(array: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
+    """array itself if C can take it as is, else a fresh C-ordered, aligned, native copy.
+
+    Writable too (flags.carray): ctypes' cheap from_buffer wants writable memory; the kernels
+    never write their inputs, so only read-only arrays pay for this copy.
+    """
+    if array.dtype == dtype and array.flags.carray:
+        return array
+    return numpy.array(array, dtype=dtype, order="C")
+
+
+def _float_dtype(dtype: numpy.dtype, name: str) -> numpy.dtype:
+    """float32/float64 in any byte order keep their precision; integers become float64."""
+    if dtype.kind in "biu":
+        return _F64
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return dtype.newbyteorder("=")
+    raise TypeError(f"{name} must be float32 or float64 (or integers), got {dtype}")
+
+
+# One Python function per kernel, written out for its parameters like namedtuple does: named
+# arguments for free, and per call only the checks, one allocation and the ctypes call.
+# from_buffer() costs a fraction of array.ctypes.data_as(); _as_c makes sure it applies.
+_CALL = """\
+def {name}({params}):
+    {converts}
+    _out = _empty(z.shape[:-1] + _out_tail, z.dtype)
+    _rows = z.size // _k
+    if _rows:  # from_buffer refuses empty buffers, and there is nothing to compute
+        _function, _c = _functions[z.dtype]
+        _function({pointers}, _c[-1].from_buffer(_out), _rows)
+    return _out if _out.ndim else _out[()]  # a scalar for one row, as NumPy reductions give
+"""
 
 
 class CKernels:
-    """The five kernels of one compiled softmax_k{K} library, taking arrays of shape (..., K).
+    """The kernels of one compiled softmax_k{K} library, as methods taking arrays (..., K).
 
-    Inputs are converted to C-contiguous float32/float64 copies when they are not already
-    (integers become float64); anything else is refused rather than read as garbage.
+    One method per entry of emit.kernels.C_KERNELS, with the C parameter names. float32 in
+    gives float32 out, float64 gives float64, integers become float64. Non-contiguous,
+    Fortran-ordered, misaligned, read-only or non-native byte order arrays are copied first;
+    complex, float16 and other dtypes are refused (TypeError), as is a last axis that is not K
+    (ValueError). Further float inputs (y) must have z's shape and are converted to z's dtype;
+    label inputs are integer class indices of shape z.shape[:-1], passed to C as int64.
     """
 
     def __init__(self, library: ctypes.CDLL, k: int) -> None:
         self.k = k
-        self._functions: dict[tuple[str, str], ctypes._CFuncPtr] = {}
-        for suffix, ctype in _CTYPE.items():
-            pointer = ctypes.POINTER(ctype)
-            for kern in C_KERNELS:
-                function = getattr(library, c_name(kern.name, k, suffix))
-                inputs = 2 if "const T *y" in kern.params else 1
-                function.argtypes = [pointer] * (inputs + 1) + [ctypes.c_size_t]
-                function.restype = None
-                self._functions[(kern.name, suffix)] = function
+        self.names = tuple(kern.name for kern in C_KERNELS)
+        for kern in C_KERNELS:
+            setattr(self, kern.name, self._method(library, kern, signature(kern)))
 
-    def _array(self, x: object, name: str, dtype: numpy.dtype | None = None) -> numpy.ndarray:
+    def __repr__(self) -> str:
+        return f"<CKernels K={self.k}: {', '.join(self.names)}>"
+
+    def _method(self, library: ctypes.CDLL, kern: CKernel, sig: Signature) -> Callable[..., Any]:
+        functions = {}
+        for dtype, suffix in _SUFFIX.items():
+            # the C type of each buffer: the inputs', then the output's
+            buffers = [_CTYPE[_I64 if kind == "label" else dtype] for _, kind in sig.inputs]
+            buffers.append(_CTYPE[dtype])
+            function = getattr(library, c_name(kern.name, self.k, suffix))
+            function.argtypes = [*(ctypes.POINTER(c) for c in buffers), ctypes.c_size_t]
+            function.restype = None
+            functions[dtype] = (function, buffers)
+        names = [name for name, _ in sig.inputs]
+        converts = ["z = _z(z)"] + [f"{n} = _{kind}({n}, {n!r}, z)" for n, kind in sig.inputs[1:]]
+        source = _CALL.format(
+            name=kern.name,
+            params=", ".join(names),
+            converts="\n    ".join(converts),
+            pointers=", ".join(f"_c[{i}].from_buffer({n})" for i, n in enumerate(names)),
+        )
+        namespace: dict[str, Any] = {
+            "_empty": numpy.empty,
+            "_out_tail": (self.k,) * sig.out_rank,
+            "_k": self.k,
+            "_functions": functions,
+            "_z": self._z,
+            "_float": self._floats,
+            "_label": self._labels,
+        }
+        exec(compile(source, f"<symsoft kernel {kern.name}>", "exec"), namespace)
+        call = namespace[kern.name]
+        call.__doc__ = f"{kern.doc} (C: {c_name(kern.name, self.k, 'f32/f64')})"
+        return call
+
+    # Each converter returns its input untouched when C can take it as is (checked first and
+    # cheaply: this is the per-call cost for small batches), else a checked copy.
+
+    def _z(self, x: object) -> numpy.ndarray:
+        if (
+            type(x) is numpy.ndarray
+            and x.dtype in _SUFFIX
+            and x.flags.carray
+            and x.shape[-1:] == (self.k,)
+        ):
+            return x
         array = numpy.asarray(x)
-        if dtype is None:
-            if array.dtype.kind in "biu":
-                array = array.astype(numpy.float64)
-            elif array.dtype not in _SUFFIX:
-                raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
-            dtype = array.dtype
+        self._check_last_axis(array, "z")
+        dtype = array.dtype if array.dtype in _SUFFIX else _float_dtype(array.dtype, "z")
+        return _as_c(array, dtype)
+
+    def _floats(self, x: object, name: str, z: numpy.ndarray) -> numpy.ndarray:
+        if (
+            type(x) is numpy.ndarray
+            and x.dtype == z.dtype
+            and x.flags.carray
+            and x.shape == z.shape
+        ):
+            return x
+        array = numpy.asarray(x)
+        self._check_last_axis(array, name)
+        if array.shape != z.shape:
+            raise ValueError(f"{name} must have the shape of z, {z.shape}, got {array.shape}")
+        if array.dtype != z.dtype:
+            _float_dtype(array.dtype, name)  # refuses complex & co. rather than drop parts
+        return _as_c(array, z.dtype)
+
+    def _labels(self, x: object, name: str, z: numpy.ndarray) -> numpy.ndarray:
+        if (
+            type(x) is numpy.ndarray
+            and x.dtype == _I64
+            and x.flags.carray
+            and x.shape == z.shape[:-1]
+        ):
+            return x
+        array = numpy.asarray(x)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integer class indices, got {array.dtype}")
+        if array.shape != z.shape[:-1]:
+            raise ValueError(
+                f"{name} must have shape {z.shape[:-1]} (one class index per row of z), "
+                f"got {array.shape}"
+            )
+        return _as_c(array, _I64)
+
+    def _check_last_axis(self, array: numpy.ndarray, name: str) -> None:
         if array.ndim == 0 or array.shape[-1] != self.k:
             raise ValueError(
                 f"{name} must have shape (..., {self.k}) for K={self.k}, got shape {array.shape}"
             )
-        return numpy.ascontiguousarray(array, dtype=dtype)
-
-    def _call(self, name: str, out_shape: tuple[int, ...], *arrays: numpy.ndarray) -> numpy.ndarray:
-        z = arrays[0]
-        suffix = _SUFFIX[z.dtype]
-        pointer = ctypes.POINTER(_CTYPE[suffix])
-        out = numpy.empty(out_shape, dtype=z.dtype)
-        rows = z.size // self.k
-        args = [a.ctypes.data_as(pointer) for a in (*arrays, out)]
-        self._functions[(name, suffix)](*args, rows)
-        return out
-
-    def _with_targets(self, z: object, y: object) -> tuple[numpy.ndarray, numpy.ndarray]:
-        z_arr = self._array(z, "z")
-        y_arr = self._array(y, "y", z_arr.dtype)
-        if y_arr.shape != z_arr.shape:
-            raise ValueError(f"y must have the shape of z, {z_arr.shape}, got {y_arr.shape}")
-        return z_arr, y_arr
-
-    def softmax(self, z: object) -> numpy.ndarray:
-        z = self._array(z, "z")
-        return self._call("softmax", z.shape, z)
-
-    def log_softmax(self, z: object) -> numpy.ndarray:
-        z = self._array(z, "z")
-        return self._call("log_softmax", z.shape, z)
-
-    def softmax_jacobian(self, z: object) -> numpy.ndarray:
-        z = self._array(z, "z")
-        return self._call("softmax_jacobian", (*z.shape, self.k), z)
-
-    def cross_entropy(self, z: object, y: object) -> numpy.ndarray:
-        z_arr, y_arr = self._with_targets(z, y)
-        return self._call("cross_entropy", z_arr.shape[:-1], z_arr, y_arr)
-
-    def cross_entropy_grad(self, z: object, y: object) -> numpy.ndarray:
-        z_arr, y_arr = self._with_targets(z, y)
-        return self._call("cross_entropy_grad", z_arr.shape, z_arr, y_arr)

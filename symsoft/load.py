@@ -1,0 +1,162 @@
+"""symsoft.load(k, backend): generated kernels one call away, built once and cached on disk."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+from symsoft import __version__
+from symsoft.build import STRICT_FLAGS, compile_shared, find_compiler, load_library
+from symsoft.cache import ENV_VAR, cache_root, digest, publish, staging_path
+from symsoft.ckernels import CKernels
+from symsoft.errors import SpecError, SymsoftError
+from symsoft.spec import Spec, make_spec
+
+BACKENDS = ("c", "numpy")
+# STRICT_FLAGS (warnings are errors) at -O3. -ffp-contract=off: no fused multiply-add, so GCC
+# and Clang (whose defaults differ) give the same bits. Never -ffast-math: it drops NaN/inf.
+C_FLAGS = (*STRICT_FLAGS, "-O3", "-ffp-contract=off")
+_TARGETS = ("c", "numpy")  # the emitters load() needs; LaTeX and vectors are not generated
+_LIBRARY_SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
+
+_loaded: dict[tuple[object, ...], CKernels | ModuleType] = {}
+_loading = threading.Lock()  # threads asking for the same kernels build them once
+
+
+def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | ModuleType:
+    """The kernels for K classes, taking NumPy arrays of shape (..., K), float32 or float64.
+
+    backend="c" compiles the emitted C with the system compiler ($CC, else cc/gcc/clang) on
+    first use and returns a CKernels; backend="numpy" returns the emitted NumPy module and
+    needs no compiler. Both have one function per kernel (see symsoft.emit.kernels).
+    Generated source and libraries are cached under $SYMSOFT_CACHE_DIR (default: the user
+    cache folder), so later calls, in this process or another, neither generate nor compile.
+
+    Raises SpecError for a bad k, backend or option (before any work), and SymsoftError when
+    no C compiler is found or compiling fails (with the compiler's message).
+    """
+    if backend not in BACKENDS:
+        raise SpecError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    spec = make_spec(k, masked_rows=masked_rows)
+    root = cache_root()
+    compiler = _compiler(os.environ.get("CC"), os.environ.get("PATH")) if backend == "c" else ""
+    key = (spec, backend, root, compiler)
+    if key not in _loaded:
+        with _loading:
+            if key not in _loaded:
+                _loaded[key] = _build(spec, backend, root, compiler)
+    return _loaded[key]
+
+
+def _build(spec: Spec, backend: str, root: Path, compiler: str) -> CKernels | ModuleType:
+    sources = generated_sources(spec, root)
+    if backend == "numpy":
+        return _import_module(sources / f"softmax_k{spec.k}.py")
+    library = compiled_library(sources, spec.k, compiler, root)
+    return CKernels(_open_library(library), spec.k)
+
+
+def source_key(spec: Spec) -> str:
+    """What the generated C and NumPy depend on: every Spec field (including options such as
+    masked_rows), the symsoft version and its own code, so an edited checkout regenerates."""
+    options = json.dumps(dataclasses.asdict(spec), sort_keys=True)
+    return digest(__version__, _code_fingerprint(), options)
+
+
+def library_key(source: bytes, header: bytes, compiler: str, flags: tuple[str, ...]) -> str:
+    """What the compiled library depends on: the source, the compiler and how it was called."""
+    machine = f"{sys.platform} {platform.machine()}"  # a shared home may serve several CPUs
+    return digest(source, header, compiler, _compiler_identity(compiler), " ".join(flags), machine)
+
+
+def generated_sources(spec: Spec, root: Path) -> Path:
+    """The folder holding softmax_k{K}.c/.h/.py for spec, generating them on first use."""
+    folder = root / "src" / f"k{spec.k}-{source_key(spec)[:32]}"
+    names = [f"softmax_k{spec.k}.c", f"softmax_k{spec.k}.h", f"softmax_k{spec.k}.py"]
+    if not all((folder / name).is_file() for name in names):
+        # imported here: SymPy takes a second to import, and a cache hit needs none of it
+        from symsoft.pipeline import build_bundle, render_all
+        from symsoft.writer import write_files
+
+        files = render_all(build_bundle(spec), _TARGETS)
+        # every file is renamed into place whole, so a concurrent reader sees all or nothing
+        write_files(folder, files, force=True)
+    return folder
+
+
+def compiled_library(sources: Path, k: int, compiler: str, root: Path) -> Path:
+    """The shared library built from sources with C_FLAGS, compiling on first use."""
+    source = sources / f"softmax_k{k}.c"
+    key = library_key(
+        source.read_bytes(), (sources / f"softmax_k{k}.h").read_bytes(), compiler, C_FLAGS
+    )
+    library = root / "lib" / f"softmax_k{k}-{key[:32]}{_LIBRARY_SUFFIX}"
+    if not library.is_file():
+        # compile beside the final name, then rename: concurrent builds never tear the file
+        staged = staging_path(library)
+        try:
+            compile_shared(source, staged, compiler=compiler, flags=C_FLAGS)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        publish(staged, library)
+    return library
+
+
+def _open_library(path: Path) -> ctypes.CDLL:
+    try:
+        return load_library(path)
+    except OSError as error:  # e.g. a cache folder shared with an incompatible system
+        raise SymsoftError(
+            f"cannot load the cached library {path}: {error}; delete it or set {ENV_VAR}"
+        ) from error
+
+
+def _import_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise SymsoftError(f"cannot import the generated module {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def _compiler(cc: str | None, path: str | None) -> str:
+    """find_compiler() once per $CC and $PATH: its PATH search is most of a repeated load()."""
+    return find_compiler()
+
+
+@cache
+def _compiler_identity(compiler: str) -> str:
+    """The resolved path and `--version` output: a compiler upgrade gets new libraries."""
+    try:
+        result = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SymsoftError(f"cannot run the C compiler {compiler}: {error}") from error
+    return f"{os.path.realpath(compiler)}\n{result.stdout}{result.stderr}"
+
+
+@cache
+def _code_fingerprint() -> str:
+    """A digest of symsoft's code and templates; read once per process (a few ms)."""
+    package = Path(__file__).parent
+    # as render.templates_dir(), which cannot be imported here without paying for Jinja2
+    templates = package / "templates"
+    if not templates.is_dir():
+        templates = package.parent / "templates"
+    files = [(f"symsoft/{p.relative_to(package)}", p) for p in sorted(package.rglob("*.py"))]
+    files += [(f"templates/{p.name}", p) for p in sorted(templates.glob("*.jinja"))]
+    return digest(*(part for name, path in files for part in (name, path.read_bytes())))
