@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from symsoft import __version__
@@ -35,15 +36,15 @@ def _floats(text: str) -> list[float]:
 
 
 def _targets(text: str) -> list[str]:
-    from symsoft.pipeline import EMITTERS
+    from symsoft.pipeline import TARGETS
 
     chosen = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [t for t in chosen if t not in EMITTERS]
+    unknown = [t for t in chosen if t not in TARGETS]
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(
-            f"--targets takes a comma-separated list of {', '.join(EMITTERS)}; got {text!r}"
+            f"--targets takes a comma-separated list of {', '.join(TARGETS)}; got {text!r}"
         )
-    return sorted(set(chosen), key=list(EMITTERS).index)
+    return sorted(set(chosen), key=TARGETS.index)
 
 
 def _names(text: str) -> list[str]:
@@ -79,7 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--targets",
         type=_targets,
-        help="what to emit, comma-separated (default all): numpy, c, latex, vectors",
+        help="what to emit, comma-separated (default all): numpy, c, latex, markdown, "
+        "vectors, pdf (the PDF needs pdflatex; without it a note says how to get it)",
+    )
+    gen.add_argument(
+        "--lang",
+        choices=("en", "zh"),
+        default="en",
+        help="language of the derivation document (zh: Chinese, derivation_k{K}.zh.tex/.md)",
+    )
+    gen.add_argument(
+        "--true-class",
+        default="1",
+        help="the worked example's true class for the gradient: 1..K or a label (default 1)",
     )
     gen.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar (it shows only on a terminal)"
@@ -104,17 +117,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _true_class(text: str, labels: Sequence[str]) -> int:
+    """1-based class number or a label -> the 0-based index the Spec holds."""
+    from symsoft.errors import SpecError
+
+    if text in labels:
+        return labels.index(text)
+    if text.isdigit() and 1 <= int(text) <= len(labels):
+        return int(text) - 1
+    raise SpecError(
+        f"--true-class must be a class number 1..{len(labels)} or one of the labels, got {text!r}"
+    )
+
+
 def _generate(args: argparse.Namespace) -> int:
-    from symsoft.pipeline import EMITTERS, generate, steps
+    from symsoft.pipeline import TARGETS, generate, steps
     from symsoft.progress import Progress
     from symsoft.spec import make_spec
 
-    spec = make_spec(args.k, example=args.example, labels=args.labels, masked_rows=args.masked_rows)
+    spec = make_spec(
+        args.k,
+        example=args.example,
+        labels=args.labels,
+        masked_rows=args.masked_rows,
+        lang=args.lang,
+    )
+    spec = replace(spec, true_class=_true_class(args.true_class, spec.labels))
     out = args.out if args.out is not None else Path("generated") / f"k{spec.k}"
-    targets = args.targets or list(EMITTERS)
+    targets = args.targets or list(TARGETS)
     progress = Progress(steps(targets), quiet=args.quiet)
+
+    def note(message: str) -> None:
+        progress.close()
+        print(f"symsoft: note: {message}", file=sys.stderr)
+
     try:
-        written = generate(spec, out, force=args.force, targets=targets, progress=progress)
+        written = generate(
+            spec, out, force=args.force, targets=targets, progress=progress, notes=note
+        )
     finally:
         progress.close()
     for path in written:

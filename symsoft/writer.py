@@ -19,7 +19,7 @@ def check_writable(out: Path, names: list[str], force: bool) -> None:
         raise SymsoftError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite")
 
 
-def write_files(out: Path, files: Mapping[str, str], force: bool) -> list[Path]:
+def write_files(out: Path, files: Mapping[str, str | bytes], force: bool) -> list[Path]:
     """Write every file to a temporary name first, then rename them all into place."""
     check_writable(out, sorted(files), force)
     out.mkdir(parents=True, exist_ok=True)
@@ -28,8 +28,10 @@ def write_files(out: Path, files: Mapping[str, str], force: bool) -> list[Path]:
         for name in sorted(files):
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
             os.fchmod(fd, 0o644)  # mkstemp's 0600 would make generated files private
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(files[name])
+            content = files[name]
+            data = content if isinstance(content, bytes) else content.encode("utf-8")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
             staged.append((name, Path(tmp)))
         for name, tmp in staged:
             os.replace(tmp, out / name)

@@ -1,63 +1,107 @@
-"""Bundle -> derivation_k{K}.tex, a standalone LaTeX document."""
+"""Bundle -> derivation_k{K}.tex (or .zh.tex): the derivation document as standalone LaTeX.
+
+symsoft.document builds the content; this module only turns its runs into LaTeX text and
+hands flat strings to templates/derivation.tex.jinja.
+"""
 
 from __future__ import annotations
 
 from symsoft.bundle import Bundle
-from symsoft.emit.kernels import C_KERNELS, c_name
-from symsoft.printers import latex
+from symsoft.doc_view import (
+    Block,
+    Code,
+    Equation,
+    Math,
+    Paragraph,
+    Ref,
+    Table,
+    Text,
+    document_name,
+)
+from symsoft.document import build_document
 from symsoft.render import render
 
+LONG_TABLE_ROWS = 12
 
-def _tex_text(text: str) -> str:
+_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "_": r"\_",
+    "&": r"\&",
+    "%": r"\%",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "^": r"\^{}",
+    "~": r"\~{}",
+}
+
+
+def tex_text(text: str) -> str:
     """Escape the characters LaTeX treats specially in running text."""
-    special = {
-        "\\": r"\textbackslash{}",
-        "_": r"\_",
-        "&": r"\&",
-        "%": r"\%",
-        "#": r"\#",
-        "$": r"\$",
-        "{": r"\{",
-        "}": r"\}",
-        "^": r"\^{}",
-        "~": r"\~{}",
-    }
-    return "".join(special.get(ch, ch) for ch in text)
+    return "".join(_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _code(text: str) -> str:
+    # typewriter text never hyphenates: allow breaks after '-' and '_' in long names
+    escaped = tex_text(text).replace("-", r"-\allowbreak{}").replace(r"\_", r"\_\allowbreak{}")
+    return rf"\texttt{{{escaped}}}"
+
+
+def runs(text: Text) -> str:
+    out = []
+    for run in text:
+        if isinstance(run, Math):
+            out.append(f"${run.tex}$")
+        elif isinstance(run, Code):
+            out.append(_code(run.text))
+        elif isinstance(run, Ref) and run.kind == "eq":
+            out.append(rf"\eqref{{eq:{run.key}}}")
+        elif isinstance(run, Ref):
+            out.append(rf"\ref{{sec:{run.key}}}")
+        else:
+            out.append(tex_text(run))
+    return "".join(out)
+
+
+def _block(block: Block) -> dict[str, object]:
+    if isinstance(block, Paragraph):
+        return {"kind": "paragraph", "lead": runs(block.lead), "text": runs(block.text)}
+    if isinstance(block, Equation):
+        return {"kind": "equation", "label": f"eq:{block.key}", "body": block.body}
+    if isinstance(block, Table):
+        return {
+            "kind": "table",
+            "long": len(block.rows) > LONG_TABLE_ROWS,  # may break across pages
+            "align": block.align,
+            "header": [runs(cell) for cell in block.header],
+            "rows": [[runs(cell) for cell in row] for row in block.rows],
+            "total": [runs(cell) for cell in block.total],
+        }
+    raise TypeError(f"unknown block {block!r}")
+
+
+def latex_text(bundle: Bundle, lang: str | None = None) -> str:
+    doc = build_document(bundle, lang)
+    return render(
+        "derivation.tex.jinja",
+        doc.k,
+        "float32, float64",
+        cjk=doc.lang == "zh",
+        title=runs(doc.title),
+        author=runs(doc.author),
+        intro=[_block(block) for block in doc.intro],
+        sections=[
+            {
+                "label": f"sec:{section.key}",
+                "title": runs(section.title),
+                "appendix": section.appendix,
+                "blocks": [_block(block) for block in section.blocks],
+            }
+            for section in doc.sections
+        ],
+    )
 
 
 def emit_latex(bundle: Bundle) -> dict[str, str]:
-    f, k, w = bundle.kernel, bundle.k, bundle.worked
-    identities = [
-        {
-            "name": _tex_text(identity.name),
-            "method": _tex_text(identity.method),
-            "assumption": _tex_text(identity.assumption),
-        }
-        for identity in bundle.identities
-    ]
-    text = render(
-        "derivation.tex.jinja",
-        k,
-        "float32, float64",
-        jacobian=latex(f.jacobian),
-        gradient=latex(f.gradient),
-        log_probability=latex(f.log_probability),
-        probability=latex(f.probability),
-        identities=identities,
-        example=[
-            {"label": _tex_text(label), "z": f"{z:g}", "e": f"{e:.3f}", "p": f"{p:.3f}"}
-            for label, z, e, p in zip(
-                w.labels, w.logits, w.exponentials, w.probabilities, strict=True
-            )
-        ],
-        total=f"{w.total:.3f}",
-        winner=_tex_text(w.labels[w.winner]),
-        kernels=[
-            {
-                "python": _tex_text(kern.name),
-                "c": _tex_text(c_name(kern.name, k, "f64")),
-            }
-            for kern in C_KERNELS
-        ],
-    )
-    return {f"derivation_k{k}.tex": text}
+    return {document_name(bundle.k, bundle.lang, "tex"): latex_text(bundle)}

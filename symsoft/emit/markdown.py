@@ -1,0 +1,94 @@
+"""Bundle -> derivation_k{K}.md (or .zh.md): the derivation document as Markdown.
+
+Maths is written as $...$ and $$...$$ with \\tag{n} numbers, as GitHub and KaTeX-based
+documentation sites render it; the content is symsoft.document's, as for the LaTeX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from symsoft.bundle import Bundle
+from symsoft.doc_view import (
+    Block,
+    Code,
+    Equation,
+    Math,
+    Paragraph,
+    Ref,
+    Table,
+    Text,
+    document_name,
+)
+from symsoft.document import build_document
+from symsoft.render import render
+
+_SPECIAL = set("\\`*_[]<>#|$")
+_ALIGN = {"l": ":---", "r": "---:", "c": ":---:"}
+
+
+def md_text(text: str) -> str:
+    """Escape what Markdown would read as markup in running text."""
+    return "".join(f"\\{ch}" if ch in _SPECIAL else ch for ch in text)
+
+
+def runs(text: Text, numbers: Mapping[str, str]) -> str:
+    out = []
+    for run in text:
+        if isinstance(run, Math):
+            out.append(f"${run.tex}$")
+        elif isinstance(run, Code):
+            out.append(f"`{run.text}`")
+        elif isinstance(run, Ref):
+            number = numbers[f"{run.kind}:{run.key}"]
+            out.append(f"({number})" if run.kind == "eq" else number)
+        else:
+            out.append(md_text(run))
+    return "".join(out)
+
+
+def _block(block: Block, numbers: Mapping[str, str]) -> dict[str, object]:
+    if isinstance(block, Paragraph):
+        return {
+            "kind": "paragraph",
+            "lead": runs(block.lead, numbers),
+            "text": runs(block.text, numbers),
+        }
+    if isinstance(block, Equation):
+        return {"kind": "equation", "number": block.number, "body": block.body}
+    if isinstance(block, Table):
+        rows = [[runs(cell, numbers) for cell in row] for row in block.rows]
+        if block.total:
+            rows.append([runs(cell, numbers) for cell in block.total])
+        return {
+            "kind": "table",
+            "header": [runs(cell, numbers) for cell in block.header],
+            "rule": [_ALIGN[a] for a in block.align],
+            "rows": rows,
+        }
+    raise TypeError(f"unknown block {block!r}")
+
+
+def markdown_text(bundle: Bundle, lang: str | None = None) -> str:
+    doc = build_document(bundle, lang)
+    n = doc.numbers
+    return render(
+        "derivation.md.jinja",
+        doc.k,
+        "float32, float64",
+        title=runs(doc.title, n),
+        author=runs(doc.author, n),
+        intro=[_block(block, n) for block in doc.intro],
+        sections=[
+            {
+                "number": section.number,
+                "title": runs(section.title, n),
+                "blocks": [_block(block, n) for block in section.blocks],
+            }
+            for section in doc.sections
+        ],
+    )
+
+
+def emit_markdown(bundle: Bundle) -> dict[str, str]:
+    return {document_name(bundle.k, bundle.lang, "md"): markdown_text(bundle)}

@@ -1,0 +1,306 @@
+"""The derivation document: it compiles, it renders, it says what the numbers are.
+
+The .tex is compiled with pdflatex (log free of overfull boxes and undefined references) and
+read back with pdftotext; every math span of the Markdown is rendered by KaTeX. Expected
+numbers are computed here with math.exp, independently of the code under test. Missing tools
+fail under CI and skip elsewhere (tests.conftest.require_tool).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import symsoft.document as document
+from symsoft import doc_checks, doc_view, pdf
+from symsoft.bundle import Bundle
+from symsoft.emit.latex import emit_latex, latex_text
+from symsoft.emit.markdown import emit_markdown, markdown_text
+from symsoft.errors import ProofError
+from symsoft.pipeline import build_bundle
+from symsoft.spec import Spec, make_spec
+from tests.conftest import ON_CI, require_tool
+
+KS = (1, 2, 3, 10, 50)
+ROOT = Path(__file__).parent.parent
+CUSTOM = {
+    "k": 4,
+    "example": [1.0, 2.0, 3.0, 4.0],
+    "labels": ["apple", "pear", "plum", "fig_tree"],
+    "true_class": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """bundle(k) or bundle(custom=True) -> Bundle, each built once for the module."""
+    cache: dict[object, tuple[Spec, Bundle]] = {}
+
+    def get(k: int = 3, custom: bool = False) -> tuple[Spec, Bundle]:
+        key = "custom" if custom else k
+        if key not in cache:
+            spec = make_spec(**CUSTOM) if custom else make_spec(k)
+            cache[key] = (spec, build_bundle(spec))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def compiled(bundle):
+    """compiled(k, lang) -> (log, text of the PDF), each compiled once."""
+    cache: dict[tuple[object, str], tuple[str, str]] = {}
+
+    def get(k: int | str, lang: str = "en") -> tuple[str, str]:
+        if (k, lang) not in cache:
+            require_tool("pdflatex")
+            pdftotext = require_tool("pdftotext")
+            _, b = bundle(custom=True) if k == "custom" else bundle(k)
+            result = pdf.compile_tex(latex_text(b, lang), f"derivation_k{b.k}")
+            text = subprocess.run(
+                [pdftotext, "-layout", "-", "-"],
+                input=result.pdf,
+                capture_output=True,
+                check=True,
+            ).stdout.decode()
+            cache[(k, lang)] = (result.log, text)
+        return cache[(k, lang)]
+
+    return get
+
+
+def expected_numbers(spec: Spec) -> list[str]:
+    """The worked example's numbers as the tutorial shows them, computed independently."""
+    exps = [math.exp(v) for v in spec.example]
+    total = math.fsum(exps)
+    probs = [e / total for e in exps]
+    winner = max(range(spec.k), key=lambda n: probs[n])
+    return [
+        *(f"{e:.3f}" for e in exps),
+        f"{total:.3f}",
+        *(f"{p:.3f}" for p in probs),
+        f"{100 * probs[winner]:.1f}",
+        f"{-math.log(probs[spec.true_class]) + 0.0:.3f}",  # the loss for the true class
+    ]
+
+
+def assert_clean_log(log: str) -> None:
+    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
+    assert "There were undefined references" not in log
+    assert "LaTeX Warning: Reference" not in log
+    assert "Rerun to get" not in log
+
+
+# --- LaTeX -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", KS)
+def test_tex_compiles_cleanly_and_shows_the_worked_example(k, bundle, compiled):
+    spec, _ = bundle(k)
+    log, text = compiled(k)
+    assert_clean_log(log)
+    flat = " ".join(text.split())
+    for value in expected_numbers(spec):
+        assert value in flat, f"{value} missing from the PDF text for K={k}"
+    assert "every equality displayed below was checked by sympy" in flat.lower()
+
+
+def test_tex_numbers_are_the_tutorials(bundle, compiled):
+    _, text = compiled(3)
+    flat = " ".join(text.split())
+    for value in ("7.389", "2.718", "1.105", "11.213", "0.659", "0.242", "0.099"):
+        assert value in flat
+    assert "65.9" in flat and "24.2" in flat and "9.9" in flat
+    assert "largest logit belongs to cat" in flat
+    # overflow limits evaluated from numpy.finfo
+    assert "88.72" in flat and "709.78" in flat
+
+
+@pytest.mark.parametrize("k", (3, 10))
+def test_chinese_tex_compiles(k, bundle, compiled):
+    spec, _ = bundle(k)
+    log, text = compiled(k, "zh")
+    assert_clean_log(log)
+    flat = " ".join(text.split())
+    assert "雅可比矩阵" in flat and "交叉熵" in flat
+    for value in expected_numbers(spec):
+        assert value in flat
+
+
+def test_custom_example_and_labels(bundle, compiled):
+    spec, b = bundle(custom=True)
+    log, text = compiled("custom")
+    assert_clean_log(log)
+    flat = " ".join(text.split())
+    for value in expected_numbers(spec):
+        assert value in flat
+    assert "fig" in flat and "tree" in flat  # escaped in LaTeX (the underscore is a rule)
+    md = markdown_text(b)
+    assert "fig\\_tree" in md and "$54.598$" in md and "$0.644$" in md
+    assert "true class $c = 3$ (plum)" in md
+
+
+def test_tex_is_standalone_and_uses_base_packages_only(bundle):
+    _, b = bundle(3)
+    tex = latex_text(b)
+    assert tex.startswith("% generated by symsoft")
+    assert "\\date{}" in tex
+    packages = set()
+    for names in re.findall(r"\\usepackage(?:\[[^]]*\])?\{([^}]*)\}", tex):
+        packages.update(name.strip() for name in names.split(","))
+    # texlive-latex-base / -recommended (and CJKutf8 for zh only)
+    assert packages <= {"amsmath", "amssymb", "geometry", "booktabs", "longtable", "parskip"}
+
+
+# --- Markdown --------------------------------------------------------------------------------
+
+
+def math_spans(md: str) -> list[dict[str, object]]:
+    """Every $$...$$ block and $...$ span of the Markdown (outside code and comments)."""
+    spans: list[dict[str, object]] = []
+    md = re.sub(r"<!--.*?-->", "", md, flags=re.S)
+
+    def display(match: re.Match[str]) -> str:
+        spans.append({"tex": match.group(1), "display": True})
+        return ""
+
+    md = re.sub(r"^\$\$\n(.*?)\n\$\$$", display, md, flags=re.S | re.M)
+    md = re.sub(r"`[^`]*`", "", md)
+    for match in re.finditer(r"(?<!\\)\$(.+?)(?<!\\)\$", md):
+        spans.append({"tex": match.group(1), "display": False})
+    leftover = re.sub(r"(?<!\\)\$(.+?)(?<!\\)\$", "", md)
+    assert "$" not in leftover.replace("\\$", ""), "unbalanced $ in the Markdown"
+    return spans
+
+
+def katex_package() -> Path:
+    require_tool("node")
+    candidates = [ROOT / ".ci" / "node" / "node_modules" / "katex"]
+    cli = shutil.which("katex")
+    if cli is not None:
+        candidates.insert(0, Path(cli).parent.parent / "katex")
+    for path in candidates:
+        if (path / "package.json").exists():
+            return path
+    message = "KaTeX is not installed (npm install --prefix .ci/node katex@0.16)"
+    if ON_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def test_markdown_math_renders_with_katex(bundle):
+    package = katex_package()
+    spans: list[dict[str, object]] = []
+    for k in KS:
+        _, b = bundle(k)
+        for lang in ("en", "zh"):
+            spans += math_spans(markdown_text(b, lang))
+    _, custom = bundle(custom=True)
+    spans += math_spans(markdown_text(custom))
+    assert len(spans) > 500
+    done = subprocess.run(
+        ["node", str(ROOT / "tests" / "katex_check.js"), str(package)],
+        input=json.dumps(spans).encode(),
+        capture_output=True,
+        check=True,
+    )
+    failures = json.loads(done.stdout)
+    assert failures == [], failures[:5]
+
+
+def test_katex_check_catches_the_tutorials_error():
+    package = katex_package()
+    broken = [{"tex": r"s_i = \frac{e^{z_i}}{S} \)", "display": False}]
+    done = subprocess.run(
+        ["node", str(ROOT / "tests" / "katex_check.js"), str(package)],
+        input=json.dumps(broken).encode(),
+        capture_output=True,
+        check=True,
+    )
+    assert "Can't use function" in done.stdout.decode()
+
+
+@pytest.mark.parametrize("k", (3, 50))
+def test_markdown_shows_the_worked_example(k, bundle):
+    spec, b = bundle(k)
+    md = markdown_text(b)
+    for value in expected_numbers(spec):
+        assert value in md
+    assert md.count("\\tag{") == md.count("$$") // 2  # every display is numbered
+
+
+# --- structure and guarantees ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", (1, 3, 10))
+def test_every_displayed_equality_was_checked(k, bundle):
+    _, b = bundle(k)
+    doc = document.build_document(b)
+    equations = [
+        block
+        for section in doc.sections
+        for block in section.blocks
+        if isinstance(block, doc_view.Equation)
+    ]
+    definitions = {"softmax-definition", "jacobian-definition", "loss-definition"}
+    for equation in equations:
+        if equation.key in definitions:
+            assert equation.kind == "definition" and not equation.proofs
+        else:
+            assert equation.proofs, f"({equation.number}) {equation.key} shows no check"
+    # the general-K section presents the Bundle's own checked steps
+    names = {p.name for e in equations for p in e.proofs}
+    assert {i.name for i in b.general_identities} <= names
+
+
+def test_a_failed_check_stops_the_document(bundle, monkeypatch):
+    # without expanding logarithms, log s_i = z_i - log S cannot be proved
+    monkeypatch.setattr(doc_checks.FixedKChecker, "log_normal_form", lambda self, e: e)
+    spec = make_spec(2)
+    with pytest.raises(ProofError, match="log-softmax"):
+        document.build_document(build_bundle(spec))
+
+
+def test_a_wrong_formula_is_refused():
+    from sympy import Derivative, KroneckerDelta
+
+    from symsoft.general_k import i, j, s, z
+
+    checker = doc_checks.FixedKChecker(3)
+    with pytest.raises(ProofError, match="equality 1"):
+        checker.chain(
+            "wrong", [Derivative(s[i], z[j]), s[i] * (KroneckerDelta(i, j) + s[j])], [i, j]
+        )
+
+
+def test_output_is_deterministic_and_named_by_language():
+    first = build_bundle(make_spec(3))
+    second = build_bundle(make_spec(3))
+    for emit in (emit_latex, emit_markdown):
+        assert emit(first) == emit(second)
+    assert set(emit_latex(first)) == {"derivation_k3.tex"}
+    assert set(emit_markdown(first)) == {"derivation_k3.md"}
+    zh = build_bundle(make_spec(3, lang="zh"))
+    assert set(emit_latex(zh)) == {"derivation_k3.zh.tex"}
+    assert set(emit_markdown(zh)) == {"derivation_k3.zh.md"}
+    assert "\\begin{CJK}{UTF8}{gbsn}" in emit_latex(zh)["derivation_k3.zh.tex"]
+
+
+def test_missing_pdflatex_is_explained(monkeypatch):
+    monkeypatch.setattr(pdf.shutil, "which", lambda name: None)
+    assert not pdf.pdflatex_available()
+    with pytest.raises(pdf.PdfError, match="apt-get install texlive-latex-base"):
+        pdf.build_pdf("\\documentclass{article}", "derivation_k3.tex")
+
+
+def test_pdf_is_reproducible(bundle):
+    require_tool("pdflatex")
+    _, b = bundle(2)
+    tex = latex_text(b)
+    assert pdf.build_pdf(tex, "derivation_k2.pdf") == pdf.build_pdf(tex, "derivation_k2.pdf")
