@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from symsoft import __version__
+from tests.conftest import ON_CI
 
 
 def symsoft(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -31,13 +34,34 @@ def test_default_generates_k3_into_generated(tmp_path):
     result = symsoft("generate", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in (tmp_path / "generated" / "k3").iterdir())
-    assert names == [
+    expected = [
+        "derivation_k3.md",
         "derivation_k3.tex",
         "softmax_k3.c",
         "softmax_k3.h",
         "softmax_k3.py",
         "vectors_k3.json",
     ]
+    if shutil.which("pdflatex") or ON_CI:
+        expected.insert(1, "derivation_k3.pdf")
+    else:
+        assert "pdflatex is not installed" in result.stderr
+    assert names == expected
+
+
+def test_without_pdflatex_a_note_says_how_to_get_it(tmp_path):
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # python, but no TeX
+    result = subprocess.run(
+        [sys.executable, "-m", "symsoft", "generate", "-o", "out", "--targets", "latex,pdf"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "derivation_k3.pdf not written: pdflatex is not installed" in result.stderr
+    assert "apt-get install texlive-latex-base" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["derivation_k3.tex"]
 
 
 def test_output_is_deterministic_and_refuses_to_overwrite(tmp_path):
