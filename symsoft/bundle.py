@@ -66,6 +66,11 @@ class KernelForms:
     gradient: sympy.Expr
     loss_index: sympy.Expr  # the loss for an integer label c, with z_i taken at the label
     gradient_true_class: sympy.Expr  # the label's gradient entry, free of cancellation
+    v_i: sympy.Symbol  # the vector a Jacobian-vector product multiplies
+    sv: sympy.Symbol  # <s, v> = sum_j s_j v_j, a reduction the templates compute
+    jvp_term: sympy.Expr  # the summand of sv
+    jvp: sympy.Expr  # (J v)_i
+    vjp: sympy.Expr  # (J^T v)_i, the same form since J is symmetric
 
 
 @dataclass(frozen=True)

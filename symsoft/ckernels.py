@@ -28,6 +28,11 @@ class Signature:
 
     inputs: tuple[tuple[str, str], ...]  # (name, "float" | "label"), z first
     out_rank: int  # trailing K axes of the output: 0 (one value per row), 1 (K), 2 (K*K)
+    more_out_ranks: tuple[int, ...] = ()  # those of further outputs (then a tuple is returned)
+
+    @property
+    def out_ranks(self) -> tuple[int, ...]:
+        return (self.out_rank, *self.more_out_ranks)
 
 
 def signature(kern: CKernel) -> Signature:
@@ -49,13 +54,19 @@ def signature(kern: CKernel) -> Signature:
             outputs.append(match[3])
         else:
             raise NotImplementedError(f"{kern.name}: cannot bind C parameter {param!r}")
-    size = _OUTPUT_SIZE.search(kern.doc)
-    if params[-1] != "size_t n" or len(outputs) != 1 or inputs[:1] != [("z", "float")] or not size:
+    sizes = _OUTPUT_SIZE.findall(kern.doc)
+    if (
+        params[-1] != "size_t n"
+        or not outputs
+        or inputs[:1] != [("z", "float")]
+        or len(sizes) != len(outputs)
+    ):
         raise NotImplementedError(
-            f"{kern.name}: expected (const T *z, inputs..., T *out, size_t n) and a doc "
-            f"saying 'n*K... values'; got ({kern.params}) / {kern.doc!r}"
+            f"{kern.name}: expected (const T *z, inputs..., T *out..., size_t n) and a doc "
+            f"saying 'n*K... values' once per output; got ({kern.params}) / {kern.doc!r}"
         )
-    return Signature(tuple(inputs), size[1].count("K"))
+    ranks = [size.count("K") for size in sizes]
+    return Signature(tuple(inputs), ranks[0], tuple(ranks[1:]))
 
 
 def _as_c(array: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
@@ -84,12 +95,12 @@ def _float_dtype(dtype: numpy.dtype, name: str) -> numpy.dtype:
 _CALL = """\
 def {name}({params}):
     {converts}
-    _out = _empty(z.shape[:-1] + _out_tail, z.dtype)
+    {allocations}
     _rows = z.size // _k
     if _rows:  # from_buffer refuses empty buffers, and there is nothing to compute
         _function, _c = _functions[z.dtype]
-        _function({pointers}, _c[-1].from_buffer(_out), _rows)
-    return _out if _out.ndim else _out[()]  # a scalar for one row, as NumPy reductions give
+        _function({pointers}, {out_pointers}, _rows)
+    return {results}
 """
 
 
@@ -118,22 +129,33 @@ class CKernels:
         for dtype, suffix in _SUFFIX.items():
             # the C type of each buffer: the inputs', then the output's
             buffers = [_CTYPE[_I64 if kind == "label" else dtype] for _, kind in sig.inputs]
-            buffers.append(_CTYPE[dtype])
+            buffers += [_CTYPE[dtype]] * len(sig.out_ranks)
             function = getattr(library, c_name(kern.name, self.k, suffix))
             function.argtypes = [*(ctypes.POINTER(c) for c in buffers), ctypes.c_size_t]
             function.restype = None
             functions[dtype] = (function, buffers)
         names = [name for name, _ in sig.inputs]
         converts = ["z = _z(z)"] + [f"{n} = _{kind}({n}, {n!r}, z)" for n, kind in sig.inputs[1:]]
+        outs = [f"_out{o}" for o in range(len(sig.out_ranks))]
+        allocations = [
+            f"{out} = _empty(z.shape[:-1] + {(self.k,) * rank!r}, z.dtype)"
+            for out, rank in zip(outs, sig.out_ranks, strict=True)
+        ]
+        # a scalar for one row, as NumPy reductions give
+        results = [f"({out} if {out}.ndim else {out}[()])" for out in outs]
         source = _CALL.format(
             name=kern.name,
             params=", ".join(names),
             converts="\n    ".join(converts),
+            allocations="\n    ".join(allocations),
             pointers=", ".join(f"_c[{i}].from_buffer({n})" for i, n in enumerate(names)),
+            out_pointers=", ".join(
+                f"_c[{len(names) + o}].from_buffer({out})" for o, out in enumerate(outs)
+            ),
+            results=", ".join(results) if len(results) > 1 else results[0],
         )
         namespace: dict[str, Any] = {
             "_empty": numpy.empty,
-            "_out_tail": (self.k,) * sig.out_rank,
             "_k": self.k,
             "_functions": functions,
             "_z": self._z,

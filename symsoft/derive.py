@@ -15,13 +15,14 @@ check this for small K).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import sympy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: results are cached per K
 class FixedK:
     """The symbols of a K-class problem."""
 
@@ -30,6 +31,8 @@ class FixedK:
     y: tuple[sympy.Symbol, ...]  # targets (soft labels)
     e: tuple[sympy.Symbol, ...]  # e_i stands for exp(z_i)
     S: sympy.Symbol  # stands for sum_j e_j
+    # symbol -> its class (0-based), for differentiating a sum term by term
+    classes: Mapping[sympy.Symbol, int] = field(default_factory=dict, repr=False)
 
     def to_logits(self, expr: sympy.Basic) -> sympy.Basic:
         """Replace e_i and S by what they stand for, giving an expression in z only."""
@@ -43,32 +46,80 @@ def fixed_k(k: int) -> FixedK:
     def numbered(stem: str, **assumptions: bool) -> tuple[sympy.Symbol, ...]:
         return tuple(sympy.Symbol(f"{stem}_{{{i}}}", **assumptions) for i in range(1, k + 1))
 
-    return FixedK(
-        k=k,
-        z=numbered("z", real=True),
-        y=numbered("y", real=True),
-        e=tuple(sympy.Symbol(f"e^{{z_{{{i}}}}}", positive=True) for i in range(1, k + 1)),
-        S=sympy.Symbol("S", positive=True),
-    )
+    z, y = numbered("z", real=True), numbered("y", real=True)
+    e = tuple(sympy.Symbol(f"e^{{z_{{{i}}}}}", positive=True) for i in range(1, k + 1))
+    classes = {symbol: i for group in (z, y, e) for i, symbol in enumerate(group)}
+    return FixedK(k=k, z=z, y=y, e=e, S=sympy.Symbol("S", positive=True), classes=classes)
+
+
+# One class's symbols, standing for any class: a term of a sum over classes is differentiated
+# once in these and relabelled (renaming symbols commutes with differentiation).
+_GENERIC = (
+    sympy.Symbol("z_o", real=True),
+    sympy.Symbol("y_o", real=True),
+    sympy.Symbol("e_o", positive=True),
+)
 
 
 def d_dz(f: sympy.Expr, j: int, sym: FixedK) -> sympy.Expr:
-    """Total derivative of f(e, S) with respect to z_j (0-based j), by the chain rule."""
+    """Total derivative of f(e, S) with respect to z_j (0-based j), by the chain rule.
+
+    A sum is differentiated term by term (linearity): only the terms that contain e_j have a
+    partial derivative in e_j, and each term's partial derivative in S is computed once per
+    term and reused for every j, which keeps a K-term loss at O(K) work per entry.
+    """
     ej = sym.e[j]
-    return ej * (sympy.diff(f, ej) + sympy.diff(f, sym.S))
+    terms = sympy.Add.make_args(f)
+    in_ej = [sympy.diff(t, ej) for t in terms if ej in t.free_symbols]
+    return ej * (sympy.Add(*in_ej) + _partial_in_s(f, sym))
 
 
+@lru_cache(maxsize=8)  # per (sum, K): reused for every entry j
+def _partial_in_s(f: sympy.Expr, sym: FixedK) -> sympy.Expr:
+    return sympy.Add(*(_term_partial_in_s(t, sym) for t in sympy.Add.make_args(f)))
+
+
+def _term_partial_in_s(term: sympy.Expr, sym: FixedK) -> sympy.Expr:
+    if sym.S not in term.free_symbols:
+        return sympy.Integer(0)
+    owners = {sym.classes[x] for x in term.free_symbols if x in sym.classes}
+    if len(owners) != 1:
+        return sympy.diff(term, sym.S)
+    (i,) = owners
+    own = (sym.z[i], sym.y[i], sym.e[i])
+    generic = term.xreplace(dict(zip(own, _GENERIC, strict=True)))
+    return _generic_partial_in_s(generic, sym.S).xreplace(dict(zip(_GENERIC, own, strict=True)))
+
+
+@lru_cache(maxsize=256)
+def _generic_partial_in_s(term: sympy.Expr, S: sympy.Symbol) -> sympy.Expr:
+    return sympy.diff(term, S)
+
+
+@lru_cache(maxsize=8)  # the definitions are built once per K (FixedK hashes by identity)
 def softmax(sym: FixedK) -> sympy.ImmutableMatrix:
-    return sympy.ImmutableMatrix([ei / sym.S for ei in sym.e])
+    # built unevaluated (the same objects evaluation gives, checked by the tests): at K = 4096
+    # evaluating K products and logarithms took seconds
+    inverse = sympy.Pow(sym.S, -1)
+    return sympy.ImmutableMatrix([sympy.Mul(ei, inverse, evaluate=False) for ei in sym.e])
 
 
+@lru_cache(maxsize=8)
 def log_softmax(sym: FixedK) -> sympy.ImmutableMatrix:
     return sympy.ImmutableMatrix([sympy.log(ei / sym.S) for ei in sym.e])
 
 
+@lru_cache(maxsize=8)
 def cross_entropy(sym: FixedK) -> sympy.Expr:
     """L(z, y) = -sum_i y_i log s_i."""
-    return -sympy.Add(*(yi * sympy.log(si) for yi, si in zip(sym.y, softmax(sym), strict=True)))
+    minus = sympy.S.NegativeOne
+    return sympy.Add(
+        *(
+            sympy.Mul(minus, yi, sympy.log(si, evaluate=False), evaluate=False)
+            for yi, si in zip(sym.y, softmax(sym), strict=True)
+        ),
+        evaluate=False,
+    )
 
 
 def jacobian(

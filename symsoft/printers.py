@@ -28,6 +28,11 @@ class CKernelPrinter(C99CodePrinter):
         # sum3_<suffix> is defined by the C template
         return f"sum3_{self.suffix}({', '.join(self._print(a) for a in expr.args)})"
 
+    def _print_exp(self, expr: sympy.exp) -> str:
+        # the template's own branch-free exp, which vectorises without -ffast-math (libm's
+        # exp is called one element at a time); log stays libm's: it runs once per row
+        return f"symsoft_exp_{self.suffix}({self._print(expr.args[0])})"
+
     def _print_KroneckerDelta(self, expr: sympy.KroneckerDelta) -> str:
         i, j = (self._print(a) for a in expr.args)
         return f"(({i} == {j}) ? {self._print(sympy.Float(1))} : {self._print(sympy.Float(0))})"

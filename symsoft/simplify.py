@@ -7,7 +7,9 @@ log(e_i) = z_i, log(exp(-m)) = -m) and must be the number 0. Anything else raise
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from fractions import Fraction
 
 import sympy
 
@@ -35,16 +37,181 @@ def _entries_method(k: int, what: str) -> str:
 
 
 Relation = tuple[sympy.Symbol, sympy.Expr]
+Monomial = tuple[tuple[int, int], ...]  # (atom number, exponent), sorted by atom number
+Coefficient = int | Fraction
+Laurent = dict[Monomial, Coefficient]
 
 
-def is_zero(expr: sympy.Expr, relations: Iterable[Relation] = ()) -> bool:
+class _NotLaurent(Exception):
+    """The expression has a denominator that is not a monomial (a sum, say)."""
+
+
+class _Normaliser:
+    """Exact normal form: Laurent polynomials with rational coefficients in atoms.
+
+    Atoms are symbols and any other non-arithmetic subexpression (log S, z_i, ...), taken as
+    independent variables: if the polynomial is 0 the expression is 0 for every value of them.
+    Negative exponents are allowed only on single monomials (e_i, S, C: positive quantities
+    here), so no gcd is ever computed; sums are merged term by term, which keeps a K-term sum
+    at O(K) work where together() and expand() needed O(K^2) or worse. Logarithms of products
+    of positive factors are expanded (log ab = log a + log b, log a^n = n log a), and `logs`
+    replaces the logarithm of an atom (log e_i = z_i).
+    """
+
+    def __init__(self, logs: Mapping[sympy.Basic, sympy.Expr] | None = None) -> None:
+        self.numbers: dict[sympy.Basic, int] = {}
+        self.logs = dict(logs or {})
+        self.memo: dict[sympy.Basic, Laurent] = {}
+
+    def atom(self, expr: sympy.Basic) -> Laurent:
+        number = self.numbers.setdefault(expr, len(self.numbers))
+        return {((number, 1),): 1}
+
+    def convert(self, expr: sympy.Basic) -> Laurent:
+        found = self.memo.get(expr)
+        if found is None:
+            found = self.memo[expr] = self._convert(expr)
+        return found
+
+    def _convert(self, expr: sympy.Basic) -> Laurent:
+        if expr.is_Rational:
+            return {(): _number(int(expr.p), int(expr.q))} if expr != 0 else {}
+        if expr.is_Add:
+            total: Laurent = {}
+            for term in expr.args:
+                _accumulate(total, self.convert(term))
+            return total
+        if expr.is_Mul:
+            product: Laurent = {(): 1}
+            for factor in expr.args:
+                product = _multiply(product, self.convert(factor))
+            return product
+        if expr.is_Pow and expr.exp.is_Integer:
+            return _power(self.convert(expr.base), int(expr.exp))
+        if isinstance(expr, sympy.log):
+            return self.log(expr.args[0])
+        return self.atom(expr)
+
+    def log(self, arg: sympy.Basic) -> Laurent:
+        if arg in self.logs:
+            return self.convert(self.logs[arg])
+        if arg.is_Mul and all(factor.is_positive for factor in arg.args):
+            total: Laurent = {}
+            for factor in arg.args:
+                _accumulate(total, self.log(factor))
+            return total
+        if arg.is_Pow and arg.base.is_positive and arg.exp.is_Rational:
+            scale = _number(int(arg.exp.p), int(arg.exp.q))
+            return {m: c * scale for m, c in self.log(arg.base).items()}
+        return self.atom(sympy.log(arg))
+
+    def substitute(self, poly: Laurent, symbol: sympy.Basic, value: sympy.Expr) -> Laurent:
+        """poly * symbol^n with symbol = value, n >= 0 the least power that clears symbol from
+        the denominators (a nonzero factor, so zero-ness is unchanged)."""
+        if symbol not in self.numbers:
+            return poly
+        number = self.numbers[symbol]
+        lowest = min((e for m in poly for a, e in m if a == number), default=0)
+        lift = max(0, -lowest)
+        replacement = self.convert(value)
+        powers: dict[int, Laurent] = {}
+        result: Laurent = {}
+        for monomial, coefficient in poly.items():
+            exponent = lift + next((e for a, e in monomial if a == number), 0)
+            rest = tuple((a, e) for a, e in monomial if a != number)
+            if exponent not in powers:
+                powers[exponent] = _power(replacement, exponent)
+            _accumulate(result, _multiply({rest: coefficient}, powers[exponent]))
+        return result
+
+
+def _number(p: int, q: int) -> Coefficient:
+    """Integers stay ints: Fraction arithmetic is several times slower."""
+    return p if q == 1 else Fraction(p, q)
+
+
+def _accumulate(total: Laurent, terms: Laurent, scale: Coefficient = 1) -> None:
+    for monomial, coefficient in terms.items():
+        value = total.get(monomial, 0) + (coefficient if scale == 1 else coefficient * scale)
+        if value:
+            total[monomial] = value
+        else:
+            total.pop(monomial, None)
+
+
+def _times(a: Monomial, b: Monomial) -> Monomial:
+    if not a:
+        return b
+    if not b:
+        return a
+    merged = dict(a)
+    for atom, exponent in b:
+        merged[atom] = merged.get(atom, 0) + exponent
+    return tuple(sorted((atom, e) for atom, e in merged.items() if e))
+
+
+def _multiply(a: Laurent, b: Laurent) -> Laurent:
+    result: Laurent = {}
+    for ma, ca in a.items():
+        for mb, cb in b.items():
+            monomial = _times(ma, mb)
+            value = result.get(monomial, 0) + ca * cb
+            if value:
+                result[monomial] = value
+            else:
+                result.pop(monomial, None)
+    return result
+
+
+def _power(base: Laurent, exponent: int) -> Laurent:
+    if exponent < 0:
+        if len(base) != 1:
+            raise _NotLaurent  # 1/(a sum): leave it to together()
+        ((monomial, coefficient),) = base.items()
+        return {tuple((a, e * exponent) for a, e in monomial): Fraction(coefficient) ** exponent}
+    result: Laurent = {(): 1}
+    for _ in range(exponent):
+        result = _multiply(result, base)
+    return result
+
+
+def is_zero(
+    expr: sympy.Expr,
+    relations: Iterable[Relation] = (),
+    logs: Mapping[sympy.Basic, sympy.Expr] | None = None,
+) -> bool:
     """Whether expr is identically 0, given symbol = value relations (applied in order).
 
     Every denominator here is a product of positive quantities (e_i, S, C), so expr is zero
-    exactly when the numerator of its common-denominator form is. The numerator is expanded
-    as a polynomial, and each relation substituted only if it is still needed: this avoids
-    the gcd computations of cancel(), which dominate the cost at larger K.
+    exactly when its Laurent-polynomial normal form is (see _Normaliser); each relation is
+    substituted only if still needed, which keeps products of K-term sums out of the work.
+    An expression with a sum in a denominator falls back to a common-denominator numerator.
     """
+    return is_zero_difference(expr, sympy.Integer(0), relations, logs)
+
+
+def is_zero_difference(
+    lhs: sympy.Basic,
+    rhs: sympy.Basic,
+    relations: Iterable[Relation] = (),
+    logs: Mapping[sympy.Basic, sympy.Expr] | None = None,
+) -> bool:
+    """Whether lhs - rhs is identically 0 (see is_zero); the sides are normalised apart."""
+    normaliser = _Normaliser(logs)
+    try:
+        poly = dict(normaliser.convert(lhs))
+        _accumulate(poly, normaliser.convert(rhs), -1)
+        for symbol, value in relations:
+            if not poly:
+                return True
+            poly = normaliser.substitute(poly, symbol, value)
+        return not poly
+    except _NotLaurent:
+        return _is_zero_together(lhs - rhs, relations)
+
+
+def _is_zero_together(expr: sympy.Expr, relations: Iterable[Relation]) -> bool:
+    """The general path: the numerator of the common-denominator form must expand to 0."""
     numerator = sympy.expand(sympy.fraction(sympy.together(expr))[0])
     for symbol, value in relations:
         if numerator == 0:
@@ -61,10 +228,15 @@ def prove_entries(
     *,
     assumption: str = "",
     entries: Iterable[tuple[int, ...]] | None = None,
-    normal_form: Callable[[sympy.Expr], sympy.Expr] = lambda x: x,
+    normal_form: Callable[[sympy.Expr], sympy.Expr] | None = None,
     relations: Iterable[Relation] = (),
+    logs: Mapping[sympy.Basic, sympy.Expr] | None = None,
 ) -> Identity:
-    """Check lhs == rhs (entry by entry for matrices) and return the Identity, or raise."""
+    """Check lhs == rhs (entry by entry for matrices) and return the Identity, or raise.
+
+    normal_form, if given, rewrites lhs - rhs before the check; logs maps log(atom) to its
+    value (log e_i = z_i) for the built-in expansion of logarithms (see _Normaliser).
+    """
     lhs_m = sympy.ImmutableMatrix(lhs) if isinstance(lhs, sympy.MatrixBase) else None
     rhs_m = sympy.ImmutableMatrix(rhs) if isinstance(rhs, sympy.MatrixBase) else None
     if lhs_m is not None and rhs_m is not None:
@@ -76,7 +248,11 @@ def prove_entries(
         pairs = [(lhs, rhs, ())]
     relations = tuple(relations)
     for left, right, cell in pairs:
-        if not is_zero(normal_form(left - right), relations):
+        if normal_form is not None:
+            proved = is_zero(normal_form(left - right), relations, logs)
+        else:
+            proved = is_zero_difference(left, right, relations, logs)
+        if not proved:
             where = f" at entry {tuple(c + 1 for c in cell)}" if cell else ""
             raise ProofError(f"could not prove {name}{where}: {left} != {right}")
     return Identity(name=name, lhs=lhs, rhs=rhs, method=method, assumption=assumption)
@@ -88,8 +264,8 @@ def _all_cells(shape: tuple[int, int]) -> list[tuple[int, int]]:
 
 def kernel_forms() -> KernelForms:
     """The stable per-element forms; see docs/architecture.md for how they are printed."""
-    z_i, y_i, m, d_i, e_i, S, log_S, s_i, s_j, sum_y, rest = sympy.symbols(
-        "z_i y_i m d_i e_i S log_S s_i s_j sum_y rest", real=True
+    z_i, y_i, m, d_i, e_i, S, log_S, s_i, s_j, sum_y, rest, v_i, sv = sympy.symbols(
+        "z_i y_i m d_i e_i S log_S s_i s_j sum_y rest v_i sv", real=True
     )
     delta_ij = sympy.Symbol("delta_ij", real=True)
     return KernelForms(
@@ -118,6 +294,12 @@ def kernel_forms() -> KernelForms:
         loss_index=CompensatedSum(log_S, m, -z_i),
         # s_c - 1 loses every digit as s_c -> 1; minus the other classes' share does not
         gradient_true_class=-rest / S,
+        v_i=v_i,
+        sv=sv,
+        jvp_term=s_i * v_i,
+        # J v = s * (v - <s, v>): O(K) per row instead of the K x K matrix
+        jvp=s_i * (v_i - sv),
+        vjp=s_i * (v_i - sv),
     )
 
 
@@ -135,24 +317,64 @@ class _Instantiation:
         self.C = sympy.Symbol("C", positive=True)
         self.S_M = sympy.Symbol("S_M", positive=True)
         self.relations: tuple[Relation, ...] = ((self.S_M, self.C * sym.S), _sum_relation(sym))
+        self.v = tuple(sympy.Symbol(f"v_{{{i}}}", real=True) for i in range(1, sym.k + 1))
+        # log e_i = z_i, log S_M = log(C S) = -M + log S
+        self.logs: dict[sympy.Basic, sympy.Expr] = {
+            **dict(zip(sym.e, sym.z, strict=True)),
+            self.S_M: -self.M + sympy.log(sym.S),
+        }
+        self._memo: dict[tuple[sympy.Basic, int], sympy.Expr] = {}
+        self._class_o = (
+            sympy.Symbol("z_o", real=True),
+            sympy.Symbol("y_o", real=True),
+            sympy.Symbol("e_o", positive=True),
+            sympy.Symbol("v_o", real=True),
+        )
 
     def at(self, expr: sympy.Expr, i: int) -> sympy.Expr:
-        """expr for component i, with the kernel's own shifted and exponential forms."""
-        f, sym = self.forms, self.sym
-        d = f.shifted.xreplace({f.z_i: sym.z[i], f.m: self.M})
-        e = self._exp_to_symbols(f.exponential.xreplace({f.d_i: d}))
-        expr = expr.replace(CompensatedSum, lambda *terms: sympy.Add(*terms))
-        return expr.xreplace(
+        """expr for component i, with the kernel's own shifted, exponential and probability
+        forms (s_i is what the kernel computed for component i)."""
+        key = (expr, i)
+        if key not in self._memo:
+            self._memo[key] = self._at(expr, i)
+        return self._memo[key]
+
+    def _at(self, expr: sympy.Expr, i: int) -> sympy.Expr:
+        # instantiated once for a generic class o, then relabelled to class i (renaming
+        # symbols commutes with everything done here)
+        generic = self._generic(expr)
+        sym = self.sym
+        own = (sym.z[i], sym.y[i], sym.e[i], self.v[i])
+        return generic.xreplace(dict(zip(self._class_o, own, strict=True)))
+
+    def _generic(self, expr: sympy.Expr) -> sympy.Expr:
+        key = (expr, -1)
+        if key in self._memo:
+            return self._memo[key]
+        f = self.forms
+        z_o, y_o, e_o, v_o = self._class_o
+        d = f.shifted.xreplace({f.z_i: z_o, f.m: self.M})
+        e = self._exp_to_symbols(f.exponential.xreplace({f.d_i: d}), {z_o: e_o})
+        plain = expr.replace(CompensatedSum, lambda *terms: sympy.Add(*terms))
+        plain = plain.xreplace({f.s_i: f.probability})
+        result = plain.xreplace(
             {
                 f.e_i: e,
                 f.d_i: d,
-                f.z_i: sym.z[i],
-                f.y_i: sym.y[i],
+                f.z_i: z_o,
+                f.y_i: y_o,
+                f.v_i: v_o,
                 f.m: self.M,
                 f.S: self.S_M,
                 f.log_S: sympy.log(self.S_M),
             }
         )
+        self._memo[key] = result
+        return result
+
+    def inner(self) -> sympy.Expr:
+        """<s, v> as the kernel reduces it: the sum over classes of its summand form."""
+        return sympy.Add(*(self.at(self.forms.jvp_term, j) for j in range(self.sym.k)))
 
     def index_gradient(self, c: int, i: int) -> sympy.Expr:
         """Entry i of the integer-label gradient for label c, as the kernel computes it."""
@@ -163,13 +385,15 @@ class _Instantiation:
         # The other classes' share is C (S - e_c) by the definition of S; checking that
         # linear identity here keeps the products of K-term sums out of the proof below.
         collapsed = self.C * (sym.S - sym.e[c])
-        if sympy.expand(others - collapsed.xreplace({sym.S: sympy.Add(*sym.e)})) != 0:
+        if not is_zero_difference(others, collapsed, (_sum_relation(sym),)):
             raise ProofError(f"the kernel's sum over the classes other than {c + 1} is wrong")
         return self.at(f.gradient_true_class, c).xreplace({f.rest: collapsed})
 
-    def _exp_to_symbols(self, expr: sympy.Expr) -> sympy.Expr:
+    def _exp_to_symbols(
+        self, expr: sympy.Expr, logits: Mapping[sympy.Symbol, sympy.Symbol]
+    ) -> sympy.Expr:
         """exp(sum_k c_k z_k - c M) -> prod_k e_k^c_k * C^c (the functional equation of exp)."""
-        base = {**dict(zip(self.sym.z, self.sym.e, strict=True)), self.M: 1 / self.C}
+        base = {**logits, self.M: 1 / self.C}
 
         def power_product(arg: sympy.Expr) -> sympy.Expr:
             terms = arg.as_coefficients_dict()
@@ -178,13 +402,6 @@ class _Instantiation:
             return sympy.Mul(*(base[v] ** c for v, c in terms.items()))
 
         return expr.replace(sympy.exp, power_product)
-
-    def log_normal_form(self, expr: sympy.Expr) -> sympy.Expr:
-        """Expand logarithms: log(e_i) = z_i, log(S_M) = log(C S) = -M + log(S)."""
-        sym = self.sym
-        expanded = sympy.expand_log(expr, force=True)
-        logs = {sympy.log(ei): zi for ei, zi in zip(sym.e, sym.z, strict=True)}
-        return expanded.xreplace({sympy.log(self.S_M): -self.M + sympy.log(sym.S), **logs})
 
 
 def _sum_relation(sym: FixedK) -> Relation:
@@ -209,7 +426,9 @@ def prove_all(sym: FixedK, forms: KernelForms) -> tuple[Identity, ...]:
     """The fixed-K identities, in the order the document presents them.
 
     Vectors and matrices are restricted to proof_indices(K): all of them up to
-    ENTRYWISE_PROOF_K_MAX.
+    ENTRYWISE_PROOF_K_MAX. Every proof is a Laurent-polynomial identity (see _Normaliser), so
+    a representative entry costs O(K) at any K: the sum S stays a symbol, and S = sum_j e_j is
+    substituted only into numerators where S appears linearly.
     """
     k = sym.k
     idx = proof_indices(k)
@@ -284,20 +503,29 @@ def prove_all(sym: FixedK, forms: KernelForms) -> tuple[Identity, ...]:
             relations=(simplex, *on_sum),
         )
     )
+    identities.append(_prove_shift_invariance(sym, idx))
+    identities.extend(_prove_kernel_forms(sym, forms, closed_jac, closed_grad))
+    identities.extend(_prove_products(sym, forms))
+    return tuple(identities)
 
+
+def _prove_shift_invariance(sym: FixedK, idx: tuple[int, ...]) -> Identity:
+    """e^{z_i - c} / sum_j e^{z_j - c} = s_i. The shifted sum is C S by linearity, checked
+    on its own; with it collapsed every entry is a monomial identity."""
     shift = sympy.Symbol("C", positive=True)  # C = exp(-c) for a shift z -> z - c
     shifted_sum = sympy.Add(*(ej * shift for ej in sym.e))
-    identities.append(
-        prove_entries(
-            "shift-invariance",
-            sympy.ImmutableMatrix([sym.e[i] * shift / shifted_sum for i in idx]),
-            sympy.ImmutableMatrix(s_idx),
-            _entries_method(k, "exp(z_i - c) = e^{-c} exp(z_i); the common factor cancels"),
-            relations=on_sum,
-        )
+    if not is_zero_difference(shifted_sum, shift * sym.S, (_sum_relation(sym),)):
+        raise ProofError("shift-invariance: the shifted sum is not C S")
+    s = derive.softmax(sym)
+    lhs = sympy.ImmutableMatrix([sym.e[i] * shift / shifted_sum for i in idx])
+    identity = prove_entries(
+        "shift-invariance",
+        lhs.xreplace({shifted_sum: shift * sym.S}),
+        sympy.ImmutableMatrix([s[i] for i in idx]),
+        _entries_method(sym.k, "exp(z_i - c) = e^{-c} exp(z_i); the common factor cancels"),
+        relations=(_sum_relation(sym),),  # at K = 1 the quotient is already 1 = e_1 / S
     )
-    identities.extend(_prove_kernel_forms(sym, forms, closed_jac, closed_grad))
-    return tuple(identities)
+    return dataclasses.replace(identity, lhs=lhs)
 
 
 def _prove_kernel_forms(
@@ -348,7 +576,7 @@ def _prove_kernel_forms(
             sympy.ImmutableMatrix([inst.at(forms.log_probability, i) for i in idx]),
             sympy.ImmutableMatrix([derive.log_softmax(sym)[i] for i in idx]),
             _entries_method(k, "logarithms expanded, log e^{-m} = -m; the terms in m cancel"),
-            normal_form=inst.log_normal_form,
+            logs=inst.logs,
             relations=inst.relations,
         ),
         prove_entries(
@@ -356,7 +584,7 @@ def _prove_kernel_forms(
             plain_loss,
             derive.cross_entropy(sym),
             "logarithms expanded; the terms in m cancel (the y_i = 0 guard changes nothing)",
-            normal_form=inst.log_normal_form,
+            logs=inst.logs,
             relations=inst.relations,
         ),
         prove_entries(
@@ -378,7 +606,7 @@ def _prove_kernel_forms(
             sympy.ImmutableMatrix([inst.at(forms.loss_index, c) for c in idx]),
             sympy.ImmutableMatrix([derive.cross_entropy(sym).xreplace(y) for y in one_hot]),
             _entries_method(k, "for y = e_c, log S - d_c equals the loss (logarithms expanded)"),
-            normal_form=inst.log_normal_form,
+            logs=inst.logs,
             relations=inst.relations,
         ),
         prove_entries(
@@ -389,6 +617,57 @@ def _prove_kernel_forms(
             ),
             _entries_method(
                 k, "for y = e_c, entry c is minus the other classes' share; the rest s_i"
+            ),
+            relations=inst.relations,
+        ),
+    ]
+
+
+def _prove_products(sym: FixedK, forms: KernelForms) -> list[Identity]:
+    """J is symmetric, and the Jacobian-vector products the kernels compute are J v and J^T v.
+
+    Each side is a row of K terms: the kernel's s_i (v_i - <s, v>) with <s, v> reduced over
+    the kernel's own probabilities, against sum_j J_ij v_j (sum_i J_ij v_i) with J the
+    differentiated definition, so a representative entry costs O(K), not the K^2 entries of J.
+    """
+    k = sym.k
+    idx = proof_indices(k)
+    inst = _Instantiation(forms, sym)
+    s = derive.softmax(sym)
+    v = inst.v
+    jac_rows = {i: [derive.d_dz(s[i], j, sym) for j in range(k)] for i in idx}
+    jac_cols = {j: [derive.d_dz(s[i], j, sym) for i in range(k)] for j in idx}
+    inner = inst.inner()
+
+    def kernel(form: sympy.Expr, i: int) -> sympy.Expr:
+        return inst.at(form, i).xreplace({forms.sv: inner})
+
+    return [
+        prove_entries(
+            "jacobian-equals-transpose",
+            sympy.ImmutableMatrix([[jac_rows[i][j] for j in idx] for i in idx]),
+            sympy.ImmutableMatrix([[jac_cols[i][j] for j in idx] for i in idx]),
+            _entries_method(k, "d s_i / d z_j minus d s_j / d z_i, both differentiated, is 0"),
+        ),
+        prove_entries(
+            "kernel-softmax-jvp",
+            sympy.ImmutableMatrix([kernel(forms.jvp, i) for i in idx]),
+            sympy.ImmutableMatrix(
+                [sympy.Add(*(jac_rows[i][j] * v[j] for j in range(k))) for i in idx]
+            ),
+            _entries_method(
+                k, "s_i (v_i - sum_j s_j v_j) on the stable probabilities minus sum_j J_ij v_j"
+            ),
+            relations=inst.relations,
+        ),
+        prove_entries(
+            "kernel-softmax-vjp",
+            sympy.ImmutableMatrix([kernel(forms.vjp, j) for j in idx]),
+            sympy.ImmutableMatrix(
+                [sympy.Add(*(jac_cols[j][i] * v[i] for i in range(k))) for j in idx]
+            ),
+            _entries_method(
+                k, "s_j (v_j - sum_i s_i v_i) on the stable probabilities minus sum_i J_ij v_i"
             ),
             relations=inst.relations,
         ),

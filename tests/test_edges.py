@@ -31,6 +31,12 @@ def test_masked_classes_are_exact_zeros_and_never_nan(generated, backend, dtype)
         assert numpy.all(grad[numpy.isneginf(z)] == 0)
     for loss in (kern.cross_entropy(z, y), kern.cross_entropy_index(z, [2, 1])):
         assert numpy.all(numpy.isfinite(loss))
+    loss, grad = kern.cross_entropy_with_grad(z, y)
+    assert numpy.all(numpy.isfinite(loss)) and numpy.all(grad[numpy.isneginf(z)] == 0)
+    v = numpy.ones_like(z) * dtype(0.5)
+    for product in (kern.softmax_jvp(z, v), kern.softmax_vjp(z, v)):
+        assert not numpy.any(numpy.isnan(product))
+        assert numpy.all(product[numpy.isneginf(z)] == 0)
     jac = kern.softmax_jacobian(z)
     assert not numpy.any(numpy.isnan(jac))
     assert numpy.all(jac[0][numpy.isneginf(z[0])] == 0)
@@ -41,9 +47,17 @@ def test_fully_masked_row_is_nan_by_default(generated, backend):
     kern = kernels(generated, 3, backend)
     z = numpy.array([[-INF, -INF, -INF], [0.0, 1.0, 2.0]])
     y = numpy.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    for out in (kern.softmax(z), kern.log_softmax(z), kern.cross_entropy_grad(z, y)):
+    loss, grad = kern.cross_entropy_with_grad(z, y)
+    for out in (
+        kern.softmax(z),
+        kern.log_softmax(z),
+        kern.cross_entropy_grad(z, y),
+        grad,
+        kern.softmax_jvp(z, y),
+        kern.softmax_vjp(z, y),
+    ):
         assert numpy.all(numpy.isnan(out[0])) and numpy.all(numpy.isfinite(out[1]))
-    assert numpy.isnan(kern.cross_entropy(z, y)[0])
+    assert numpy.isnan(kern.cross_entropy(z, y)[0]) and numpy.isnan(loss[0])
 
 
 @pytest.mark.parametrize(
@@ -59,6 +73,9 @@ def test_inf_or_nan_entries_make_the_whole_row_nan(generated, backend, row):
         kern.log_softmax(z),
         kern.cross_entropy_grad(z, y),
         kern.cross_entropy_grad_index(z, [0, 0]),
+        kern.cross_entropy_with_grad(z, y)[1],
+        kern.softmax_jvp(z, y),
+        kern.softmax_vjp(z, y),
     ):
         assert numpy.all(numpy.isnan(out[0])), out
         assert numpy.all(numpy.isfinite(out[1]))
@@ -137,6 +154,14 @@ def test_masked_rows_zero_policy_ignores_fully_masked_rows(generated, backend, d
     assert kern.cross_entropy(z, y)[0] == 0 and kern.cross_entropy_index(z, [1, 0])[0] == 0
     numpy.testing.assert_array_equal(kern.cross_entropy_grad(z, y)[0], [0, 0, 0])
     numpy.testing.assert_array_equal(kern.cross_entropy_grad_index(z, [1, 0])[0], [0, 0, 0])
+    loss, grad = kern.cross_entropy_with_grad(z, y)
+    assert loss[0] == 0 and numpy.all(grad[0] == 0) and numpy.isfinite(loss[1])
+    for product in (kern.softmax_jvp(z, y), kern.softmax_vjp(z, y)):
+        numpy.testing.assert_array_equal(product[0], [0, 0, 0])
+        assert numpy.all(numpy.isfinite(product[1]))
+    # a NaN among -inf is not a masked row: the row is NaN
+    nan_row = numpy.array([[-INF, NAN, -INF]], dtype=dtype)
+    assert numpy.all(numpy.isnan(kern.softmax(nan_row)))
     numpy.testing.assert_allclose(kern.softmax(z)[1], ordinary.softmax(z[1]), rtol=1e-6)
     numpy.testing.assert_allclose(
         kern.cross_entropy_grad(z, y)[1], ordinary.cross_entropy_grad(z[1], y[1]), rtol=1e-6

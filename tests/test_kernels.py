@@ -107,11 +107,60 @@ def test_c_and_numpy_agree_on_batches_of_any_shape(generated, k):
         ("softmax_jacobian", (z,)),
         ("cross_entropy", (z, y)),
         ("cross_entropy_grad", (z, y)),
+        ("softmax_jvp", (z, y)),
+        ("softmax_vjp", (z, y)),
     ]:
         expected = getattr(g.numpy_module, name)(*args)
         got = getattr(g.c, name)(*args)
         assert got.shape == expected.shape
         numpy.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    for got, expected in zip(
+        g.c.cross_entropy_with_grad(z, y), g.numpy_module.cross_entropy_with_grad(z, y), strict=True
+    ):
+        assert got.shape == expected.shape
+        numpy.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("k", KS)
+def test_jacobian_vector_products(generated, backend, dtype, k):
+    """J v and J^T v against the dense Jacobian, and J v against finite differences."""
+    rng = numpy.random.default_rng(31 * k)
+    kern = kernels(generated, k, backend)
+    z = random_logits(rng, 20, k).astype(dtype)
+    v = rng.normal(size=(20, k)).astype(dtype)
+    jac = kern.softmax_jacobian(z).astype(numpy.float64)
+    s, a = kern.softmax(z).astype(numpy.float64), numpy.abs(v.astype(numpy.float64))
+    # the terms of s_i v_i - s_i sum_j s_j v_j, which both sides sum
+    scale = s * (a + numpy.sum(s * a, axis=-1, keepdims=True))
+    budget = 8 * (k + 3) * numpy.finfo(dtype).eps * scale + numpy.finfo(dtype).tiny
+    for got, dense in [
+        (kern.softmax_jvp(z, v), jac @ v[..., None]),
+        (kern.softmax_vjp(z, v), numpy.swapaxes(jac, -1, -2) @ v[..., None]),
+    ]:
+        assert got.shape == z.shape and got.dtype == dtype
+        assert numpy.all(numpy.abs(got - dense[..., 0]) <= budget), numpy.max(
+            numpy.abs(got - dense[..., 0]) / budget
+        )
+    if dtype == numpy.float64:
+        z64, h = rng.normal(size=(6, k)) * 2, 1e-6
+        v64 = rng.normal(size=(6, k))
+        fd = (kern.softmax(z64 + h * v64) - kern.softmax(z64 - h * v64)) / (2 * h)
+        numpy.testing.assert_allclose(kern.softmax_jvp(z64, v64), fd, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+def test_fused_loss_and_gradient_equal_the_separate_kernels(generated, backend, dtype):
+    rng = numpy.random.default_rng(5)
+    kern = kernels(generated, 7, backend)
+    z = random_logits(rng, 50, 7).astype(dtype)
+    y = soft_labels(rng, 50, 7, normalised=False).astype(dtype)
+    loss, grad = kern.cross_entropy_with_grad(z, y)
+    assert loss.dtype == grad.dtype == dtype and loss.shape == (50,) and grad.shape == (50, 7)
+    numpy.testing.assert_array_equal(loss, kern.cross_entropy(z, y))
+    numpy.testing.assert_array_equal(grad, kern.cross_entropy_grad(z, y))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

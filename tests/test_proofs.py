@@ -25,6 +25,9 @@ EXPECTED = [
     "kernel-cross-entropy-gradient",
     "kernel-cross-entropy-index",
     "kernel-cross-entropy-grad-index",
+    "jacobian-equals-transpose",
+    "kernel-softmax-jvp",
+    "kernel-softmax-vjp",
 ]
 
 
@@ -66,6 +69,10 @@ def test_chain_rule_derivative_equals_sympy_diff_of_raw_definition(k):
         ("gradient_true_class", lambda f: f.rest / f.S),
         ("gradient_true_class", lambda f: -f.rest / (f.S + f.e_i)),
         ("loss_index", lambda f: f.log_S + f.d_i),
+        ("jvp", lambda f: f.s_i * f.v_i),  # forgets the <s, v> term
+        ("jvp", lambda f: f.s_i * (f.v_i + f.sv)),
+        ("vjp", lambda f: f.v_i - f.sv),  # J^T v without the factor s_i
+        ("jvp_term", lambda f: f.v_i),  # <s, v> summed without the probabilities
     ],
 )
 def test_wrong_kernel_form_is_refused(field, wrong):
@@ -90,3 +97,26 @@ def test_large_k_proves_representative_entries_quickly():
     jac = next(i for i in identities if i.name == "jacobian-closed-form")
     assert jac.lhs.shape == (4, 4)
     assert "permutation symmetry" in jac.method
+
+
+def test_laurent_normal_form_is_exact():
+    """The fast path agrees with cancel() and refuses near misses; sums in a denominator take
+    the general path."""
+    a, b, S = sympy.symbols("a b S", positive=True)
+    assert simplify.is_zero(a / S + b / S - (a + b) / S)
+    assert not simplify.is_zero(a / S + b / S - (a + b) / S**2)
+    assert simplify.is_zero(a / (a + b) - 1 + b / (a + b))
+    assert simplify.is_zero(S - a - b, [(S, a + b)])
+    assert simplify.is_zero(sympy.log(a / S) - sympy.log(a) + sympy.log(S))
+    assert simplify.is_zero(sympy.log(a * b**2), logs={a: b, b: a}) is False
+    assert simplify.is_zero(sympy.log(a * b**2) - b - 2 * a, logs={a: b, b: a})
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_definitions_are_the_objects_evaluation_gives(k):
+    """derive.py builds the definitions unevaluated for speed: they must be the same objects."""
+    sym = derive.fixed_k(k)
+    evaluated_s = [e / sym.S for e in sym.e]
+    assert list(derive.softmax(sym)) == evaluated_s
+    loss = -sympy.Add(*(y * sympy.log(s) for y, s in zip(sym.y, evaluated_s, strict=True)))
+    assert derive.cross_entropy(sym) == loss

@@ -22,6 +22,9 @@ KERNELS = (
     "cross_entropy_grad",
     "cross_entropy_index",
     "cross_entropy_grad_index",
+    "cross_entropy_with_grad",
+    "softmax_jvp",
+    "softmax_vjp",
 )
 
 
@@ -57,9 +60,12 @@ def run_driver(executable: Path, z, y, labels) -> dict[str, numpy.ndarray]:
 
 
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
-@pytest.mark.parametrize("k", [1, 3, 8])
-def test_sanitized_kernels_match_numpy(generated, tmp_path, compiler, k):
-    g = generated(k)
+# 70: lane accumulators and blocks of 7 rows, so the 12 rows span two blocks
+@pytest.mark.parametrize(
+    ("k", "masked_rows"), [(1, "nan"), (3, "nan"), (8, "nan"), (70, "nan"), (70, "zero")]
+)
+def test_sanitized_kernels_match_numpy(generated, tmp_path, compiler, k, masked_rows):
+    g = generated(k, masked_rows)
     executable = tmp_path / f"driver-{compiler}"
     command = [
         require_tool(compiler),
@@ -101,6 +107,11 @@ def test_sanitized_kernels_match_numpy(generated, tmp_path, compiler, k):
             index_grad = numpy.full((len(labels), k), NAN)
             index_loss[in_range] = module.cross_entropy_index(zt[in_range], labels[in_range])
             index_grad[in_range] = module.cross_entropy_grad_index(zt[in_range], labels[in_range])
+            loss, grad = module.cross_entropy_with_grad(zt, yt)
+            # the driver prints the gradient (n*K values), then the losses (n)
+            expected["cross_entropy_with_grad"] = numpy.concatenate([grad.ravel(), loss.ravel()])
+            expected["softmax_jvp"] = module.softmax_jvp(zt, yt)
+            expected["softmax_vjp"] = module.softmax_vjp(zt, yt)
         expected["cross_entropy_index"] = index_loss
         expected["cross_entropy_grad_index"] = index_grad
         for name in KERNELS:

@@ -2,32 +2,178 @@
 #include "softmax_k3.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #define K 3
+/* Kernels work on blocks of ROWS rows (about 512 values): the exponentials of a block
+ * run as one flat loop, which the compiler vectorises across rows when K is small and along
+ * the row when K is large, and a block's buffers stay in the L1 cache. */
+#define ROWS 170
+
+/*
+ * exp for the kernels: branch-free, so that a loop of it vectorises without -ffast-math
+ * (gcc -O3, clang -O2; SSE2, AVX2, AVX-512), and libm's scalar exp is not called per element.
+ *
+ *   1. |x| is clamped to 746 (double) / 104 (float), keeping the sign: exp(-746) rounds to +0
+ *      and exp(746) to +inf through the arithmetic below, so -inf -> +0, +inf -> +inf and
+ *      huge |x| need no branch; NaN passes through (the comparison is false).
+ *   2. n = round(x / ln 2) by the 1.5 * 2^52 (2^23) shifter: no float -> int conversion.
+ *   3. r = x - n ln 2 by Cody-Waite (ln2_hi has trailing zero bits: n ln2_hi and the
+ *      difference are exact), |r| <= ln(2) / 2.
+ *   4. exp(r) = 1 + r + r^2 q(r), q a minimax polynomial (degree 11 in all for double, 6 for
+ *      float; error 2^-57.5 / 2^-28.2 relative) evaluated by Estrin's scheme; 1 + r is split
+ *      exactly (Fast2Sum), so the only large rounding is the last addition.
+ *   5. The result times 2^n as 2^floor(n/2) * 2^ceil(n/2), built in the exponent bits: the
+ *      first product is exact, the second rounds once, so overflow gives +inf and results
+ *      below the normal range are gradual (correctly rounded subnormals, no flush to zero).
+ *
+ * Error (measured against mpmath by tests/test_vexp.py): at most 0.74 ulp for double and
+ * 0.73 ulp for float over the normal range, 0.79 subnormal ulp below it; exp(+-0) = 1,
+ * exp(-inf) = +0, exp(+inf) = +inf, exp(NaN) = NaN exactly. Needs round-to-nearest and strict
+ * IEEE arithmetic: -ffast-math (-fassociative-math) deletes the exact split, and
+ * -ffinite-math-only the infinity and NaN handling. FMA contraction is harmless. The
+ * floating-point exception flags it raises are not meaningful.
+ */
+static inline double symsoft_exp_f64(double x)
+{
+    const double shift = 0x1.8p52;              /* 1.5 * 2^52 */
+    const double log2e = 0x1.71547652b82fep0;   /* 1/ln2 */
+    const double ln2_hi = 0x1.62e42fefa3800p-1; /* 42 significant bits */
+    const double ln2_lo = 0x1.ef35793c76730p-45;
+    double ax, c, t, n, rh, rl, r, r2, r4, a0, a1, a2, a3, a4, q, hi, lo, p, s1, s2;
+    uint64_t u, h, b1, b2;
+
+    /* Clamp |x| to 746 keeping the sign: exp(-746) < 2^-1075 rounds to +0, exp(746) to +inf.
+     * NaN passes through (the comparison is false).  One select whose arm depends on x: a
+     * constant arm (x < c ? c : x) lets gcc thread/constant-fold that path into conditional
+     * code that may trap, which blocks if-conversion and hence vectorisation without
+     * -fno-trapping-math. */
+    memcpy(&u, &x, sizeof u);
+    h = u & 0x7fffffffffffffffu;                /* |x| */
+    b1 = (u & 0x8000000000000000u) | 0x4087500000000000u;   /* copysign(746.0, x) */
+    memcpy(&ax, &h, sizeof ax);
+    memcpy(&c, &b1, sizeof c);
+    x = ax > 746.0 ? c : x;
+
+    t = x * log2e + shift;                      /* low mantissa bits of t: n = round(x/ln2) */
+    n = t - shift;
+    rh = x - n * ln2_hi;                        /* exact (Cody-Waite) */
+    rl = n * -ln2_lo;                           /* |rl| < 6e-11 */
+    r = rh + rl;                                /* reduced argument, |r| <= ln2/2 + 1e-13 */
+
+    /* exp(r) = 1 + r + r^2 q(r).  The leading 1 + rh is split exactly (Fast2Sum, |rh| < 1) so
+     * the only large rounding is the final addition.  (Relies on no -fassociative-math.) */
+    r2 = r * r;                                 /* q(r) = c2 + c3 r + ... + c11 r^9, Estrin */
+    r4 = r2 * r2;
+    a0 = 0x1.000000000000ap-1 + 0x1.5555555555502p-3 * r;     /* c2 + c3 r */
+    a1 = 0x1.55555555505ffp-5 + 0x1.111111112519dp-7 * r;     /* c4 + c5 r */
+    a2 = 0x1.6c16c184b820fp-10 + 0x1.a01a013bb99dep-13 * r;   /* c6 + c7 r */
+    a3 = 0x1.a0199881785a3p-16 + 0x1.71def7e1de4cfp-19 * r;   /* c8 + c9 r */
+    a4 = 0x1.28aeeafb76a3dp-22 + 0x1.add12c425bacbp-26 * r;   /* c10 + c11 r */
+    a0 = a0 + a1 * r2;
+    a2 = a2 + a3 * r2;
+    a0 = a0 + a2 * r4;
+    q = a0 + a4 * (r4 * r4);
+    hi = 1.0 + rh;
+    lo = rh - (hi - 1.0);                       /* exact: 1 + rh == hi + lo */
+    p = hi + (lo + (rl + r2 * q));
+
+    /* 2^n = 2^floor(n/2) * 2^ceil(n/2).  The low 12 bits of u are n mod 2^12 (offset by
+     * 2^51, which vanishes mod 2^12); h = u >> 1 carries floor(n/2), u - h carries ceil(n/2). */
+    memcpy(&u, &t, sizeof u);
+    h = u >> 1;
+    b1 = (h + 1023u) << 52;
+    b2 = (u - h + 1023u) << 52;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return (p * s1) * s2;
+}
+
+static inline float symsoft_exp_f32(float x)
+{
+    const float shift = 0x1.8p23F;              /* 1.5 * 2^23 */
+    const float log2e = 0x1.715476p0F;
+    const float ln2_hi = 0x1.62e4p-1F;          /* 15 significant bits */
+    const float ln2_lo = 0x1.7f7d1cp-20F;
+    float ax, c, t, n, rh, rl, r, r2, a0, a1, q, hi, lo, p, s1, s2;
+    uint32_t u, h, b1, b2;
+
+    /* Clamp |x| to 104 keeping the sign (exp(-104) < 2^-150 -> +0, exp(104) -> +inf). */
+    memcpy(&u, &x, sizeof u);
+    h = u & 0x7fffffffu;
+    b1 = (u & 0x80000000u) | 0x42d00000u;       /* copysign(104.0F, x) */
+    memcpy(&ax, &h, sizeof ax);
+    memcpy(&c, &b1, sizeof c);
+    x = ax > 104.0F ? c : x;
+
+    t = x * log2e + shift;
+    n = t - shift;
+    rh = x - n * ln2_hi;                        /* exact */
+    rl = n * -ln2_lo;
+    r = rh + rl;
+
+    r2 = r * r;                                 /* q(r) = c2 + ... + c6 r^4, Estrin */
+    a0 = 0x1.fffffcp-2F + 0x1.55548cp-3F * r;   /* c2 + c3 r */
+    a1 = 0x1.555858p-5F + 0x1.123dd0p-7F * r;   /* c4 + c5 r */
+    a1 = a1 + 0x1.6ac54cp-10F * r2;             /* + c6 r^2 */
+    q = a0 + a1 * r2;
+    hi = 1.0F + rh;
+    lo = rh - (hi - 1.0F);
+    p = hi + (lo + (rl + r2 * q));
+
+    memcpy(&u, &t, sizeof u);
+    h = u >> 1;
+    b1 = (h + 127u) << 23;
+    b2 = (u - h + 127u) << 23;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return (p * s1) * s2;
+}
+
 /* ---- float (float32) ---- */
 
-/* The row maximum; a NaN entry makes the result NaN through d_i below. */
-static float row_max_f32(const float *zr)
+/* The row maximum; NaN entries are skipped here, and make the row NaN through d_i. */
+static float row_max_f32(const float *restrict zr)
 {
     float m = zr[0];
     for (size_t i = 1; i < K; ++i) {
-        if (zr[i] > m) {
-            m = zr[i];
-        }
+        m = zr[i] > m ? zr[i] : m;
     }
     return m;
 }
 
-/* er[i] = exp(z_i - m) for the row maximum m; returns S = sum_i er[i]. */
-static float shifted_exp_f32(const float *zr, float m, float *er)
+/* The sum of a row's K values. */
+static float row_sum_f32(const float *restrict xr)
 {
-    float S = 0.0F;
+    float total = 0.0F;
     for (size_t i = 0; i < K; ++i) {
-        const float d_i = -m + zr[i];
-        er[i] = expf(d_i);
-        S += er[i];
+        total += xr[i];
     }
-    return S;
+    return total;
+}
+
+/* For a block of rows: mb = the row maxima, eb = exp(z_i - m) and Sb = the sums of eb. */
+static void normalise_f32(const float *restrict zb, size_t rows, float *restrict mb,
+                            float *restrict eb, float *restrict Sb)
+{
+    for (size_t r = 0; r < rows; ++r) {
+        mb[r] = row_max_f32(zb + r * K);
+    }
+    for (size_t r = 0; r < rows; ++r) {
+        const float *zr = zb + r * K;
+        const float m = mb[r];
+        for (size_t i = 0; i < K; ++i) {
+            eb[r * K + i] = -m + zr[i];
+        }
+    }
+    for (size_t q = 0; q < rows * K; ++q) {  /* one flat loop over the block: vectorised */
+        const float d_i = eb[q];
+        eb[q] = symsoft_exp_f32(d_i);
+    }
+    for (size_t r = 0; r < rows; ++r) {
+        Sb[r] = row_sum_f32(eb + r * K);
+    }
 }
 
 /* a + b + c rounded once, up to a term of order u^2: Knuth's TwoSum recovers the rounding
@@ -48,42 +194,65 @@ static float sum3_f32(float a, float b, float c)
 
 void softmax_k3_f32(const float *z, float *s, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const float *zr = z + r * K;
-        float *sr = s + r * K;
-        const float m = row_max_f32(zr);
-        const float S = shifted_exp_f32(zr, m, sr);
-        for (size_t i = 0; i < K; ++i) {
-            const float e_i = sr[i];
-            sr[i] = e_i/S;
+    float mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *sb = s + r0 * K;
+        normalise_f32(zb, rows, mb, sb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            float *sr = sb + r * K;
+            const float S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = sr[i];
+                sr[i] = e_i/S;
+            }
         }
     }
 }
 
 void log_softmax_k3_f32(const float *z, float *out, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const float *zr = z + r * K;
-        float *outr = out + r * K;
-        const float m = row_max_f32(zr);
-        const float S = shifted_exp_f32(zr, m, outr);
-        const float log_S = logf(S);
-        for (size_t i = 0; i < K; ++i) {
-            const float d_i = -m + zr[i];
-            outr[i] = d_i - log_S;
+    float mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *ob = out + r0 * K;
+        normalise_f32(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *zr = zb + r * K;
+            float *outr = ob + r * K;
+            const float m = mb[r];
+            const float S = Sb[r];
+            const float log_S = logf(S);
+            for (size_t i = 0; i < K; ++i) {
+                const float d_i = -m + zr[i];
+                outr[i] = d_i - log_S;
+            }
         }
     }
 }
 
 void softmax_jacobian_k3_f32(const float *z, float *jac, size_t n)
 {
-    float sr[K];
-    for (size_t r = 0; r < n; ++r) {
-        softmax_k3_f32(z + r * K, sr, 1);
-        float *jr = jac + r * K * K;
-        for (size_t i = 0; i < K; ++i) {
-            for (size_t j = 0; j < K; ++j) {
-                jr[i * K + j] = (((i == j) ? 1.0F : 0.0F) - sr[j])*sr[i];
+    float mb[ROWS], Sb[ROWS], sb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *jb = jac + r0 * K * K;
+        normalise_f32(zb, rows, mb, sb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            float *sr = sb + r * K;
+            float *jr = jb + r * K * K;
+            const float S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = sr[i];
+                sr[i] = e_i/S;
+            }
+            for (size_t i = 0; i < K; ++i) {
+                for (size_t j = 0; j < K; ++j) {
+                    jr[i * K + j] = (((i == j) ? 1.0F : 0.0F) - sr[j])*sr[i];
+                }
             }
         }
     }
@@ -91,112 +260,232 @@ void softmax_jacobian_k3_f32(const float *z, float *jac, size_t n)
 
 void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n)
 {
-    float er[K];
-    for (size_t r = 0; r < n; ++r) {
-        const float *zr = z + r * K;
-        const float *yr = y + r * K;
-        const float m = row_max_f32(zr);
-        const float S = shifted_exp_f32(zr, m, er);
-        const float log_S = logf(S);
-        float total = 0.0F;
-        for (size_t i = 0; i < K; ++i) {
-            const float d_i = -m + zr[i];
-            total += ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+    float mb[ROWS], Sb[ROWS], eb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        normalise_f32(zb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *zr = zb + r * K;
+            const float *yr = y + (r0 + r) * K;
+            float *tr = eb + r * K;  /* the loss terms, in place of the exponentials */
+            const float m = mb[r];
+            const float S = Sb[r];
+            const float log_S = logf(S);
+            for (size_t i = 0; i < K; ++i) {
+                const float d_i = -m + zr[i];
+                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+            }
+            loss[r0 + r] = row_sum_f32(tr);
         }
-        loss[r] = total;
     }
 }
 
 void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const float *zr = z + r * K;
-        const float *yr = y + r * K;
-        float *gr = grad + r * K;
-        const float m = row_max_f32(zr);
-        const float S = shifted_exp_f32(zr, m, gr);
-        float sum_y = 0.0F;
-        for (size_t i = 0; i < K; ++i) {
-            sum_y += yr[i];
-        }
-        for (size_t i = 0; i < K; ++i) {
-            const float e_i = gr[i];
-            const float s_i = e_i/S;
-            gr[i] = s_i*sum_y - yr[i];
+    float mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *gb = grad + r0 * K;
+        normalise_f32(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *yr = y + (r0 + r) * K;
+            float *gr = gb + r * K;
+            const float S = Sb[r];
+            const float sum_y = row_sum_f32(yr);
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = gr[i];
+                const float s_i = e_i/S;
+                gr[i] = s_i*sum_y - yr[i];
+            }
         }
     }
 }
 
 void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n)
 {
-    float er[K];
-    for (size_t r = 0; r < n; ++r) {
-        const float *zr = z + r * K;
-        const float m = row_max_f32(zr);
-        if (labels[r] < 0 || labels[r] >= K) {
-            loss[r] = NAN;
-            continue;
+    float mb[ROWS], Sb[ROWS], eb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        normalise_f32(zb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *zr = zb + r * K;
+            const int64_t label = labels[r0 + r];
+            if (label < 0 || label >= K) {
+                loss[r0 + r] = NAN;
+                continue;
+            }
+            const size_t i = (size_t)label;
+            const float m = mb[r];
+            const float S = Sb[r];
+            const float log_S = logf(S);
+            loss[r0 + r] = sum3_f32(log_S, m, -zr[i]);
         }
-        const size_t i = (size_t)labels[r];
-        const float S = shifted_exp_f32(zr, m, er);
-        const float log_S = logf(S);
-        loss[r] = sum3_f32(log_S, m, -zr[i]);
     }
 }
 
 void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const float *zr = z + r * K;
-        float *gr = grad + r * K;
-        const float m = row_max_f32(zr);
-        if (labels[r] < 0 || labels[r] >= K) {
+    float mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *gb = grad + r0 * K;
+        normalise_f32(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            float *gr = gb + r * K;
+            const int64_t label = labels[r0 + r];
+            if (label < 0 || label >= K) {
+                for (size_t i = 0; i < K; ++i) {
+                    gr[i] = NAN;
+                }
+                continue;
+            }
+            const size_t c = (size_t)label;
+            const float S = Sb[r];
+            /* the label's entry from the other classes' share: s_c - 1 would cancel */
+            const float e_c = gr[c];
+            gr[c] = 0.0F;
+            const float rest = row_sum_f32(gr);
+            gr[c] = e_c;
             for (size_t i = 0; i < K; ++i) {
-                gr[i] = NAN;
+                const float e_i = gr[i];
+                gr[i] = e_i/S;
             }
-            continue;
+            gr[c] = -rest/S;
         }
-        const size_t label = (size_t)labels[r];
-        const float S = shifted_exp_f32(zr, m, gr);
-        /* the label's entry from the other classes' share: s_c - 1 would cancel */
-        float rest = 0.0F;
-        for (size_t i = 0; i < K; ++i) {
-            if (i != label) {
-                rest += gr[i];
+    }
+}
+
+void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n)
+{
+    float mb[ROWS], Sb[ROWS], tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *gb = grad + r0 * K;
+        normalise_f32(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *zr = zb + r * K;
+            const float *yr = y + (r0 + r) * K;
+            float *gr = gb + r * K;
+            const float m = mb[r];
+            const float S = Sb[r];
+            const float log_S = logf(S);
+            for (size_t i = 0; i < K; ++i) {
+                const float d_i = -m + zr[i];
+                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+            }
+            loss[r0 + r] = row_sum_f32(tr);
+            const float sum_y = row_sum_f32(yr);
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = gr[i];
+                const float s_i = e_i/S;
+                gr[i] = s_i*sum_y - yr[i];
             }
         }
-        for (size_t i = 0; i < K; ++i) {
-            const float e_i = gr[i];
-            gr[i] = e_i/S;
+    }
+}
+
+void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
+{
+    float mb[ROWS], Sb[ROWS], tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *ob = out + r0 * K;
+        normalise_f32(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *vr = v + (r0 + r) * K;
+            float *outr = ob + r * K;
+            const float S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = outr[i];
+                const float s_i = e_i/S;
+                outr[i] = s_i;
+                tr[i] = s_i*vr[i];
+            }
+            const float sv = row_sum_f32(tr);
+            for (size_t i = 0; i < K; ++i) {
+                const float s_i = outr[i];
+                outr[i] = s_i*(-sv + vr[i]);
+            }
         }
-        gr[label] = -rest/S;
+    }
+}
+
+void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
+{
+    float mb[ROWS], Sb[ROWS], tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *ob = out + r0 * K;
+        normalise_f32(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *vr = v + (r0 + r) * K;
+            float *outr = ob + r * K;
+            const float S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = outr[i];
+                const float s_i = e_i/S;
+                outr[i] = s_i;
+                tr[i] = s_i*vr[i];
+            }
+            const float sv = row_sum_f32(tr);
+            for (size_t i = 0; i < K; ++i) {
+                const float s_i = outr[i];
+                outr[i] = s_i*(-sv + vr[i]);
+            }
+        }
     }
 }
 
 /* ---- double (float64) ---- */
 
-/* The row maximum; a NaN entry makes the result NaN through d_i below. */
-static double row_max_f64(const double *zr)
+/* The row maximum; NaN entries are skipped here, and make the row NaN through d_i. */
+static double row_max_f64(const double *restrict zr)
 {
     double m = zr[0];
     for (size_t i = 1; i < K; ++i) {
-        if (zr[i] > m) {
-            m = zr[i];
-        }
+        m = zr[i] > m ? zr[i] : m;
     }
     return m;
 }
 
-/* er[i] = exp(z_i - m) for the row maximum m; returns S = sum_i er[i]. */
-static double shifted_exp_f64(const double *zr, double m, double *er)
+/* The sum of a row's K values. */
+static double row_sum_f64(const double *restrict xr)
 {
-    double S = 0.0;
+    double total = 0.0;
     for (size_t i = 0; i < K; ++i) {
-        const double d_i = -m + zr[i];
-        er[i] = exp(d_i);
-        S += er[i];
+        total += xr[i];
     }
-    return S;
+    return total;
+}
+
+/* For a block of rows: mb = the row maxima, eb = exp(z_i - m) and Sb = the sums of eb. */
+static void normalise_f64(const double *restrict zb, size_t rows, double *restrict mb,
+                            double *restrict eb, double *restrict Sb)
+{
+    for (size_t r = 0; r < rows; ++r) {
+        mb[r] = row_max_f64(zb + r * K);
+    }
+    for (size_t r = 0; r < rows; ++r) {
+        const double *zr = zb + r * K;
+        const double m = mb[r];
+        for (size_t i = 0; i < K; ++i) {
+            eb[r * K + i] = -m + zr[i];
+        }
+    }
+    for (size_t q = 0; q < rows * K; ++q) {  /* one flat loop over the block: vectorised */
+        const double d_i = eb[q];
+        eb[q] = symsoft_exp_f64(d_i);
+    }
+    for (size_t r = 0; r < rows; ++r) {
+        Sb[r] = row_sum_f64(eb + r * K);
+    }
 }
 
 /* a + b + c rounded once, up to a term of order u^2: Knuth's TwoSum recovers the rounding
@@ -217,42 +506,65 @@ static double sum3_f64(double a, double b, double c)
 
 void softmax_k3_f64(const double *z, double *s, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const double *zr = z + r * K;
-        double *sr = s + r * K;
-        const double m = row_max_f64(zr);
-        const double S = shifted_exp_f64(zr, m, sr);
-        for (size_t i = 0; i < K; ++i) {
-            const double e_i = sr[i];
-            sr[i] = e_i/S;
+    double mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *sb = s + r0 * K;
+        normalise_f64(zb, rows, mb, sb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            double *sr = sb + r * K;
+            const double S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = sr[i];
+                sr[i] = e_i/S;
+            }
         }
     }
 }
 
 void log_softmax_k3_f64(const double *z, double *out, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const double *zr = z + r * K;
-        double *outr = out + r * K;
-        const double m = row_max_f64(zr);
-        const double S = shifted_exp_f64(zr, m, outr);
-        const double log_S = log(S);
-        for (size_t i = 0; i < K; ++i) {
-            const double d_i = -m + zr[i];
-            outr[i] = d_i - log_S;
+    double mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *ob = out + r0 * K;
+        normalise_f64(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *zr = zb + r * K;
+            double *outr = ob + r * K;
+            const double m = mb[r];
+            const double S = Sb[r];
+            const double log_S = log(S);
+            for (size_t i = 0; i < K; ++i) {
+                const double d_i = -m + zr[i];
+                outr[i] = d_i - log_S;
+            }
         }
     }
 }
 
 void softmax_jacobian_k3_f64(const double *z, double *jac, size_t n)
 {
-    double sr[K];
-    for (size_t r = 0; r < n; ++r) {
-        softmax_k3_f64(z + r * K, sr, 1);
-        double *jr = jac + r * K * K;
-        for (size_t i = 0; i < K; ++i) {
-            for (size_t j = 0; j < K; ++j) {
-                jr[i * K + j] = (((i == j) ? 1.0 : 0.0) - sr[j])*sr[i];
+    double mb[ROWS], Sb[ROWS], sb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *jb = jac + r0 * K * K;
+        normalise_f64(zb, rows, mb, sb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            double *sr = sb + r * K;
+            double *jr = jb + r * K * K;
+            const double S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = sr[i];
+                sr[i] = e_i/S;
+            }
+            for (size_t i = 0; i < K; ++i) {
+                for (size_t j = 0; j < K; ++j) {
+                    jr[i * K + j] = (((i == j) ? 1.0 : 0.0) - sr[j])*sr[i];
+                }
             }
         }
     }
@@ -260,84 +572,185 @@ void softmax_jacobian_k3_f64(const double *z, double *jac, size_t n)
 
 void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t n)
 {
-    double er[K];
-    for (size_t r = 0; r < n; ++r) {
-        const double *zr = z + r * K;
-        const double *yr = y + r * K;
-        const double m = row_max_f64(zr);
-        const double S = shifted_exp_f64(zr, m, er);
-        const double log_S = log(S);
-        double total = 0.0;
-        for (size_t i = 0; i < K; ++i) {
-            const double d_i = -m + zr[i];
-            total += ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+    double mb[ROWS], Sb[ROWS], eb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        normalise_f64(zb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *zr = zb + r * K;
+            const double *yr = y + (r0 + r) * K;
+            double *tr = eb + r * K;  /* the loss terms, in place of the exponentials */
+            const double m = mb[r];
+            const double S = Sb[r];
+            const double log_S = log(S);
+            for (size_t i = 0; i < K; ++i) {
+                const double d_i = -m + zr[i];
+                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+            }
+            loss[r0 + r] = row_sum_f64(tr);
         }
-        loss[r] = total;
     }
 }
 
 void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const double *zr = z + r * K;
-        const double *yr = y + r * K;
-        double *gr = grad + r * K;
-        const double m = row_max_f64(zr);
-        const double S = shifted_exp_f64(zr, m, gr);
-        double sum_y = 0.0;
-        for (size_t i = 0; i < K; ++i) {
-            sum_y += yr[i];
-        }
-        for (size_t i = 0; i < K; ++i) {
-            const double e_i = gr[i];
-            const double s_i = e_i/S;
-            gr[i] = s_i*sum_y - yr[i];
+    double mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *gb = grad + r0 * K;
+        normalise_f64(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *yr = y + (r0 + r) * K;
+            double *gr = gb + r * K;
+            const double S = Sb[r];
+            const double sum_y = row_sum_f64(yr);
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = gr[i];
+                const double s_i = e_i/S;
+                gr[i] = s_i*sum_y - yr[i];
+            }
         }
     }
 }
 
 void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n)
 {
-    double er[K];
-    for (size_t r = 0; r < n; ++r) {
-        const double *zr = z + r * K;
-        const double m = row_max_f64(zr);
-        if (labels[r] < 0 || labels[r] >= K) {
-            loss[r] = (double)NAN;
-            continue;
+    double mb[ROWS], Sb[ROWS], eb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        normalise_f64(zb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *zr = zb + r * K;
+            const int64_t label = labels[r0 + r];
+            if (label < 0 || label >= K) {
+                loss[r0 + r] = (double)NAN;
+                continue;
+            }
+            const size_t i = (size_t)label;
+            const double m = mb[r];
+            const double S = Sb[r];
+            const double log_S = log(S);
+            loss[r0 + r] = sum3_f64(log_S, m, -zr[i]);
         }
-        const size_t i = (size_t)labels[r];
-        const double S = shifted_exp_f64(zr, m, er);
-        const double log_S = log(S);
-        loss[r] = sum3_f64(log_S, m, -zr[i]);
     }
 }
 
 void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n)
 {
-    for (size_t r = 0; r < n; ++r) {
-        const double *zr = z + r * K;
-        double *gr = grad + r * K;
-        const double m = row_max_f64(zr);
-        if (labels[r] < 0 || labels[r] >= K) {
+    double mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *gb = grad + r0 * K;
+        normalise_f64(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            double *gr = gb + r * K;
+            const int64_t label = labels[r0 + r];
+            if (label < 0 || label >= K) {
+                for (size_t i = 0; i < K; ++i) {
+                    gr[i] = (double)NAN;
+                }
+                continue;
+            }
+            const size_t c = (size_t)label;
+            const double S = Sb[r];
+            /* the label's entry from the other classes' share: s_c - 1 would cancel */
+            const double e_c = gr[c];
+            gr[c] = 0.0;
+            const double rest = row_sum_f64(gr);
+            gr[c] = e_c;
             for (size_t i = 0; i < K; ++i) {
-                gr[i] = (double)NAN;
+                const double e_i = gr[i];
+                gr[i] = e_i/S;
             }
-            continue;
+            gr[c] = -rest/S;
         }
-        const size_t label = (size_t)labels[r];
-        const double S = shifted_exp_f64(zr, m, gr);
-        /* the label's entry from the other classes' share: s_c - 1 would cancel */
-        double rest = 0.0;
-        for (size_t i = 0; i < K; ++i) {
-            if (i != label) {
-                rest += gr[i];
+    }
+}
+
+void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n)
+{
+    double mb[ROWS], Sb[ROWS], tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *gb = grad + r0 * K;
+        normalise_f64(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *zr = zb + r * K;
+            const double *yr = y + (r0 + r) * K;
+            double *gr = gb + r * K;
+            const double m = mb[r];
+            const double S = Sb[r];
+            const double log_S = log(S);
+            for (size_t i = 0; i < K; ++i) {
+                const double d_i = -m + zr[i];
+                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+            }
+            loss[r0 + r] = row_sum_f64(tr);
+            const double sum_y = row_sum_f64(yr);
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = gr[i];
+                const double s_i = e_i/S;
+                gr[i] = s_i*sum_y - yr[i];
             }
         }
-        for (size_t i = 0; i < K; ++i) {
-            const double e_i = gr[i];
-            gr[i] = e_i/S;
+    }
+}
+
+void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
+{
+    double mb[ROWS], Sb[ROWS], tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *ob = out + r0 * K;
+        normalise_f64(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *vr = v + (r0 + r) * K;
+            double *outr = ob + r * K;
+            const double S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = outr[i];
+                const double s_i = e_i/S;
+                outr[i] = s_i;
+                tr[i] = s_i*vr[i];
+            }
+            const double sv = row_sum_f64(tr);
+            for (size_t i = 0; i < K; ++i) {
+                const double s_i = outr[i];
+                outr[i] = s_i*(-sv + vr[i]);
+            }
         }
-        gr[label] = -rest/S;
+    }
+}
+
+void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
+{
+    double mb[ROWS], Sb[ROWS], tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *ob = out + r0 * K;
+        normalise_f64(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *vr = v + (r0 + r) * K;
+            double *outr = ob + r * K;
+            const double S = Sb[r];
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = outr[i];
+                const double s_i = e_i/S;
+                outr[i] = s_i;
+                tr[i] = s_i*vr[i];
+            }
+            const double sv = row_sum_f64(tr);
+            for (size_t i = 0; i < K; ++i) {
+                const double s_i = outr[i];
+                outr[i] = s_i*(-sv + vr[i]);
+            }
+        }
     }
 }

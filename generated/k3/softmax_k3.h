@@ -13,9 +13,15 @@ extern "C" {
 #define SOFTMAX_K3_K 3
 
 /*
- * Every kernel works on n contiguous rows of K values (row-major). z and y are read,
- * the output is written; they must not overlap. Results are the numerically stable forms
+ * Every kernel works on n contiguous rows of K values (row-major). z, y and v are read,
+ * the outputs are written; they must not overlap. Results are the numerically stable forms
  * proved by symsoft: no overflow for any finite input.
+ *
+ * Compile flags: -O3 (gcc at -O2 vectorises only loops of known length), optionally
+ * -march=native (with -mprefer-vector-width=256 on AMD Zen 1/2). FMA contraction
+ * (-ffp-contract=fast) is safe. Never -ffast-math, -Ofast, -ffinite-math-only,
+ * -fassociative-math or -funsafe-math-optimizations: they let the compiler delete the NaN
+ * and infinity handling and the exact error terms these kernels rely on.
  */
 
 /* float (float32) */
@@ -26,6 +32,9 @@ void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n)
 void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size_t n);  /* grad = s * sum(y) - y, n*K values */
 void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n);  /* loss = -log s_label, n values; NaN where a label is outside 0..K-1 */
 void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n);  /* grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1 */
+void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
+void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
+void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
 
 /* double (float64) */
 void softmax_k3_f64(const double *z, double *s, size_t n);  /* s = softmax(z), n*K values */
@@ -35,6 +44,9 @@ void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t
 void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, size_t n);  /* grad = s * sum(y) - y, n*K values */
 void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n);  /* loss = -log s_label, n values; NaN where a label is outside 0..K-1 */
 void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n);  /* grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1 */
+void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
+void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
+void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
 
 #ifdef __cplusplus
 }

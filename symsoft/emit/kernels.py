@@ -12,6 +12,9 @@ FUNCTIONS = (
     "cross_entropy_grad",
     "cross_entropy_index",
     "cross_entropy_grad_index",
+    "cross_entropy_with_grad",
+    "softmax_jvp",
+    "softmax_vjp",
 )
 
 
@@ -49,6 +52,22 @@ C_KERNELS = (
         "cross_entropy_grad_index",
         "const T *z, const int64_t *labels, T *grad, size_t n",
         "grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1",
+    ),
+    CKernel(
+        "cross_entropy_with_grad",
+        "const T *z, const T *y, T *loss, T *grad, size_t n",
+        "loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), "
+        "reading z and y once",
+    ),
+    CKernel(
+        "softmax_jvp",
+        "const T *z, const T *v, T *out, size_t n",
+        "out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row",
+    ),
+    CKernel(
+        "softmax_vjp",
+        "const T *z, const T *v, T *out, size_t n",
+        "out = J^T v (= J v: J is symmetric), n*K values, O(K) per row",
     ),
 )
 

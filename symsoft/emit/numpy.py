@@ -18,6 +18,7 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         f.d_i: sympy.Symbol("d"),
         f.e_i: sympy.Symbol("e"),
         f.s_i: sympy.Symbol("s"),
+        f.v_i: sympy.Symbol("v"),
     }
     # the Jacobian broadcasts s as a column against s as a row
     outer = {
@@ -40,6 +41,9 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         gradient=numpy_code(f.gradient, array),
         loss_index=numpy_code(f.loss_index, array),
         gradient_true_class=numpy_code(f.gradient_true_class, array),
+        jvp_term=numpy_code(f.jvp_term, array),
+        jvp=numpy_code(f.jvp, array),
+        vjp=numpy_code(f.vjp, array),
         masked_rows=bundle.masked_rows,
     )
     return {f"softmax_k{bundle.k}.py": text}

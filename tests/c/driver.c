@@ -3,6 +3,7 @@
  * -include softmax_k<K>.h, under AddressSanitizer and UndefinedBehaviorSanitizer.
  *
  * stdin: n, then n*K logits, n*K targets, n labels (whitespace separated; "inf", "nan" ok).
+ * The targets double as the vector v of the Jacobian-vector products.
  * stdout: one line per kernel and dtype: "<name>_<sfx>" followed by every output value.
  */
 #include <stdint.h>
@@ -44,7 +45,7 @@ static void print_floats(const char *name, const float *values, size_t count)
 #define RUN(T, sfx, print, z, y, labels, n)                                              \
     do {                                                                                   \
         const size_t k = SYMSOFT_K;                                                        \
-        T *out = malloc((n * k * k + 1) * sizeof(T));                                      \
+        T *out = malloc((n * k * k + n + 1) * sizeof(T));                                  \
         KERNEL(softmax, SYMSOFT_K, sfx)(z, out, n);                                        \
         print("softmax_" #sfx, out, n * k);                                                \
         KERNEL(log_softmax, SYMSOFT_K, sfx)(z, out, n);                                    \
@@ -59,6 +60,12 @@ static void print_floats(const char *name, const float *values, size_t count)
         print("cross_entropy_index_" #sfx, out, n);                                        \
         KERNEL(cross_entropy_grad_index, SYMSOFT_K, sfx)(z, labels, out, n);               \
         print("cross_entropy_grad_index_" #sfx, out, n * k);                               \
+        KERNEL(cross_entropy_with_grad, SYMSOFT_K, sfx)(z, y, out + n * k, out, n);        \
+        print("cross_entropy_with_grad_" #sfx, out, n * k + n);                            \
+        KERNEL(softmax_jvp, SYMSOFT_K, sfx)(z, y, out, n);                                 \
+        print("softmax_jvp_" #sfx, out, n * k);                                            \
+        KERNEL(softmax_vjp, SYMSOFT_K, sfx)(z, y, out, n);                                 \
+        print("softmax_vjp_" #sfx, out, n * k);                                            \
         free(out);                                                                         \
     } while (0)
 

@@ -1,0 +1,256 @@
+"""Speed of the emitted kernels against NumPy, SciPy, PyTorch and JAX: ns per element.
+
+    python benchmarks/bench_kernels.py                       # K = 3, 10, 32, 128, 1000
+    python benchmarks/bench_kernels.py --ks 3,10 --quick     # a smoke run
+
+One thread (PyTorch and XLA are told so; run on a quiet machine), batches of --elements values
+per array (2^22: 32 MiB of float64, larger than the caches), medians of --repeats calls.
+The C is compiled with --cflags (default: strict C99 at -O3 -march=native, 256-bit vectors),
+never with -ffast-math. Rows: the emitted C (called once on the whole batch, so call overhead
+does not count), the emitted NumPy module, a hand-written NumPy softmax, scipy.special.softmax,
+torch.softmax and jax.jit(jax.nn.softmax) when installed (`pip install -e '.[bench]'`), and the
+bounds: a plain copy, NumPy's exp and the kernels' own exp alone over the array. The same for
+the cross-entropy gradient, where the others compute softmax(z) - y (labels on the simplex)
+and the emitted kernels s * sum(y) - y, alone and fused with the loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib.util
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# one thread for the libraries that would use more; must be set before they are imported
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy
+import scipy.special
+
+from symsoft.build import STRICT_FLAGS, compile_shared, load_library
+from symsoft.ckernels import CKernels
+from symsoft.pipeline import build_bundle, render_all
+from symsoft.spec import make_spec
+from symsoft.writer import write_files
+
+DEFAULT_CFLAGS = "-O3 -march=native -mprefer-vector-width=256"
+EXP_SHIM = """\
+#include "softmax_k{k}.c"
+
+void exp_f64(const double *x, double *y, size_t n)
+{{
+    for (size_t i = 0; i < n; ++i) {{
+        y[i] = symsoft_exp_f64(x[i]);
+    }}
+}}
+
+void exp_f32(const float *x, float *y, size_t n)
+{{
+    for (size_t i = 0; i < n; ++i) {{
+        y[i] = symsoft_exp_f32(x[i]);
+    }}
+}}
+"""
+
+Timed = Callable[[], object]
+
+
+def median_seconds(function: Timed, repeats: int) -> float:
+    function()  # warm up: first-touch page faults, JIT compilation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load_emitted(k: int, folder: Path, cflags: tuple[str, ...]):
+    write_files(folder, render_all(build_bundle(make_spec(k)), ["numpy", "c"]), force=True)
+    spec = importlib.util.spec_from_file_location(f"softmax_k{k}", folder / f"softmax_k{k}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flags = (*(f for f in STRICT_FLAGS if not f.startswith("-O")), *cflags)
+    kernels = CKernels(
+        load_library(compile_shared(folder / f"softmax_k{k}.c", folder / "k.so", flags=flags)), k
+    )
+    shim = folder / "exp_shim.c"
+    shim.write_text(EXP_SHIM.format(k=k))
+    library = load_library(
+        compile_shared(shim, folder / "exp.so", flags=flags, extra=(f"-I{folder}",))
+    )
+    return module, kernels, library
+
+
+def c_exp(library: ctypes.CDLL, z: numpy.ndarray, out: numpy.ndarray) -> Timed:
+    ctype = ctypes.c_double if z.dtype == numpy.float64 else ctypes.c_float
+    function = getattr(library, "exp_f64" if z.dtype == numpy.float64 else "exp_f32")
+    function.argtypes = [ctypes.POINTER(ctype), ctypes.POINTER(ctype), ctypes.c_size_t]
+    x, y = z.ctypes.data_as(ctypes.POINTER(ctype)), out.ctypes.data_as(ctypes.POINTER(ctype))
+    return lambda: function(x, y, z.size)
+
+
+def hand_softmax(z: numpy.ndarray) -> numpy.ndarray:
+    e = numpy.exp(z - z.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def optional_libraries() -> dict[str, object]:
+    found: dict[str, object] = {}
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        found["torch"] = torch
+    except ImportError:
+        pass
+    try:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        found["jax"] = jax
+    except ImportError:
+        pass
+    return found
+
+
+def contenders(
+    k: int, z: numpy.ndarray, y: numpy.ndarray, emitted, libraries: dict[str, object]
+) -> tuple[dict[str, Timed], dict[str, Timed], dict[str, Timed]]:
+    """(bounds, softmax, cross-entropy gradient) functions for one K and dtype."""
+    module, kernels, exp_library = emitted
+    out = numpy.empty_like(z)
+    bounds = {
+        "copy": lambda: numpy.copyto(out, z),
+        "exp alone, NumPy": lambda: numpy.exp(z, out=out),
+        "exp alone, emitted C exp": c_exp(exp_library, z, out),
+    }
+    softmax = {
+        "emitted C": lambda: kernels.softmax(z),
+        "emitted NumPy": lambda: module.softmax(z),
+        "hand-written NumPy": lambda: hand_softmax(z),
+        "scipy.special.softmax": lambda: scipy.special.softmax(z, axis=-1),
+    }
+    gradient = {
+        "emitted C": lambda: kernels.cross_entropy_grad(z, y),
+        "emitted C, fused with loss": lambda: kernels.cross_entropy_with_grad(z, y),
+        "emitted NumPy": lambda: module.cross_entropy_grad(z, y),
+        "hand-written NumPy": lambda: hand_softmax(z) - y,
+        "scipy.special.softmax": lambda: scipy.special.softmax(z, axis=-1) - y,
+    }
+    if "torch" in libraries:
+        torch = libraries["torch"]
+        zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+        softmax["torch.softmax (1 thread)"] = lambda: torch.softmax(zt, dim=-1)
+        gradient["torch.softmax (1 thread)"] = lambda: torch.softmax(zt, dim=-1) - yt
+    if "jax" in libraries:
+        jax = libraries["jax"]
+        zj, yj = jax.device_put(z), jax.device_put(y)
+        jax_softmax = jax.jit(jax.nn.softmax)
+        jax_grad = jax.jit(jax.grad(lambda z, y: -(y * jax.nn.log_softmax(z)).sum()))
+        softmax["jax.jit(jax.nn.softmax)"] = lambda: jax_softmax(zj).block_until_ready()
+        gradient["jax.jit(jax.grad(loss))"] = lambda: jax_grad(zj, yj).block_until_ready()
+    return bounds, softmax, gradient
+
+
+def table(title: str, results: dict[str, dict[tuple[int, str], float]], ks, dtypes) -> str:
+    columns = [(k, d) for d in dtypes for k in ks]
+    head = "| " + title + " | " + " | ".join(f"K={k} {d[5:]}" for k, d in columns) + " |"
+    lines = [head, "|---" * (len(columns) + 1) + "|"]
+    for name, row in results.items():
+        cells = [f"{row[c]:.2f}" if c in row else "-" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratio_table(
+    title: str, results: dict[str, dict[tuple[int, str], float]], ks, dtypes, ours: str
+) -> str:
+    """How many times faster the emitted C is than each row (> 1: the emitted C wins)."""
+    columns = [(k, d) for d in dtypes for k in ks]
+    head = "| " + title + " | " + " | ".join(f"K={k} {d[5:]}" for k, d in columns) + " |"
+    lines = [head, "|---" * (len(columns) + 1) + "|"]
+    for name, row in results.items():
+        if name == ours:
+            continue
+        cells = [
+            f"{row[c] / results[ours][c]:.2f}" if c in row and c in results[ours] else "-"
+            for c in columns
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", default="3,10,32,128,1000")
+    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--elements", type=int, default=1 << 22, help="values per array")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cflags", default=DEFAULT_CFLAGS)
+    parser.add_argument("--quick", action="store_true", help="2^18 values, 3 repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.elements, args.repeats = 1 << 18, 3
+    ks = [int(k) for k in args.ks.split(",")]
+    dtypes = args.dtypes.split(",")
+    libraries = optional_libraries()
+    bounds: dict[str, dict] = {}
+    softmax: dict[str, dict] = {}
+    gradient: dict[str, dict] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in ks:
+            emitted = load_emitted(k, Path(tmp) / f"k{k}", tuple(args.cflags.split()))
+            rows = args.elements // k
+            rng = numpy.random.default_rng(k)
+            for dtype in dtypes:
+                z = (rng.normal(size=(rows, k)) * 3).astype(dtype)
+                y = rng.random((rows, k))
+                y = (y / y.sum(axis=-1, keepdims=True)).astype(dtype)
+                groups = contenders(k, z, y, emitted, libraries)
+                for store, functions in zip((bounds, softmax, gradient), groups, strict=True):
+                    for name, function in functions.items():
+                        seconds = median_seconds(function, args.repeats)
+                        store.setdefault(name, {})[(k, dtype)] = seconds * 1e9 / z.size
+                print(f"K={k} {dtype} done", file=sys.stderr, flush=True)
+    compiler = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout
+    print(f"# ns per element (median of {args.repeats}), {args.elements} values per array\n")
+    print(f"- command: `python {' '.join(sys.argv)}`")
+    print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor()}")
+    print(f"- C: `cc {args.cflags}` with the strict flags; {compiler.splitlines()[0]}")
+    versions = [f"numpy {numpy.__version__}", f"scipy {scipy.__version__}"]
+    versions += [f"{name} {lib.__version__}" for name, lib in libraries.items()]
+    print(f"- libraries: {', '.join(versions)}; one thread")
+    print(f"- wall time of the run: {time.perf_counter() - started:.0f} s\n")
+    print("## Bounds\n")
+    print(table("ns/element", bounds, ks, dtypes) + "\n")
+    print("## Softmax\n")
+    print(table("ns/element", softmax, ks, dtypes) + "\n")
+    print("Times slower than the emitted C (same run):\n")
+    print(ratio_table("ratio", softmax, ks, dtypes, "emitted C") + "\n")
+    exp_c = bounds["exp alone, emitted C exp"]
+    ours = softmax["emitted C"]
+    print(
+        "Emitted C softmax / the C exp alone: "
+        + ", ".join(f"K={k} {d[5:]} {ours[(k, d)] / exp_c[(k, d)]:.2f}" for d in dtypes for k in ks)
+        + "\n"
+    )
+    print("## Cross-entropy gradient\n")
+    print(table("ns/element", gradient, ks, dtypes) + "\n")
+    print("Times slower than the emitted C (same run):\n")
+    print(ratio_table("ratio", gradient, ks, dtypes, "emitted C") + "\n")
+
+
+if __name__ == "__main__":
+    main()
