@@ -68,8 +68,9 @@ def _sum3(a, b, c):
 def _normalise(z):
     """Row maximum m, shifted logits d, exponentials e and their sum S."""
     m = numpy.max(z, axis=-1, keepdims=True)
-    # a row of all -inf gives -inf - (-inf) = NaN: such a row has no softmax
-    with numpy.errstate(invalid="ignore"):
+    # a row of all -inf gives -inf - (-inf) = NaN: such a row has no softmax; and z - m may
+    # overflow to -inf for huge finite logits, whose exponential is then exactly 0, as it should
+    with numpy.errstate(invalid="ignore", over="ignore"):
         d = -m + z
     e = numpy.exp(d)
     S = numpy.sum(e, axis=-1, keepdims=True)
