@@ -1,8 +1,9 @@
 """Closed forms and the stable kernel forms, each proved equal to what derive.py computed.
 
 A proof here is exact: the difference of the two sides is brought to a normal form
-(rational functions in e_i = exp(z_i), S and y are cancelled; logarithms are expanded with
-log(e_i) = z_i, log(exp(-m)) = -m) and must be the number 0. Anything else raises ProofError.
+(a Laurent polynomial in e_i = exp(z_i), S, y and the other atoms, or failing that one
+fraction with an expanded numerator; logarithms are expanded with log(e_i) = z_i,
+log(exp(-m)) = -m) and must be the number 0. Anything else raises ProofError.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy
 
@@ -13,12 +13,6 @@ def rows(function: Callable[..., object], *arrays: numpy.ndarray) -> numpy.ndarr
     out = [function(*(f[r].tolist() for f in flat)) for r in range(flat[0].shape[0])]
     result = numpy.array(out, dtype=object).astype(numpy.float64)
     return result.reshape(arrays[0].shape[:-1] + result.shape[1:])
-
-
-def relative_error(got: numpy.ndarray, expected: Sequence | numpy.ndarray) -> float:
-    expected = numpy.asarray(expected, dtype=numpy.float64)
-    scale = numpy.maximum(numpy.abs(expected), numpy.finfo(numpy.float64).tiny)
-    return float(numpy.max(numpy.abs(got.astype(numpy.float64) - expected) / scale))
 
 
 def softmax_budget(z: numpy.ndarray) -> numpy.ndarray:
