@@ -95,6 +95,7 @@ class Bundle:
     k: int
     version: str
     masked_rows: str
+    numpy_only: bool
     lang: str
     z: tuple[sympy.Symbol, ...]
     y: tuple[sympy.Symbol, ...]

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch) or zero (the row is ignored: probabilities, loss and gradient 0)",
     )
 
+    gen.add_argument(
+        "--numpy-only",
+        action="store_true",
+        help="the Python module calls NumPy directly and needs nothing else (default: "
+        "written against the array API, for NumPy, PyTorch, JAX, CuPy and Dask arrays)",
+    )
+
     from symsoft.gradcheck.cli import DESCRIPTION, add_check_arguments
 
     check = commands.add_parser(
@@ -141,6 +148,7 @@ def _generate(args: argparse.Namespace) -> int:
         labels=args.labels,
         masked_rows=args.masked_rows,
         lang=args.lang,
+        numpy_only=args.numpy_only,
     )
     spec = replace(spec, true_class=_true_class(args.true_class, spec.labels))
     out = args.out if args.out is not None else Path("generated") / f"k{spec.k}"

@@ -22,7 +22,7 @@ from symsoft.ckernels import CKernels
 from symsoft.errors import SpecError, SymsoftError
 from symsoft.spec import Spec, make_spec
 
-BACKENDS = ("c", "numpy")
+BACKENDS = ("c", "numpy", "array-api")
 # STRICT_FLAGS (warnings are errors) at -O3. -ffp-contract=off: no fused multiply-add, so GCC
 # and Clang (whose defaults differ) give the same bits. Never -ffast-math: it drops NaN/inf.
 C_FLAGS = (*STRICT_FLAGS, "-O3", "-ffp-contract=off")
@@ -34,11 +34,13 @@ _loading = threading.Lock()  # threads asking for the same kernels build them on
 
 
 def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | ModuleType:
-    """The kernels for K classes, taking NumPy arrays of shape (..., K), float32 or float64.
+    """The kernels for K classes, taking arrays of shape (..., K), float32 or float64.
 
     backend="c" compiles the emitted C with the system compiler ($CC, else cc/gcc/clang) on
-    first use and returns a CKernels; backend="numpy" returns the emitted NumPy module and
-    needs no compiler. Both have one function per kernel (see symsoft.emit.kernels).
+    first use and returns a CKernels; backend="numpy" returns the emitted NumPy-only module
+    and needs no compiler; backend="array-api" returns the emitted array-API module, which
+    also takes PyTorch, JAX, CuPy and Dask arrays (it needs array_api_compat). Each has one
+    function per kernel (see symsoft.emit.kernels).
     Generated source and libraries are cached under $SYMSOFT_CACHE_DIR (default: the user
     cache folder), so later calls, in this process or another, neither generate nor compile.
 
@@ -47,7 +49,7 @@ def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | 
     """
     if backend not in BACKENDS:
         raise SpecError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    spec = make_spec(k, masked_rows=masked_rows)
+    spec = make_spec(k, masked_rows=masked_rows, numpy_only=backend != "array-api")
     root = cache_root()
     compiler = _compiler(os.environ.get("CC"), os.environ.get("PATH")) if backend == "c" else ""
     key = (spec, backend, root, compiler)
@@ -60,7 +62,7 @@ def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | 
 
 def _build(spec: Spec, backend: str, root: Path, compiler: str) -> CKernels | ModuleType:
     sources = generated_sources(spec, root)
-    if backend == "numpy":
+    if backend != "c":
         return _import_module(sources / f"softmax_k{spec.k}.py")
     library = compiled_library(sources, spec.k, compiler, root)
     return CKernels(_open_library(library), spec.k)

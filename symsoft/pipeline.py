@@ -68,6 +68,7 @@ def build_bundle(spec: Spec) -> Bundle:
         k=spec.k,
         version=__version__,
         masked_rows=spec.masked_rows,
+        numpy_only=spec.numpy_only,
         lang=spec.lang,
         z=sym.z,
         y=sym.y,

@@ -47,10 +47,18 @@ class CKernelPrinter(C99CodePrinter):
 
 
 class NumPyKernelPrinter(NumPyPrinter):
-    """NumPy code with `numpy.` prefixes; Piecewise as numpy.where for a single guard."""
+    """NumPy code whose functions are taken from `namespace` (`numpy`, or `xp` for an array-API
+    namespace: the functions printed here exist under the same names in both); Piecewise as
+    where() for a single guard."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str = "numpy") -> None:
         super().__init__({"strict": True})
+        self.namespace = namespace
+
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        if fqn.startswith("numpy."):
+            fqn = f"{self.namespace}.{fqn.removeprefix('numpy.')}"
+        return super()._module_format(fqn, register)
 
     def _print_CompensatedSum(self, expr: sympy.Function) -> str:
         # _sum3 is defined by the NumPy template
@@ -61,7 +69,8 @@ class NumPyKernelPrinter(NumPyPrinter):
         if len(expr.args) != 2 or cond_rest is not sympy.true:
             return super()._print_Piecewise(expr)
         return (
-            f"numpy.where({self._print(condition)}, {self._print(value)}, {self._print(otherwise)})"
+            f"{self._module_format('numpy.where')}({self._print(condition)}, "
+            f"{self._print(value)}, {self._print(otherwise)})"
         )
 
 
@@ -69,8 +78,8 @@ def c_code(expr: sympy.Basic, dtype: str, names: Names) -> str:
     return CKernelPrinter(dtype).doprint(expr.xreplace(dict(names)))
 
 
-def numpy_code(expr: sympy.Basic, names: Names) -> str:
-    return NumPyKernelPrinter().doprint(expr.xreplace(dict(names)))
+def numpy_code(expr: sympy.Basic, names: Names, namespace: str = "numpy") -> str:
+    return NumPyKernelPrinter(namespace).doprint(expr.xreplace(dict(names)))
 
 
 class DocumentLatexPrinter(LatexPrinter):

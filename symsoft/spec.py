@@ -32,6 +32,7 @@ class Spec:
     true_class: int = 0
     masked_rows: str = "nan"
     lang: str = "en"
+    numpy_only: bool = False  # the Python module calls NumPy instead of an array-API namespace
 
 
 def validate_k(k: object) -> int:
@@ -102,6 +103,7 @@ def make_spec(
     true_class: int = 0,
     masked_rows: str = "nan",
     lang: str = "en",
+    numpy_only: bool = False,
 ) -> Spec:
     """Validate everything up front, so that a bad request fails before any work is done."""
     k = validate_k(k)
@@ -109,6 +111,8 @@ def make_spec(
         raise SpecError(f"masked-rows policy must be one of {MASKED_ROW_POLICIES}")
     if lang not in LANGUAGES:
         raise SpecError(f"language must be one of {LANGUAGES}, got {lang!r}")
+    if not isinstance(numpy_only, bool):
+        raise SpecError(f"numpy_only must be True or False, got {numpy_only!r}")
     if isinstance(true_class, bool) or not isinstance(true_class, int) or not 0 <= true_class < k:
         raise SpecError(f"true class must be an index in 0..{k - 1}, got {true_class!r}")
     return Spec(
@@ -118,4 +122,5 @@ def make_spec(
         true_class=true_class,
         masked_rows=masked_rows,
         lang=lang,
+        numpy_only=numpy_only,
     )

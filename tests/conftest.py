@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -13,6 +14,7 @@ import pytest
 
 from symsoft.build import compile_shared, load_library
 from symsoft.ckernels import CKernels
+from symsoft.emit.numpy import emit_numpy
 from symsoft.pipeline import build_bundle, render_all
 from symsoft.spec import make_spec
 from symsoft.writer import write_files
@@ -40,20 +42,37 @@ class Generated:
         self.files = render_all(self.bundle)
         self.folder = root / f"k{k}-{masked_rows}"
         write_files(self.folder, self.files, force=False)
-        self._module: ModuleType | None = None
+        # the --numpy-only variant of the Python module, from the same proved bundle
+        only = emit_numpy(dataclasses.replace(self.bundle, numpy_only=True))
+        write_files(self.folder / "numpy-only", only, force=False)
+        self._modules: dict[Path, ModuleType] = {}
         self._c: CKernels | None = None
+
+    def _import(self, folder: Path) -> ModuleType:
+        if folder not in self._modules:
+            name = f"softmax_k{self.k}"
+            spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[f"_generated_{self.folder.name}_{folder.name}"] = module
+            spec.loader.exec_module(module)
+            self._modules[folder] = module
+        return self._modules[folder]
 
     @property
     def numpy_module(self) -> ModuleType:
-        if self._module is None:
-            name = f"softmax_k{self.k}"
-            spec = importlib.util.spec_from_file_location(name, self.folder / f"{name}.py")
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[f"_generated_{self.folder.name}"] = module
-            spec.loader.exec_module(module)
-            self._module = module
-        return self._module
+        """The default Python module, written against the array API."""
+        return self._import(self.folder)
+
+    @property
+    def numpy_only_module(self) -> ModuleType:
+        return self._import(self.folder / "numpy-only")
+
+    def backend(self, name: str) -> ModuleType | CKernels:
+        """The kernels behind a test's backend name: numpy, numpy-only or c."""
+        if name == "c":
+            return self.c
+        return self.numpy_only_module if name == "numpy-only" else self.numpy_module
 
     @property
     def c(self) -> CKernels:

@@ -8,11 +8,11 @@ import pytest
 from symsoft.accuracy import measure
 
 
-@pytest.mark.parametrize("backend", ["numpy", "c"])
+@pytest.mark.parametrize("backend", ["numpy", "numpy-only", "c"])
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
 def test_within_budget(generated, backend, dtype):
     g = generated(5)
-    kernels = g.numpy_module if backend == "numpy" else g.c
+    kernels = g.backend(backend)
     for m in measure(kernels, 5, dtype, rows=10_000):
         assert m.worst_fraction <= 1.0, m
 

@@ -156,6 +156,22 @@ def test_targets_pick_what_is_emitted(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_numpy_only_flag_emits_the_numpy_only_module(tmp_path):
+    for flags, folder in (((), "default"), (("--numpy-only",), "numpy-only")):
+        out = tmp_path / folder
+        result = symsoft("generate", "--targets", "numpy", *flags, "-o", str(out), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    # run each in a fresh interpreter that cannot import array_api_compat
+    blocker = "import sys; sys.modules['array_api_compat'] = None; "
+    for folder, works in (("numpy-only", True), ("default", False)):
+        code = f"{blocker}sys.path.insert(0, {str(tmp_path / folder)!r}); import softmax_k3; "
+        code += "print(softmax_k3.softmax([2.0, 1.0, 0.1]).round(3).tolist())"
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert (run.returncode == 0) is works, run.stderr
+        if works:
+            assert run.stdout.strip() == "[0.659, 0.242, 0.099]"
+
+
 def test_progress_only_on_a_terminal(tmp_path):
     """Piped (as here) the CLI prints only the written paths; on a terminal it draws a bar."""
     import io

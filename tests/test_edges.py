@@ -8,13 +8,13 @@ import numpy
 import pytest
 
 INF, NAN = numpy.inf, numpy.nan
-BACKENDS = ("numpy", "c")
+BACKENDS = ("numpy", "numpy-only", "c")
 DTYPES = (numpy.float64, numpy.float32)
 
 
 def kernels(generated, k, backend):
     g = generated(k)
-    return g.numpy_module if backend == "numpy" else g.c
+    return g.backend(backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -147,7 +147,7 @@ def test_label_out_of_range(generated):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_masked_rows_zero_policy_ignores_fully_masked_rows(generated, backend, dtype):
     g = generated(3, "zero")
-    kern = g.numpy_module if backend == "numpy" else g.c
+    kern = g.backend(backend)
     z = numpy.array([[-INF, -INF, -INF], [2.0, 1.0, 0.1]], dtype=dtype)
     y = numpy.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=dtype)
     reference = generated(3)  # the default policy agrees on every other row
@@ -163,6 +163,10 @@ def test_masked_rows_zero_policy_ignores_fully_masked_rows(generated, backend, d
     for product in (kern.softmax_jvp(z, y), kern.softmax_vjp(z, y)):
         numpy.testing.assert_array_equal(product[0], [0, 0, 0])
         assert numpy.all(numpy.isfinite(product[1]))
+    # a masked label in a row that is not fully masked: s_c = 0, so the loss is +inf
+    partly = numpy.array([[-INF, 1.0, 0.0]], dtype=dtype)
+    assert kern.cross_entropy_index(partly, [0])[0] == INF
+    assert kern.cross_entropy(partly, [[1.0, 0.0, 0.0]])[0] == INF
     # a NaN among -inf is not a masked row: the row is NaN
     nan_row = numpy.array([[-INF, NAN, -INF]], dtype=dtype)
     assert numpy.all(numpy.isnan(kern.softmax(nan_row)))

@@ -30,7 +30,7 @@ def each_backend_and_dtype(test):
 
 def kernels(generated, backend):
     g = generated(K)
-    return g.numpy_module if backend == "numpy" else g.c
+    return g.backend(backend)
 
 
 @each_backend_and_dtype

@@ -4,8 +4,16 @@ Softmax, log-softmax, the softmax Jacobian with its Jacobian-vector products, an
 cross-entropy loss with its gradient for K=3 classes. Inputs have shape (..., 3); float32 in gives float32 out,
 float64 gives float64 (integers are promoted to float64). Every formula below is the
 numerically stable form that symsoft proved equal to the definition.
+
+Written against the Python array API standard: every function takes its array library from
+its inputs (array_api_compat.array_namespace), so NumPy, PyTorch, JAX, CuPy, Dask and
+array-api-strict arrays go in and the same kind of array comes out, on the same device.
+Other inputs (lists, scalars) are read with NumPy. Lazy arrays (Dask, JAX under jit) cannot
+be inspected, so an out-of-range integer label gives a NaN row there (as in the C kernels)
+instead of an IndexError.
 """
 
+import array_api_compat
 import numpy
 
 K = 3
@@ -24,62 +32,90 @@ __all__ = [
 ]
 
 
-def _as_array(x, name):
-    array = numpy.asarray(x)
-    if array.dtype.kind in "biu":
-        array = array.astype(numpy.float64)
-    elif array.dtype not in (numpy.float32, numpy.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
-    if array.ndim == 0 or array.shape[-1] != K:
-        raise ValueError(f"{name} must have shape (..., {K}) for K={K}, got shape {array.shape}")
-    return array
+def _from(x, name, like=None):
+    """(namespace, array): x as an array of its own library, or of the library of `like`."""
+    if like is None:
+        if not array_api_compat.is_array_api_obj(x):
+            x = numpy.asarray(x)
+        return array_api_compat.array_namespace(x), x
+    xp = array_api_compat.array_namespace(like)
+    if not array_api_compat.is_array_api_obj(x):
+        return xp, xp.asarray(x, device=array_api_compat.device(like))
+    if array_api_compat.array_namespace(x) is not xp:
+        raise TypeError(f"{name} must be an array of the same library as z, got {type(x)}")
+    return xp, x
+
+
+def _as_array(x, name, like=None):
+    xp, x = _from(x, name, like)
+    if xp.isdtype(x.dtype, ("bool", "integral")):
+        x = xp.astype(x, xp.float64)
+    elif x.dtype not in (xp.float32, xp.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    if x.ndim == 0 or x.shape[-1] != K:
+        raise ValueError(f"{name} must have shape (..., {K}) for K={K}, got shape {x.shape}")
+    return xp, x
 
 
 def _targets(y, z, name="y"):
-    y = _as_array(y, name)
+    xp, y = _as_array(y, name, like=z)
     if y.shape != z.shape:
         raise ValueError(f"{name} must have the shape of z, {z.shape}, got {y.shape}")
-    return y.astype(z.dtype, copy=False)
+    return xp.astype(y, z.dtype, copy=False)
 
 
 def _labels(labels, z):
-    labels = numpy.asarray(labels)
-    if labels.dtype.kind not in "iu":
+    xp, labels = _from(labels, "labels", like=z)
+    if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(f"labels must be integers, got {labels.dtype}")
     if labels.shape != z.shape[:-1]:
         raise ValueError(f"labels must have shape {z.shape[:-1]}, got {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= K):
+    lazy = array_api_compat.is_lazy_array(labels)
+    if not lazy and array_api_compat.size(labels) and (
+        bool(xp.min(labels) < 0) or bool(xp.max(labels) >= K)
+    ):
         raise IndexError(f"labels must be class indices in 0..{K - 1}")
-    return labels[..., None].astype(numpy.intp)
+    return labels[..., None]
+
+
+def _out_of_range(value, labels):
+    """NaN where a label (shape (..., 1)) is not a class index; lazy arrays are not checked
+    eagerly, and a wrong label must not pass as the loss of some other class."""
+    xp = array_api_compat.array_namespace(value)
+    return xp.where((labels < 0) | (labels >= K), xp.nan, value)
+
 
 
 def _sum3(a, b, c):
     """a + b + c rounded once, up to a term of order u^2 (Knuth's TwoSum recovers the
     rounding error of each addition exactly; both are added back at the end)."""
+    xp = array_api_compat.array_namespace(a, b, c)
     with numpy.errstate(invalid="ignore"):  # infinite sums: the error terms are NaN, unused
         s = a + b
         t = s + c
         bs = s - a
         ct = t - s
         error = ((a - (s - bs)) + (b - bs)) + ((s - (t - ct)) + (c - ct))
-        return numpy.where(numpy.isfinite(t), t + error, t)
+        return xp.where(xp.isfinite(t), t + error, t)
 
 
 def _normalise(z):
     """Row maximum m, shifted logits d, exponentials e and their sum S."""
-    m = numpy.max(z, axis=-1, keepdims=True)
+    xp = array_api_compat.array_namespace(z)
+    m = xp.max(z, axis=-1, keepdims=True)
     # a row of all -inf gives -inf - (-inf) = NaN: such a row has no softmax; and z - m may
     # overflow to -inf for huge finite logits, whose exponential is then exactly 0, as it should
+    # (numpy.errstate silences eager NumPy; lazy Dask blocks may warn when computed)
     with numpy.errstate(invalid="ignore", over="ignore"):
         d = -m + z
-    e = numpy.exp(d)
-    S = numpy.sum(e, axis=-1, keepdims=True)
+    e = xp.exp(d)
+    S = xp.sum(e, axis=-1, keepdims=True)
     return d, e, S
 
 
 def softmax(z):
     """s_i = exp(z_i) / sum_j exp(z_j), computed as exp(z_i - m) / sum_j exp(z_j - m)."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
     s = e/S
     return s
@@ -87,99 +123,101 @@ def softmax(z):
 
 def log_softmax(z):
     """log s_i, computed as (z_i - m) - log sum_j exp(z_j - m)."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     d, e, S = _normalise(z)
-    log_S = numpy.log(S)
+    log_S = xp.log(S)
     log_s = d - log_S
     return log_s
 
 
 def softmax_jacobian(z):
     """J_ij = d s_i / d z_j = s_i (delta_ij - s_j); shape (..., K, K)."""
+    xp, z = _as_array(z, "z")
     s = softmax(z)
-    eye = numpy.eye(K, dtype=s.dtype)
+    eye = xp.eye(K, dtype=s.dtype, device=array_api_compat.device(z))
     return s[..., :, None]*(eye - s[..., None, :])
 
 
 def cross_entropy(z, y):
     """L = -sum_i y_i log s_i, shape (...); classes with y_i = 0 add 0 even when z_i = -inf."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     y = _targets(y, z)
     d, e, S = _normalise(z)
-    log_S = numpy.log(S)
+    log_S = xp.log(S)
     with numpy.errstate(invalid="ignore"):  # the discarded branch of the guard may be 0 * inf
-        terms = numpy.where(numpy.equal(y, 0), 0, y*(-d + log_S))
-    loss = numpy.sum(terms, axis=-1)
+        terms = xp.where(xp.equal(y, 0), 0, y*(-d + log_S))
+    loss = xp.sum(terms, axis=-1)
     return loss
 
 
 def cross_entropy_index(z, labels):
-    """L = -log s_c for integer class labels c of shape (...), computed as log S - d_c."""
-    z = _as_array(z, "z")
+    """L = -log s_c for integer class labels c of shape (...), computed as log S + m - z_c."""
+    xp, z = _as_array(z, "z")
     c = _labels(labels, z)
     d, e, S = _normalise(z)
-    log_S = numpy.log(S)
-    m = numpy.max(z, axis=-1, keepdims=True)
-    z = numpy.take_along_axis(z, c, axis=-1)
-    loss = (_sum3(log_S, m, -z))[..., 0]
+    log_S = xp.log(S)
+    m = xp.max(z, axis=-1, keepdims=True)
+    # z_c picked by a mask: exact (the other terms are 0) and open to every array library
+    z_c = xp.sum(xp.where(xp.arange(K, device=array_api_compat.device(z)) == c, z, 0), axis=-1, keepdims=True)
+    loss = _out_of_range(_sum3(log_S, m, -z_c), c)[..., 0]
     return loss
 
 
 def cross_entropy_grad_index(z, labels):
     """dL/dz_i = s_i - delta_ic; the label's entry is minus the other classes' share,
     which keeps full relative accuracy as s_c -> 1 (s_c - 1 would not)."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     c = _labels(labels, z)
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
-    is_label = numpy.arange(K) == c
-    rest = numpy.sum(numpy.where(is_label, 0, e), axis=-1, keepdims=True)
-    grad = numpy.where(is_label, -rest/S, e/S)
+    is_label = xp.arange(K, device=array_api_compat.device(z)) == c
+    rest = xp.sum(xp.where(is_label, 0, e), axis=-1, keepdims=True)
+    grad = _out_of_range(xp.where(is_label, -rest/S, e/S), c)
     return grad
 
 
 def cross_entropy_grad(z, y):
     """dL/dz_i = s_i sum_j y_j - y_i (which is s_i - y_i when y sums to 1)."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     y = _targets(y, z)
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
     s = e/S
-    sum_y = numpy.sum(y, axis=-1, keepdims=True)
+    sum_y = xp.sum(y, axis=-1, keepdims=True)
     grad = s*sum_y - y
     return grad
 
 
 def cross_entropy_with_grad(z, y):
     """(cross_entropy(z, y), cross_entropy_grad(z, y)), computing the softmax once."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     y = _targets(y, z)
     d, e, S = _normalise(z)
-    log_S = numpy.log(S)
+    log_S = xp.log(S)
     with numpy.errstate(invalid="ignore"):  # the discarded branch of the guard may be 0 * inf
-        terms = numpy.where(numpy.equal(y, 0), 0, y*(-d + log_S))
-    loss = numpy.sum(terms, axis=-1)
+        terms = xp.where(xp.equal(y, 0), 0, y*(-d + log_S))
+    loss = xp.sum(terms, axis=-1)
     s = e/S
-    sum_y = numpy.sum(y, axis=-1, keepdims=True)
+    sum_y = xp.sum(y, axis=-1, keepdims=True)
     grad = s*sum_y - y
     return loss, grad
 
 
 def softmax_jvp(z, v):
     """J v, the Jacobian of softmax times v, as s * (v - <s, v>): O(K) per row, no K x K matrix."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     v = _targets(v, z, "v")
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
     s = e/S
-    sv = numpy.sum(s*v, axis=-1, keepdims=True)
+    sv = xp.sum(s*v, axis=-1, keepdims=True)
     out = s*(-sv + v)
     return out
 
 
 def softmax_vjp(z, v):
     """J^T v (equal to J v: J is symmetric), as s * (v - <s, v>): O(K) per row, no K x K matrix."""
-    z = _as_array(z, "z")
+    xp, z = _as_array(z, "z")
     v = _targets(v, z, "v")
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
     s = e/S
-    sv = numpy.sum(s*v, axis=-1, keepdims=True)
+    sv = xp.sum(s*v, axis=-1, keepdims=True)
     out = s*(-sv + v)
     return out

@@ -1,4 +1,5 @@
-"""Bundle -> softmax_k{K}.py, a module that needs NumPy only."""
+"""Bundle -> softmax_k{K}.py: written against the array API (array_api_compat), or, with
+numpy_only, the same code calling NumPy directly."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from symsoft.render import render
 
 def emit_numpy(bundle: Bundle) -> dict[str, str]:
     f = bundle.kernel
+    namespace = "numpy" if bundle.numpy_only else "xp"
     array = {
         f.z_i: sympy.Symbol("z"),
         f.y_i: sympy.Symbol("y"),
@@ -26,24 +28,31 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         f.s_j: sympy.Symbol("s[..., None, :]"),
         f.delta_ij: sympy.Symbol("eye"),
     }
+    # the integer-label loss reads the label's logit, picked out into z_c
+    at_label = {**array, f.z_i: sympy.Symbol("z_c")}
+
+    def code(expr: sympy.Expr, names: dict[sympy.Symbol, sympy.Symbol] = array) -> str:
+        return numpy_code(expr, names, namespace)
+
     text = render(
         "softmax.py.jinja",
         bundle.k,
         "float32, float64",
         functions=list(FUNCTIONS),
-        shifted=numpy_code(f.shifted, array),
-        exponential=numpy_code(f.exponential, array),
-        probability=numpy_code(f.probability, array),
-        log_normaliser=numpy_code(f.log_normaliser, array),
-        log_probability=numpy_code(f.log_probability, array),
-        jacobian=numpy_code(f.jacobian, outer),
-        loss_term=numpy_code(f.loss_term, array),
-        gradient=numpy_code(f.gradient, array),
-        loss_index=numpy_code(f.loss_index, array),
-        gradient_true_class=numpy_code(f.gradient_true_class, array),
-        jvp_term=numpy_code(f.jvp_term, array),
-        jvp=numpy_code(f.jvp, array),
-        vjp=numpy_code(f.vjp, array),
+        shifted=code(f.shifted),
+        exponential=code(f.exponential),
+        probability=code(f.probability),
+        log_normaliser=code(f.log_normaliser),
+        log_probability=code(f.log_probability),
+        jacobian=code(f.jacobian, outer),
+        loss_term=code(f.loss_term),
+        gradient=code(f.gradient),
+        loss_index=code(f.loss_index, at_label),
+        gradient_true_class=code(f.gradient_true_class),
+        jvp_term=code(f.jvp_term),
+        jvp=code(f.jvp),
+        vjp=code(f.vjp),
         masked_rows=bundle.masked_rows,
+        numpy_only=bundle.numpy_only,
     )
     return {f"softmax_k{bundle.k}.py": text}
