@@ -1,4 +1,5 @@
-"""Cost of symsoft.load() (first use, cache hit) and of one kernel call, C vs NumPy vs SciPy.
+"""Cost of symsoft.load() (first use, cache hit) and of one kernel call, C vs NumPy vs SciPy
+(and the array-API module, on NumPy arrays and on torch tensors when torch is installed).
 
     python benchmarks/bench_overhead.py            # K=3, a fresh temporary cache
     python benchmarks/bench_overhead.py -k 10 --cache-dir ~/.cache/symsoft
@@ -104,13 +105,14 @@ def main() -> None:
         os.environ["SYMSOFT_CACHE_DIR"] = str(cache)
         from symsoft.load import load
 
-        c, py = load(k, "c"), load(k, "numpy")
+        c, py, xp = load(k, "c"), load(k, "numpy"), load(k, "array-api")
         bare = bare_call(next((cache / "lib").glob(f"softmax_k{k}-*")), k)
         rng = numpy.random.default_rng(0)
         cases: dict[str, tuple[Callable[[numpy.ndarray], object], type]] = {
             "softmax, c backend, float64": (c.softmax, float),
             "softmax, c backend, float32": (c.softmax, numpy.float32),
             "softmax, numpy backend, float64": (py.softmax, float),
+            "softmax, array-api backend, NumPy float64": (xp.softmax, float),
             "scipy.special.softmax(z, axis=-1), float64": (
                 lambda z: scipy.special.softmax(z, axis=-1),
                 float,
@@ -122,6 +124,20 @@ def main() -> None:
                 float,
             ),
         }
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+            cases["softmax, array-api backend, torch float64"] = (
+                lambda z: xp.softmax(torch.from_numpy(z)),
+                float,
+            )
+            cases["torch.softmax(z, dim=-1), float64"] = (
+                lambda z: torch.softmax(torch.from_numpy(z), dim=-1),
+                float,
+            )
+        except ImportError:
+            pass
         timings = {}
         for rows in (1, 1000):
             z = {
