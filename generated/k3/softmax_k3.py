@@ -85,7 +85,6 @@ def _out_of_range(value, labels):
     return xp.where((labels < 0) | (labels >= K), xp.nan, value)
 
 
-
 def _sum3(a, b, c):
     """a + b + c rounded once, up to a term of order u^2 (Knuth's TwoSum recovers the
     rounding error of each addition exactly; both are added back at the end)."""
