@@ -53,22 +53,26 @@ def fixed_k(k: int) -> FixedK:
 
 
 # One class's symbols, standing for any class: a term of a sum over classes is differentiated
-# once in these and relabelled (renaming symbols commutes with differentiation).
+# once in these and relabelled (renaming symbols commutes with differentiation). Named apart
+# from the generic classes of simplify.py and doc_checks.py, which may occur in such a term.
 _GENERIC = (
-    sympy.Symbol("z_o", real=True),
-    sympy.Symbol("y_o", real=True),
-    sympy.Symbol("e_o", positive=True),
+    sympy.Symbol("z_#", real=True),
+    sympy.Symbol("y_#", real=True),
+    sympy.Symbol("e_#", positive=True),
 )
 
 
-def d_dz(f: sympy.Expr, j: int, sym: FixedK) -> sympy.Expr:
+def d_dz(f: sympy.Expr, j: int | sympy.Symbol, sym: FixedK) -> sympy.Expr:
     """Total derivative of f(e, S) with respect to z_j (0-based j), by the chain rule.
+
+    j may also be the exponential symbol e_* of a class that stands for any class other than
+    those f is written in (the same rule: de_*/dz_* = e_*, dS/dz_* = e_*).
 
     A sum is differentiated term by term (linearity): only the terms that contain e_j have a
     partial derivative in e_j, and each term's partial derivative in S is computed once per
     term and reused for every j, which keeps a K-term loss at O(K) work per entry.
     """
-    ej = sym.e[j]
+    ej = sym.e[j] if isinstance(j, int) else j
     terms = sympy.Add.make_args(f)
     in_ej = [sympy.diff(t, ej) for t in terms if ej in t.free_symbols]
     return ej * (sympy.Add(*in_ej) + _partial_in_s(f, sym))
@@ -106,7 +110,8 @@ def softmax(sym: FixedK) -> sympy.ImmutableMatrix:
 
 @lru_cache(maxsize=8)
 def log_softmax(sym: FixedK) -> sympy.ImmutableMatrix:
-    return sympy.ImmutableMatrix([sympy.log(ei / sym.S) for ei in sym.e])
+    # unevaluated like softmax (the same objects, tested): evaluating K logarithms is slow
+    return sympy.ImmutableMatrix([sympy.log(si, evaluate=False) for si in softmax(sym)])
 
 
 @lru_cache(maxsize=8)

@@ -2,11 +2,19 @@
 
 The document writes its formulas with symbolic indices (``s_i``, ``delta_ij``, sums up to
 the given K), the way a reader expects them. Such a formula is a statement about every entry,
-so it is checked by instantiating it at concrete entries: indices become numbers, sums are
-expanded, ``e^{z_m}`` and ``S`` become the symbols of :mod:`symsoft.derive`, and a derivative
+so it is checked by instantiating it at concrete entries: indices become numbers,
+``e^{z_m}`` and ``S`` become the symbols of :mod:`symsoft.derive`, and a derivative
 ``d/dz_m`` is taken with the same chain rule that derived the Bundle. Each equality of a
 displayed chain is then proved with :func:`symsoft.simplify.prove_entries`; a failure raises
 ProofError and stops generation.
+
+A sum over the K classes stays exact but is not built term by term: the classes named in
+its summand (the entries being checked, say i = 1 and j = 2) get their own terms, and the
+summand is instantiated once more for a class n_* that stands for every other class, where
+delta_{n_* i} = 0 and d e^{z_{n_*}}/dz_j = 0. That term becomes a
+:class:`symsoft.simplify.ClassSum`, which the proof's normal form renames once per remaining
+class. So an entry costs O(K) dictionary work instead of O(K) SymPy expressions, and a
+derivative of a sum is taken term by term (linearity).
 
 Entries: every one up to ``ENTRYWISE_K_MAX``, above it representatives at both ends and in the
 middle (the rest follow by relabelling the classes). The Bundle's own proofs of the closed
@@ -27,8 +35,8 @@ from symsoft import derive, simplify
 from symsoft import general_k as gk
 from symsoft.errors import ProofError
 
-# Above this K the displayed formulas are checked at representative entries: all entries of
-# all chains at K = 32 would take over a minute, for no more assurance than relabelling gives.
+# Above this K the displayed formulas are checked at representative entries: every entry
+# adds nothing that relabelling the classes does not already give.
 ENTRYWISE_K_MAX = 6
 
 # Notation of the displayed formulas: general_k's indexed symbols, plus these.
@@ -36,6 +44,14 @@ S = sympy.Symbol("S", positive=True)  # the normaliser, sum_k e^{z_k}
 L = sympy.Symbol("L", real=True)  # the cross-entropy loss
 m = sympy.Symbol("m", real=True)  # a shift; in the stable form the largest logit
 Jij = sympy.IndexedBase("J")  # J_ij, printed with both indices as a subscript
+
+# The index of a class not named in a summand, and that class's logit, target, exponential.
+OTHER = sympy.Symbol("n_*", integer=True, positive=True)
+OTHER_CLASS = (
+    sympy.Symbol("z_*", real=True),
+    sympy.Symbol("y_*", real=True),
+    sympy.Symbol("e_*", positive=True),
+)
 
 Assignment = dict[sympy.Symbol, int]
 
@@ -63,49 +79,65 @@ class FixedKChecker:
 
     def __init__(self, k: int) -> None:
         self.k = k
-        self.sym = derive.fixed_k(k)
-        self.on_sum = (self.sym.S, sympy.Add(*self.sym.e))
+        self.sym = sym = derive.fixed_k(k)
+        self.on_sum = (sym.S, sympy.Add(*sym.e))
+        self.on_simplex = (sym.y[-1], 1 - sympy.Add(*sym.y[:-1]))
+        z_other, _, e_other = OTHER_CLASS
+        self._classes = tuple(zip(sym.z, sym.y, sym.e, strict=True))
+        self._exponential = {zm: em for zm, em in zip(sym.z, sym.e, strict=True)}
+        self._exponential[z_other] = e_other
+        self._logs = {em: zm for zm, em in self._exponential.items()}  # log e^{z_m} = z_m
         self._derivatives: dict[sympy.Basic, sympy.Expr] = {}  # shared by the chains
+        self._sums: dict[sympy.Basic, sympy.Expr] = {}
         self._proved: dict[tuple[object, ...], Check] = {}  # chains already proved
 
     # --- instantiation -------------------------------------------------------------------
 
     def prepare(self, expr: sympy.Basic) -> sympy.Basic:
-        """K replaced by its value and sums expanded, before any index gets a value (a bound
-        variable may share the name of a free index)."""
+        """K replaced by its value, matrix entries as 1-based indexed symbols, and every sum
+        over a fresh variable from 1, before any index gets a value (a bound variable may
+        share the name of a free index)."""
         expr = expr.subs(gk.K, self.k)
+        if expr.has(MatrixElement):
+            expr = expr.replace(lambda e: isinstance(e, MatrixElement), _indexed)
         if expr.has(sympy.Sum):
-            expr = expr.replace(lambda e: isinstance(e, sympy.Sum), _expand_sum)
+            expr = expr.replace(lambda e: isinstance(e, sympy.Sum), _from_one)
         return expr
 
     def instantiate(self, prepared: sympy.Basic, values: Assignment) -> sympy.Basic:
         """A prepared formula at the given (1-based) index values, in derive.py's symbols."""
         return self._fixed(prepared.xreplace({v: sympy.Integer(n) for v, n in values.items()}))
 
+    def log_rules(self) -> dict[sympy.Basic, sympy.Expr]:
+        """log e^{z_m} = z_m, for the chains that expand logarithms."""
+        return self._logs
+
     def _fixed(self, e: sympy.Basic) -> sympy.Basic:
         sym = self.sym
         if isinstance(e, sympy.Sum):
-            return self._fixed(_expand_sum(e))
+            if e not in self._sums:
+                self._sums[e] = self._sum(e)
+            return self._sums[e]
         if e == S:
             return sym.S
-        if isinstance(e, MatrixElement):
-            p, q = int(e.i) + 1, int(e.j) + 1
-            if e.parent.name == gk.J.name:
-                return self._fixed(sympy.Derivative(gk.s[p], gk.z[q]))
-            if e.parent.name == gk.S_VEC.name:
-                return self._fixed(gk.s[p])
         if isinstance(e, sympy.Indexed) and e.base == Jij:
-            p, q = (int(n) for n in e.indices)
+            p, q = e.indices
             return self._fixed(sympy.Derivative(gk.s[p], gk.z[q]))
-        if isinstance(e, sympy.Indexed):
+        if isinstance(e, sympy.Indexed) and e.base in (gk.z, gk.y, gk.s):
             (index,) = e.indices
-            p = int(index)
+            z, y, exponential = self._class(index)
             if e.base == gk.z:
-                return sym.z[p - 1]
+                return z
             if e.base == gk.y:
-                return sym.y[p - 1]
-            if e.base == gk.s:
-                return sym.e[p - 1] / sym.S
+                return y
+            return exponential / sym.S
+        if isinstance(e, sympy.Indexed | MatrixElement):
+            raise ProofError(f"document check: cannot instantiate {e}")
+        if isinstance(e, sympy.KroneckerDelta) and OTHER in e.args:
+            # n_* stands for the classes not named in the summand: never a named one
+            if not all(a == OTHER or a.is_Integer for a in e.args):
+                raise ProofError(f"document check: cannot instantiate {e}")
+            return sympy.Integer(int(e.args[0] == e.args[1]))
         if isinstance(e, sympy.Derivative):
             if e not in self._derivatives:
                 self._derivatives[e] = self._derivative(e)
@@ -116,38 +148,57 @@ class FixedKChecker:
             return e.func(*(self._fixed(a) for a in e.args))
         return e
 
+    def _class(self, index: sympy.Basic) -> tuple[sympy.Symbol, sympy.Symbol, sympy.Symbol]:
+        """(z, y, e^z) of the class with this 1-based index, or of n_*."""
+        if index == OTHER:
+            return OTHER_CLASS
+        if not index.is_Integer or not 1 <= int(index) <= self.k:
+            raise ProofError(f"document check: cannot instantiate index {index}")
+        return self._classes[int(index) - 1]
+
+    def _sum(self, e: sympy.Sum) -> sympy.Expr:
+        """The classes named in the summand term by term, all others as one ClassSum."""
+        ((v, lo, hi),) = e.limits
+        named: set[int] = set()
+        if e.function.has(sympy.Sum) or not _bare_index(e.function, v, named):
+            return self._fixed(_expand_sum(e))
+        if (lo, hi) != (1, self.k):
+            raise ProofError(f"document check: {e} is not a sum over the {self.k} classes")
+        named &= set(range(1, self.k + 1))
+        terms = [self._fixed(e.function.xreplace({v: sympy.Integer(n)})) for n in sorted(named)]
+        others = [self._classes[n - 1] for n in range(1, self.k + 1) if n not in named]
+        if others:
+            term = self._fixed(e.function.xreplace({v: OTHER}))
+            if term != 0:
+                terms.append(simplify.ClassSum(term, OTHER_CLASS, others))
+        return sympy.Add(*terms)
+
     def _derivative(self, e: sympy.Derivative) -> sympy.Expr:
-        sym = self.sym
         ((variable, count),) = e.variable_count
         if count != 1 or not isinstance(variable, sympy.Indexed) or variable.base != gk.z:
             raise ProofError(f"document check: cannot instantiate {e}")
+        if e.expr.has(sympy.Sum):
+            return self._fixed(_term_by_term(e.expr, variable))
+        (index,) = variable.indices
         # derive.d_dz differentiates through e_m and S: write z_m as log(e_m) first
         inner = self._fixed(e.expr)
-        if inner.has(*sym.z):
-            inner = inner.xreplace({zm: sympy.log(em) for zm, em in zip(sym.z, sym.e, strict=True)})
-        return derive.d_dz(inner, int(variable.indices[0]) - 1, sym)
+        logits = inner.free_symbols & self._exponential.keys()
+        if logits:
+            inner = inner.xreplace({zm: sympy.log(self._exponential[zm]) for zm in logits})
+        self._class(index)  # checks the index
+        j = OTHER_CLASS[2] if index == OTHER else int(index) - 1
+        return derive.d_dz(inner, j, self.sym)
 
     def _exp(self, arg: sympy.Expr) -> sympy.Expr:
         """exp(n z_m + rest) = e_m^n exp(rest), so that e_m stays the symbol derive.py uses."""
-        position = {zm: n for n, zm in enumerate(self.sym.z)}
         factors, rest = [], []
         for term in sympy.Add.make_args(arg):
             coefficient, base = term.as_coeff_Mul()
-            if base in position:
-                factors.append(self.sym.e[position[base]] ** coefficient)
+            if base in self._exponential:
+                factors.append(self._exponential[base] ** coefficient)
             else:
                 rest.append(term)
         return sympy.Mul(*factors) * sympy.exp(sympy.Add(*rest))
-
-    def log_normal_form(self, expr: sympy.Expr) -> sympy.Expr:
-        """Logarithms expanded: log(e_m) = z_m, log(C x) = log C + log x, log(e^{-m}) = -m."""
-        sym = self.sym
-        expr = expr.xreplace({sym.S: self.on_sum[1]})
-        expr = expr.replace(
-            lambda e: isinstance(e, sympy.log), lambda e: sympy.log(sympy.factor_terms(e.args[0]))
-        )
-        expr = sympy.expand_log(expr, force=True)
-        return expr.xreplace({sympy.log(em): zm for em, zm in zip(sym.e, sym.z, strict=True)})
 
     # --- checks --------------------------------------------------------------------------
 
@@ -199,10 +250,8 @@ class FixedKChecker:
         if cells is None:
             cells = itertools.product(self.index_values(), repeat=2)
         cells = [(p - 1, q - 1) for p, q in cells]
-        relations = [self.on_sum]
-        if simplex:
-            relations.insert(0, (self.sym.y[-1], 1 - sympy.Add(*self.sym.y[:-1])))
-        normal_form = self.log_normal_form if logs else (lambda x: x)
+        relations = [self.on_simplex, self.on_sum] if simplex else [self.on_sum]
+        log_rules = self.log_rules() if logs else None
         prepared = [self._prepare_step(assume(_with_loss(step)), cells) for step in steps]
         for values in assignments:
             where = "".join(f", {v} = {n}" for v, n in values.items())
@@ -213,12 +262,12 @@ class FixedKChecker:
                     left,
                     right,
                     "document check",
-                    normal_form=normal_form,
                     relations=relations,
+                    logs=log_rules,
                 )
         if matrix:
             shape = next(
-                step.subs(gk.K, self.k).shape
+                step.shape if isinstance(step, sympy.MatrixBase) else step.subs(gk.K, self.k).shape
                 for step in steps
                 if isinstance(step, MatrixExpr | sympy.MatrixBase)
             )
@@ -230,8 +279,9 @@ class FixedKChecker:
     ) -> sympy.Basic | list[sympy.Basic]:
         if not isinstance(step, MatrixExpr | sympy.MatrixBase):
             return self.prepare(step)
-        matrix = step.subs(gk.K, self.k)
-        return [self.prepare(matrix[p, q]) for p, q in cells]
+        # entries of a matrix expression are read at symbolic K: a product's entry is then a
+        # Sum, not K explicit terms
+        return [self.prepare(step[p, q]) for p, q in cells]
 
     def _instance(self, step: sympy.Basic | list[sympy.Basic], values: Assignment) -> sympy.Basic:
         if not isinstance(step, list):
@@ -250,3 +300,50 @@ def _expand_sum(e: sympy.Sum) -> sympy.Basic:
     if more or not (lo.is_Integer and hi.is_Integer):
         raise ProofError(f"document check: cannot expand {e}")
     return sympy.Add(*(e.function.xreplace({v: n}) for n in range(int(lo), int(hi) + 1)))
+
+
+def _indexed(e: MatrixElement) -> sympy.Basic:
+    """J[p, q] and s[p, 0] (0-based) as the 1-based J_{p+1,q+1} and s_{p+1}."""
+    if e.parent.name == gk.J.name:
+        return Jij[e.i + 1, e.j + 1]
+    if e.parent.name == gk.S_VEC.name:
+        return gk.s[e.i + 1]
+    raise ProofError(f"document check: cannot instantiate {e}")
+
+
+def _from_one(e: sympy.Sum) -> sympy.Sum:
+    """The same sum over a fresh variable running from 1."""
+    (v, lo, hi), *more = e.limits
+    if more:
+        raise ProofError(f"document check: cannot instantiate {e}")
+    fresh = sympy.Dummy("n", integer=True, positive=True)
+    return sympy.Sum(e.function.xreplace({v: fresh + lo - 1}), (fresh, 1, hi - lo + 1))
+
+
+def _bare_index(e: sympy.Basic, v: sympy.Symbol, named: set[int]) -> bool:
+    """Whether v occurs in e only as an index (z_v, delta_{v j}); collects the 1-based
+    numbers that occur as indices into named."""
+    if isinstance(e, sympy.Indexed | sympy.KroneckerDelta):
+        for index in e.indices if isinstance(e, sympy.Indexed) else e.args:
+            if index.is_Integer:
+                named.add(int(index))
+            elif index != v:
+                return False
+        return True
+    if e == v:
+        return False
+    return all(_bare_index(a, v, named) for a in e.args)
+
+
+def _term_by_term(expr: sympy.Basic, variable: sympy.Indexed) -> sympy.Basic:
+    """d/dz of a sum as the sum of the derivatives (linearity; constant factors stay out)."""
+    if isinstance(expr, sympy.Sum):
+        return sympy.Sum(sympy.Derivative(expr.function, variable), *expr.limits)
+    if expr.is_Add:
+        return sympy.Add(*(_term_by_term(a, variable) for a in expr.args))
+    coefficient, rest = expr.as_coeff_Mul()
+    if coefficient != 1:
+        return coefficient * _term_by_term(rest, variable)
+    if expr.has(sympy.Sum):  # a product with a sum: no product rule here, write the sums out
+        expr = expr.replace(lambda e: isinstance(e, sympy.Sum), _expand_sum)
+    return sympy.Derivative(expr, variable)

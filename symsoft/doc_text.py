@@ -161,6 +161,11 @@ EN: dict[str, str] = {
     "gen_quotient": "The quotient rule then gives the closed form of the Jacobian,",
     "gen_matrix": "which in matrix form reads",
     "gen_rows": "The outputs sum to one, and hence the rows of {J} sum to zero:",
+    "gen_products": (
+        "A product of {J} with a vector {v} needs no {K_by_K} matrix: substituting the closed "
+        "form and collapsing the delta gives the Jacobian-vector product and the "
+        "vector-Jacobian product, which {jvp} and {vjp} compute in one pass over the classes:"
+    ),
     "gen_log": "The log-softmax and its derivative:",
     "gen_ce": "Differentiating the loss under the sum and collapsing the delta once more:",
     "gen_normalized": "When the targets sum to one, {sum_y_is_1}:",
@@ -349,6 +354,10 @@ ZH: dict[str, str] = {
     "gen_quotient": "再由商的求导法则得到雅可比矩阵的闭式，",
     "gen_matrix": "写成矩阵形式为",
     "gen_rows": "输出之和为 1，因而 {J} 的每一行之和为 0：",
+    "gen_products": (
+        "{J} 与向量 {v} 相乘并不需要 {K_by_K} 的矩阵：代入闭式并化简 delta，得到"
+        "雅可比-向量积与向量-雅可比积，{jvp} 和 {vjp} 只需遍历各类别一次即可算出："
+    ),
     "gen_log": "log-softmax 及其导数：",
     "gen_ce": "在求和号内对损失求导，再一次化简 delta：",
     "gen_normalized": "当目标之和为 1，即 {sum_y_is_1} 时：",

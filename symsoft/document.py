@@ -484,6 +484,21 @@ def _general_section(b: Builder, bundle: Bundle) -> None:
             bundle, "general-k-jacobian-row-sum-expanded", "general-k-jacobian-row-sum-zero"
         ),
     )
+    b.para(
+        "gen_products",
+        v=printed(gk.v),
+        K_by_K=Math(rf"{tex(K)} \times {tex(K)}"),
+        jvp=Code("softmax_jvp"),
+        vjp=Code("softmax_vjp"),
+    )
+    show(
+        "general-jvp",
+        *_general_chain(bundle, "general-k-softmax-jvp-sum", "general-k-softmax-jvp"),
+    )
+    show(
+        "general-vjp",
+        *_general_chain(bundle, "general-k-softmax-vjp-sum", "general-k-softmax-vjp"),
+    )
     b.para("gen_log")
     show("general-log-softmax", *_general_chain(bundle, "general-k-log-softmax"))
     show("general-log-softmax-gradient", *_general_chain(bundle, "general-k-log-softmax-gradient"))
@@ -670,6 +685,7 @@ def _identity_scope(identity: Identity, k: int) -> Check:
 
 # --- section 7 and the appendix --------------------------------------------------------------
 
+_V = sympy.MatrixSymbol("v", gk.K, 1)  # the vector of J v and J^T v
 _FORMULAS: dict[str, tuple[sympy.Basic, tuple[str, ...]]] = {
     "softmax": (s[i], ("softmax-definition", "stable-softmax")),
     "log_softmax": (log(s[i]), ("stable-log-softmax",)),
@@ -678,6 +694,8 @@ _FORMULAS: dict[str, tuple[sympy.Basic, tuple[str, ...]]] = {
     "cross_entropy_grad": (Derivative(L, z[j]), ("cross-entropy-gradient",)),
     "cross_entropy_index": (-log(s[c]), ("one-hot",)),
     "cross_entropy_grad_index": (s[j] - KroneckerDelta(j, c), ("one-hot",)),
+    "softmax_jvp": (gk.J * _V, ("general-jvp",)),
+    "softmax_vjp": (gk.J.T * _V, ("general-vjp",)),
 }
 
 

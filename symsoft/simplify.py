@@ -9,7 +9,7 @@ log(exp(-m)) = -m) and must be the number 0. Anything else raises ProofError.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from fractions import Fraction
 
 import sympy
@@ -47,6 +47,58 @@ class _NotLaurent(Exception):
     """The expression has a denominator that is not a monomial (a sum, say)."""
 
 
+class ClassSum(sympy.Expr):
+    """The sum over classes of one term: ``term`` with ``placeholders`` renamed to each
+    tuple of ``classes`` in turn (e.g. (z_*, y_*, e_*) -> (z_n, y_n, e_n)).
+
+    It stands for the explicit sum (``expanded()``), which at large K would cost one SymPy
+    term per class; the normal form converts ``term`` once and renames its atoms per class
+    instead, so every class still contributes its own exact term.
+    """
+
+    is_commutative = True
+
+    def __new__(
+        cls,
+        term: sympy.Expr,
+        placeholders: Iterable[sympy.Symbol],
+        classes: Iterable[Iterable[sympy.Symbol]],
+    ) -> ClassSum:
+        # the rows as one flat Tuple: K Tuples of their own cost more than the rest together
+        flat = sympy.Tuple(*(symbol for row in classes for symbol in row))
+        return sympy.Expr.__new__(cls, term, sympy.Tuple(*placeholders), flat)
+
+    @property
+    def term(self) -> sympy.Expr:
+        return self.args[0]
+
+    @property
+    def placeholders(self) -> tuple[sympy.Symbol, ...]:
+        return tuple(self.args[1])
+
+    @property
+    def classes(self) -> tuple[tuple[sympy.Symbol, ...], ...]:
+        width, flat = len(self.args[1]), self.args[2].args
+        return tuple(flat[n : n + width] for n in range(0, len(flat), width))
+
+    def expanded(self) -> sympy.Expr:
+        return sympy.Add(
+            *(
+                self.term.xreplace(dict(zip(self.placeholders, row, strict=True)))
+                for row in self.classes
+            )
+        )
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:  # error messages
+        return f"ClassSum({printer._print(self.term)}, {len(self.classes)} classes)"
+
+
+def _expand_class_sums(expr: sympy.Basic) -> sympy.Basic:
+    if not expr.has(ClassSum):
+        return expr
+    return expr.replace(lambda e: isinstance(e, ClassSum), lambda e: e.expanded())
+
+
 class _Normaliser:
     """Exact normal form: Laurent polynomials with rational coefficients in atoms.
 
@@ -57,16 +109,36 @@ class _Normaliser:
     at O(K) work where together() and expand() needed O(K^2) or worse. Logarithms of products
     of positive factors are expanded (log ab = log a + log b, log a^n = n log a), and `logs`
     replaces the logarithm of an atom (log e_i = z_i).
+
+    A sum in a denominator or under a logarithm is written c g p, with c > 0 rational, g a
+    monomial and p the primitive rest. If p is the value of a relation (S = sum_j e_j) it is
+    replaced by its symbol (1/(C e_1 + ... + C e_K) = 1/(C S), log(...) = log C + log S); a
+    p under a logarithm is otherwise an atom of its own, equal sums giving equal atoms. Any
+    other sum in a denominator raises _NotLaurent (the caller falls back to together()).
     """
 
-    def __init__(self, logs: Mapping[sympy.Basic, sympy.Expr] | None = None) -> None:
-        self.numbers: dict[sympy.Basic, int] = {}
+    def __init__(
+        self,
+        logs: Mapping[sympy.Basic, sympy.Expr] | None = None,
+        relations: Iterable[Relation] = (),
+    ) -> None:
+        self.numbers: dict[Hashable, int] = {}
+        self.exprs: list[Hashable] = []  # atom number -> the atom
+        self.depends: dict[int, frozenset[int]] = {}  # atoms made from other atoms' sums
         self.logs = dict(logs or {})
         self.memo: dict[sympy.Basic, Laurent] = {}
+        self.relations = tuple(relations)
+        self._named: dict[frozenset[tuple[Monomial, Coefficient]], sympy.Symbol] | None = None
 
-    def atom(self, expr: sympy.Basic) -> Laurent:
-        number = self.numbers.setdefault(expr, len(self.numbers))
-        return {((number, 1),): 1}
+    def number(self, expr: Hashable) -> int:
+        number = self.numbers.get(expr)
+        if number is None:
+            number = self.numbers[expr] = len(self.exprs)
+            self.exprs.append(expr)
+        return number
+
+    def atom(self, expr: Hashable) -> Laurent:
+        return {((self.number(expr), 1),): 1}
 
     def convert(self, expr: sympy.Basic) -> Laurent:
         found = self.memo.get(expr)
@@ -88,9 +160,14 @@ class _Normaliser:
                 product = _multiply(product, self.convert(factor))
             return product
         if expr.is_Pow and expr.exp.is_Integer:
-            return _power(self.convert(expr.base), int(expr.exp))
+            base = self.convert(expr.base)
+            if expr.exp < 0 and len(base) > 1:
+                base = self._named_sum(base)
+            return _power(base, int(expr.exp))
         if isinstance(expr, sympy.log):
             return self.log(expr.args[0])
+        if isinstance(expr, ClassSum):
+            return self.class_sum(expr)
         return self.atom(expr)
 
     def log(self, arg: sympy.Basic) -> Laurent:
@@ -104,7 +181,98 @@ class _Normaliser:
         if arg.is_Pow and arg.base.is_positive and arg.exp.is_Rational:
             scale = _number(int(arg.exp.p), int(arg.exp.q))
             return {m: c * scale for m, c in self.log(arg.base).items()}
-        return self.atom(sympy.log(arg))
+        value = self._monomial_value(arg)
+        if value is not None:  # S = e_1 at K = 1
+            return self.log(value)
+        if arg.is_Add or arg.is_Mul or isinstance(arg, ClassSum):
+            found = self._log_of_sum(arg)
+            if found is not None:
+                return found
+        value = sympy.log(arg)
+        if not isinstance(value, sympy.log):  # SymPy evaluated it: log(exp(x)) = x for real x
+            return self.convert(value)
+        return self.atom(value)
+
+    def _log_of_sum(self, arg: sympy.Basic) -> Laurent | None:
+        """log(c g p) = log c + log g + log p, valid for c > 0 and g > 0 (any p); None if
+        arg is not of that form."""
+        try:
+            poly = self.convert(arg)
+        except _NotLaurent:
+            return None
+        if not poly:
+            return None
+        coefficient, content, rest = _split(poly)
+        if coefficient < 0:
+            return None
+        if not all(_is_positive(self.exprs[a]) for a, _ in content):
+            return None
+        c = Fraction(coefficient)
+        total: Laurent = dict(self.convert(sympy.log(sympy.Rational(c.numerator, c.denominator))))
+        for a, e in content:
+            _accumulate(total, self.log(self.exprs[a]), e)
+        if rest == {(): 1}:
+            return total
+        symbol = self.named().get(_key(rest))
+        if symbol is not None:
+            _accumulate(total, self.log(symbol))
+        else:
+            _accumulate(total, self._sum_atom("log", rest))
+        return total
+
+    def _monomial_value(self, symbol: sympy.Basic) -> sympy.Expr | None:
+        """The value of a relation for symbol, if that value is a single monomial."""
+        for name, value in self.relations:
+            if name == symbol and len(self.convert(value)) == 1:
+                return value
+        return None
+
+    def _named_sum(self, poly: Laurent) -> Laurent:
+        """A sum that is a relation's value times c g, as c g times the relation's symbol."""
+        coefficient, content, rest = _split(poly)
+        symbol = self.named().get(_key(rest))
+        if symbol is None:
+            raise _NotLaurent
+        return _multiply({content: coefficient}, self.convert(symbol))
+
+    def _sum_atom(self, kind: str, rest: Laurent) -> Laurent:
+        key = (kind, _key(rest))
+        number = self.number(key)
+        self.depends[number] = frozenset(a for m in rest for a, _ in m)
+        return {((number, 1),): 1}
+
+    def named(self) -> dict[frozenset[tuple[Monomial, Coefficient]], sympy.Symbol]:
+        """The primitive part of each relation's value (a sum) -> the relation's symbol."""
+        if self._named is None:
+            self._named = {}
+            for symbol, value in self.relations:
+                poly = self.convert(value)
+                if len(poly) > 1:
+                    self._named.setdefault(_key(_split(poly)[2]), symbol)
+        return self._named
+
+    def class_sum(self, expr: ClassSum) -> Laurent:
+        """The term converted once, its placeholder atoms renamed for each class."""
+        term = self.convert(expr.term)
+        places = {self.number(p): n for n, p in enumerate(expr.placeholders)}
+        used = {a for m in term for a, _ in m}
+        for a in used:
+            if a in self.depends and self.depends[a] & places.keys():
+                raise _NotLaurent  # an atom made from a sum over the placeholders
+            if a not in places and _mentions(self.exprs[a], expr.placeholders):
+                raise _NotLaurent  # log(e_* + 1), say: cannot be renamed atom by atom
+        renamed_places = [(a, n) for a, n in places.items() if a in used]
+        total: Laurent = {}
+        for row in expr.classes:
+            rename = {a: self.number(row[n]) for a, n in renamed_places}
+            for monomial, coefficient in term.items():
+                renamed = tuple(sorted((rename.get(a, a), e) for a, e in monomial))
+                value = total.get(renamed, 0) + coefficient
+                if value:
+                    total[renamed] = value
+                else:
+                    total.pop(renamed, None)
+        return total
 
     def substitute(self, poly: Laurent, symbol: sympy.Basic, value: sympy.Expr) -> Laurent:
         """poly * symbol^n with symbol = value, n >= 0 the least power that clears symbol from
@@ -124,6 +292,46 @@ class _Normaliser:
                 powers[exponent] = _power(replacement, exponent)
             _accumulate(result, _multiply({rest: coefficient}, powers[exponent]))
         return result
+
+
+def _split(poly: Laurent) -> tuple[Coefficient, Monomial, Laurent]:
+    """poly = c g p: g the monomial of the least exponents, p with leading coefficient 1."""
+    lowest: dict[int, int] = {}
+    present: dict[int, int] = {}
+    for monomial in poly:
+        for a, e in monomial:
+            lowest[a] = min(lowest.get(a, e), e)
+            present[a] = present.get(a, 0) + 1
+    for a, count in present.items():
+        if count < len(poly):  # exponent 0 where the atom is absent
+            lowest[a] = min(lowest[a], 0)
+    content = tuple(sorted((a, e) for a, e in lowest.items() if e))
+    inverse = tuple((a, -e) for a, e in content)
+    coefficient = poly[min(poly)]
+    if coefficient == 1:
+        rest = {_times(m, inverse): c for m, c in poly.items()} if inverse else dict(poly)
+    else:
+        scale = Fraction(1) / coefficient
+        rest = {_times(m, inverse): _normal(c * scale) for m, c in poly.items()}
+    return coefficient, content, rest
+
+
+def _normal(value: Coefficient) -> Coefficient:
+    if isinstance(value, Fraction) and value.denominator == 1:
+        return int(value)
+    return value
+
+
+def _key(poly: Laurent) -> frozenset[tuple[Monomial, Coefficient]]:
+    return frozenset(poly.items())
+
+
+def _is_positive(atom: Hashable) -> bool:
+    return isinstance(atom, sympy.Basic) and atom.is_positive is True
+
+
+def _mentions(atom: Hashable, symbols: Iterable[sympy.Symbol]) -> bool:
+    return isinstance(atom, sympy.Basic) and bool(atom.free_symbols & set(symbols))
 
 
 def _number(p: int, q: int) -> Coefficient:
@@ -169,7 +377,8 @@ def _power(base: Laurent, exponent: int) -> Laurent:
         if len(base) != 1:
             raise _NotLaurent  # 1/(a sum): leave it to together()
         ((monomial, coefficient),) = base.items()
-        return {tuple((a, e * exponent) for a, e in monomial): Fraction(coefficient) ** exponent}
+        inverse = _normal(Fraction(coefficient) ** exponent)  # ints stay ints: faster
+        return {tuple((a, e * exponent) for a, e in monomial): inverse}
     result: Laurent = {(): 1}
     for _ in range(exponent):
         result = _multiply(result, base)
@@ -198,7 +407,8 @@ def is_zero_difference(
     logs: Mapping[sympy.Basic, sympy.Expr] | None = None,
 ) -> bool:
     """Whether lhs - rhs is identically 0 (see is_zero); the sides are normalised apart."""
-    normaliser = _Normaliser(logs)
+    relations = tuple(relations)
+    normaliser = _Normaliser(logs, relations)
     try:
         poly = dict(normaliser.convert(lhs))
         _accumulate(poly, normaliser.convert(rhs), -1)
@@ -213,7 +423,7 @@ def is_zero_difference(
 
 def _is_zero_together(expr: sympy.Expr, relations: Iterable[Relation]) -> bool:
     """The general path: the numerator of the common-denominator form must expand to 0."""
-    numerator = sympy.expand(sympy.fraction(sympy.together(expr))[0])
+    numerator = sympy.expand(sympy.fraction(sympy.together(_expand_class_sums(expr)))[0])
     for symbol, value in relations:
         if numerator == 0:
             return True
@@ -255,8 +465,14 @@ def prove_entries(
             proved = is_zero_difference(left, right, relations, logs)
         if not proved:
             where = f" at entry {tuple(c + 1 for c in cell)}" if cell else ""
-            raise ProofError(f"could not prove {name}{where}: {left} != {right}")
+            raise ProofError(f"could not prove {name}{where}: {_short(left)} != {_short(right)}")
     return Identity(name=name, lhs=lhs, rhs=rhs, method=method, assumption=assumption)
+
+
+def _short(expr: sympy.Basic, limit: int = 500) -> str:
+    """expr for an error message: a K-term sum at large K would fill the screen."""
+    text = str(expr)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _all_cells(shape: tuple[int, int]) -> list[tuple[int, int]]:
@@ -304,6 +520,15 @@ def kernel_forms() -> KernelForms:
     )
 
 
+# One class standing for any class: (z_o, y_o, e_o, v_o), renamed per class in a ClassSum.
+_CLASS_O = (
+    sympy.Symbol("z_o", real=True),
+    sympy.Symbol("y_o", real=True),
+    sympy.Symbol("e_o", positive=True),
+    sympy.Symbol("v_o", real=True),
+)
+
+
 class _Instantiation:
     """The kernel forms for every component of a K-class problem, with row maximum M.
 
@@ -319,18 +544,14 @@ class _Instantiation:
         self.S_M = sympy.Symbol("S_M", positive=True)
         self.relations: tuple[Relation, ...] = ((self.S_M, self.C * sym.S), _sum_relation(sym))
         self.v = tuple(sympy.Symbol(f"v_{{{i}}}", real=True) for i in range(1, sym.k + 1))
-        # log e_i = z_i, log S_M = log(C S) = -M + log S
+        # log e_i = z_i (also for the generic class o), log S_M = log(C S) = -M + log S
         self.logs: dict[sympy.Basic, sympy.Expr] = {
             **dict(zip(sym.e, sym.z, strict=True)),
+            _CLASS_O[2]: _CLASS_O[0],
             self.S_M: -self.M + sympy.log(sym.S),
         }
         self._memo: dict[tuple[sympy.Basic, int], sympy.Expr] = {}
-        self._class_o = (
-            sympy.Symbol("z_o", real=True),
-            sympy.Symbol("y_o", real=True),
-            sympy.Symbol("e_o", positive=True),
-            sympy.Symbol("v_o", real=True),
-        )
+        self._class_o = _CLASS_O
 
     def at(self, expr: sympy.Expr, i: int) -> sympy.Expr:
         """expr for component i, with the kernel's own shifted, exponential and probability
@@ -373,16 +594,26 @@ class _Instantiation:
         self._memo[key] = result
         return result
 
+    def classes(self, skip: Iterable[int] = ()) -> list[tuple[sympy.Symbol, ...]]:
+        """Each class's (z, y, e, v), in the order of the placeholders z_o, y_o, e_o, v_o."""
+        sym, skipped = self.sym, set(skip)
+        return [(sym.z[i], sym.y[i], sym.e[i], self.v[i]) for i in range(sym.k) if i not in skipped]
+
+    def over_classes(self, expr: sympy.Expr, skip: Iterable[int] = ()) -> ClassSum:
+        """The sum over the classes (but skip) of expr instantiated for each: instantiated
+        once for the generic class o, renamed per class by the normal form."""
+        return ClassSum(self._generic(expr), self._class_o, self.classes(skip))
+
     def inner(self) -> sympy.Expr:
         """<s, v> as the kernel reduces it: the sum over classes of its summand form."""
-        return sympy.Add(*(self.at(self.forms.jvp_term, j) for j in range(self.sym.k)))
+        return self.over_classes(self.forms.jvp_term)
 
     def index_gradient(self, c: int, i: int) -> sympy.Expr:
         """Entry i of the integer-label gradient for label c, as the kernel computes it."""
         f, sym = self.forms, self.sym
         if i != c:
             return self.at(f.probability, i)
-        others = sympy.Add(*(self.at(f.e_i, j) for j in range(sym.k) if j != c))
+        others = self.over_classes(f.e_i, skip=(c,))
         # The other classes' share is C (S - e_c) by the definition of S; checking that
         # linear identity here keeps the products of K-term sums out of the proof below.
         collapsed = self.C * (sym.S - sym.e[c])
@@ -460,7 +691,14 @@ def prove_all(sym: FixedK, forms: KernelForms) -> tuple[Identity, ...]:
             _entries_method(k, "the differentiated definition minus s_i(delta_ij - s_j) is 0"),
         )
     )
-    row_sums = [sympy.Add(*(s[i] * (int(i == j) - s[j]) for j in range(k))) for i in idx]
+    # the terms j != i of a row as one term for a generic class o, renamed per class
+    e_o = _CLASS_O[2]
+
+    def row_sum(i: int) -> sympy.Expr:
+        others = [(e,) for j, e in enumerate(sym.e) if j != i]
+        return s[i] * (1 - s[i]) + ClassSum(s[i] * (0 - e_o / sym.S), (e_o,), others)
+
+    row_sums = [row_sum(i) for i in idx]
     identities.append(
         prove_entries(
             "jacobian-rows-sum-to-zero",
@@ -546,7 +784,7 @@ def _prove_kernel_forms(
     inst = _Instantiation(forms, sym)
     _guard_is_harmless(forms)
     plain_term = forms.y_i * (forms.log_S - forms.d_i)
-    plain_loss = sympy.Add(*(inst.at(plain_term, i) for i in range(k)))
+    plain_loss = inst.over_classes(plain_term)
     s = derive.softmax(sym)
     sum_y = sympy.Add(*sym.y)
 
@@ -630,15 +868,24 @@ def _prove_products(sym: FixedK, forms: KernelForms) -> list[Identity]:
     Each side is a row of K terms: the kernel's s_i (v_i - <s, v>) with <s, v> reduced over
     the kernel's own probabilities, against sum_j J_ij v_j (sum_i J_ij v_i) with J the
     differentiated definition, so a representative entry costs O(K), not the K^2 entries of J.
+    The terms of a row other than its diagonal one are one derivative for a generic class
+    (d s_i / d z_o, d s_o / d z_j) renamed per class (see ClassSum).
     """
     k = sym.k
     idx = proof_indices(k)
     inst = _Instantiation(forms, sym)
     s = derive.softmax(sym)
     v = inst.v
-    jac_rows = {i: [derive.d_dz(s[i], j, sym) for j in range(k)] for i in idx}
-    jac_cols = {j: [derive.d_dz(s[i], j, sym) for i in range(k)] for j in idx}
+    _, _, e_o, v_o = inst._class_o
     inner = inst.inner()
+
+    def row(i: int) -> sympy.Expr:  # sum_j J_ij v_j
+        other = derive.d_dz(s[i], e_o, sym) * v_o
+        return derive.d_dz(s[i], i, sym) * v[i] + ClassSum(other, inst._class_o, inst.classes((i,)))
+
+    def column(j: int) -> sympy.Expr:  # sum_i J_ij v_i
+        other = derive.d_dz(e_o / sym.S, j, sym) * v_o
+        return derive.d_dz(s[j], j, sym) * v[j] + ClassSum(other, inst._class_o, inst.classes((j,)))
 
     def kernel(form: sympy.Expr, i: int) -> sympy.Expr:
         return inst.at(form, i).xreplace({forms.sv: inner})
@@ -646,16 +893,14 @@ def _prove_products(sym: FixedK, forms: KernelForms) -> list[Identity]:
     return [
         prove_entries(
             "jacobian-equals-transpose",
-            sympy.ImmutableMatrix([[jac_rows[i][j] for j in idx] for i in idx]),
-            sympy.ImmutableMatrix([[jac_cols[i][j] for j in idx] for i in idx]),
+            sympy.ImmutableMatrix([[derive.d_dz(s[i], j, sym) for j in idx] for i in idx]),
+            sympy.ImmutableMatrix([[derive.d_dz(s[j], i, sym) for j in idx] for i in idx]),
             _entries_method(k, "d s_i / d z_j minus d s_j / d z_i, both differentiated, is 0"),
         ),
         prove_entries(
             "kernel-softmax-jvp",
             sympy.ImmutableMatrix([kernel(forms.jvp, i) for i in idx]),
-            sympy.ImmutableMatrix(
-                [sympy.Add(*(jac_rows[i][j] * v[j] for j in range(k))) for i in idx]
-            ),
+            sympy.ImmutableMatrix([row(i) for i in idx]),
             _entries_method(
                 k, "s_i (v_i - sum_j s_j v_j) on the stable probabilities minus sum_j J_ij v_j"
             ),
@@ -664,9 +909,7 @@ def _prove_products(sym: FixedK, forms: KernelForms) -> list[Identity]:
         prove_entries(
             "kernel-softmax-vjp",
             sympy.ImmutableMatrix([kernel(forms.vjp, j) for j in idx]),
-            sympy.ImmutableMatrix(
-                [sympy.Add(*(jac_cols[j][i] * v[i] for i in range(k))) for j in idx]
-            ),
+            sympy.ImmutableMatrix([column(j) for j in idx]),
             _entries_method(
                 k, "s_j (v_j - sum_i s_i v_i) on the stable probabilities minus sum_i J_ij v_i"
             ),

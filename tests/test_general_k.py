@@ -34,6 +34,7 @@ class Point:
     shift: float
     z: np.ndarray
     y: np.ndarray
+    v: np.ndarray  # the vector of a Jacobian-vector product
 
 
 def _point(rng: np.random.Generator, i: int, j: int, name: str) -> Point:
@@ -44,12 +45,14 @@ def _point(rng: np.random.Generator, i: int, j: int, name: str) -> Point:
         targets = rng.dirichlet(np.ones(K_NUM))
     else:
         targets = rng.normal(size=K_NUM)  # the assumption-free steps hold for any y
-    return Point(i, j, c, float(rng.normal()), rng.normal(size=K_NUM) * 2, targets)
+    vector = rng.normal(size=K_NUM)
+    return Point(i, j, c, float(rng.normal()), rng.normal(size=K_NUM) * 2, targets, vector)
 
 
 def _numbers(p: Point) -> dict[sympy.Basic, sympy.Basic]:
     values = {gk.z[m]: Float(p.z[m - 1], DIGITS) for m in range(1, K_NUM + 1)}
     values |= {gk.y[m]: Float(p.y[m - 1], DIGITS) for m in range(1, K_NUM + 1)}
+    values |= {gk.v[m]: Float(p.v[m - 1], DIGITS) for m in range(1, K_NUM + 1)}
     return values
 
 
@@ -62,6 +65,8 @@ def _numeric_derivative(d: Derivative, p: Point) -> sympy.Float:
     """Differentiate numerically with mpmath at the point (one variable, first order)."""
     ((var, order),) = d.variable_count
     assert order == 1
+    # SymPy's subs leaves a free index in the variable as it is inside a sum (sum_i ds_i/dz_j)
+    var = var.xreplace({gk.i: p.i, gk.j: p.j, gk.c: p.c})
     values = _numbers(p)
     at = values.pop(var)
     f = d.expr.doit().xreplace(values)
@@ -76,6 +81,13 @@ def _evaluate(expr: sympy.Basic, p: Point) -> complex:
     expr = expr.replace(
         lambda e: isinstance(e, Indexed) and e.base == gk.s,
         lambda e: exp(gk.z[e.indices[0]]) / Sum(exp(gk.z[_Q]), (_Q, 1, K_NUM)),
+    )
+    # a sum of derivatives (J v) term by term, so that each derivative has a concrete variable
+    expr = expr.replace(
+        lambda e: isinstance(e, Sum) and e.has(Derivative),
+        lambda e: sympy.Add(
+            *(e.function.xreplace({e.limits[0][0]: n}) for n in range(1, K_NUM + 1))
+        ),
     )
     expr = expr.replace(lambda e: isinstance(e, Derivative), lambda e: _numeric_derivative(e, p))
     return complex(expr.doit().xreplace(_numbers(p)).evalf(DIGITS))
@@ -153,6 +165,8 @@ def test_identities_are_well_formed_and_cached() -> None:
 s_i, s_j = gk.s[gk.i], gk.s[gk.j]
 delta = KroneckerDelta(gk.i, gk.j)
 loss = -Sum(gk.y[gk.i] * sympy.log(s_i), (gk.i, 1, gk.K))
+jvp_lhs = Sum(Derivative(s_i, gk.z[gk.j]) * gk.v[gk.j], (gk.j, 1, gk.K))
+vjp_lhs = Sum(Derivative(s_i, gk.z[gk.j]) * gk.v[gk.i], (gk.i, 1, gk.K))
 
 
 @pytest.mark.parametrize(
@@ -166,6 +180,10 @@ loss = -Sum(gk.y[gk.i] * sympy.log(s_i), (gk.i, 1, gk.K))
         (Derivative(loss, gk.z[gk.j]), gk.y[gk.j] - s_j),
         (Derivative(loss, gk.z[gk.j]), s_j - gk.y[gk.j]),  # needs sum(y) = 1
         (Sum(s_i, (gk.i, 1, gk.K)), gk.K),
+        # J v with the sign of <s, v> flipped; J^T v written as J v (transposed indices)
+        (jvp_lhs, s_i * (gk.v[gk.i] + Sum(s_j * gk.v[gk.j], (gk.j, 1, gk.K)))),
+        (vjp_lhs, s_i * (gk.v[gk.i] - Sum(s_j * gk.v[gk.j], (gk.j, 1, gk.K)))),
+        (jvp_lhs, s_i * gk.v[gk.i]),
     ],
 )
 def test_wrong_step_rejected(lhs: sympy.Basic, rhs: sympy.Basic) -> None:

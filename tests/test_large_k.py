@@ -1,41 +1,32 @@
-"""K = 1000: generation proves every identity (representative entries, O(K) each), and the
+"""K = 1024: generation proves every identity and every displayed equality (representative
+entries, O(K) each), writes every default target including the derivation document, and the
 loop-form kernels compile with the strict flags and match mpmath, the dense Jacobian and
-finite differences on a few rows. Generation time is not asserted (about 10-15 s here)."""
+finite differences on a few rows. A wrong formula is still refused at this K. Generation time
+is not asserted here (benchmarks/bench_generation.py measures it: about 15 s at K = 1024)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import numpy
 import pytest
 import sympy
+from sympy import Derivative, KroneckerDelta, Sum, exp, log
 
-from symsoft import reference
-from symsoft.pipeline import build_bundle, render_all
-from symsoft.spec import make_spec
-from symsoft.writer import write_files
-from tests.conftest import Generated
+import symsoft.document as document
+from symsoft import derive, doc_checks, doc_view, pdf, reference, simplify
+from symsoft import general_k as gk
+from symsoft.errors import ProofError
+from tests.conftest import Generated, require_tool
 from tests.references import assert_softmax_within_budget, rows
 
-K = 1000
-
-
-class Kernels(Generated):
-    """Generated, but only the NumPy module and the C (the document is not needed here)."""
-
-    def __init__(self, k: int, root: Path) -> None:
-        self.k = k
-        self.bundle = build_bundle(make_spec(k))
-        self.files = render_all(self.bundle, ["numpy", "c"])
-        self.folder = root / f"k{k}"
-        write_files(self.folder, self.files, force=False)
-        self._module = None
-        self._c = None
+K = 1024
 
 
 @pytest.fixture(scope="module")
 def large(tmp_path_factory) -> Generated:
-    return Kernels(K, tmp_path_factory.mktemp("large-k"))
+    """Every emitter target (NumPy, C, LaTeX, Markdown, vectors) at K, from one proved Bundle."""
+    return Generated(K, tmp_path_factory.mktemp("large-k"))
 
 
 def test_every_identity_is_proved(large):
@@ -45,6 +36,116 @@ def test_every_identity_is_proved(large):
     assert all(i.lhs.shape[0] <= 4 for i in matrices)  # representative entries, never K^2
 
 
+def test_every_default_target_is_written(large):
+    assert sorted(large.files) == [
+        f"derivation_k{K}.md",
+        f"derivation_k{K}.tex",
+        f"softmax_k{K}.c",
+        f"softmax_k{K}.h",
+        f"softmax_k{K}.py",
+        f"vectors_k{K}.json",
+    ]
+    assert all((large.folder / name).is_file() for name in large.files)
+
+
+def test_document_checks_representative_entries(large):
+    doc = document.build_document(large.bundle)  # cached: the one the emitters laid out
+    equations = [
+        block
+        for section in doc.sections
+        for block in section.blocks
+        if isinstance(block, doc_view.Equation)
+    ]
+    definitions = {"softmax-definition", "jacobian-definition", "loss-definition"}
+    assert all(e.proofs for e in equations if e.key not in definitions)
+    md = large.files[f"derivation_k{K}.md"]
+    # i and j each at 1, 2, K/2 + 1 and K: 16 of the K^2 entries; i alone: 4 of K
+    assert f"$16$ of ${K * K}$" in md and f"$4$ of ${K}$" in md
+    # the worked example lists every class, the explicit matrix only its corners
+    assert md.count("| class ") >= K
+    assert r"\ddots" in md
+
+
+def test_document_compiles(large):
+    require_tool("pdflatex")
+    result = pdf.compile_tex(large.files[f"derivation_k{K}.tex"], f"derivation_k{K}")
+    assert result.pdf.startswith(b"%PDF")
+    assert "There were undefined references" not in result.log
+
+
+def test_a_wrong_displayed_equality_stops_the_document(large, monkeypatch):
+    """The document's own chain for the loss gradient, with -y_j dropped from its last step."""
+    chain = doc_checks.FixedKChecker.chain
+
+    def corrupted(self, name, steps, *args, **kwargs):
+        if name == "cross-entropy-gradient":
+            steps = [*steps[:-1], steps[-1] + gk.y[gk.j]]
+        return chain(self, name, steps, *args, **kwargs)
+
+    monkeypatch.setattr(doc_checks.FixedKChecker, "chain", corrupted)
+    monkeypatch.setattr(document, "_RECENT", {})  # no cached document or checker
+    with pytest.raises(ProofError, match=r"cross-entropy-gradient \(equality 3, j = 1\)"):
+        document.build_document(large.bundle)
+
+
+@pytest.fixture(scope="module")
+def checker() -> doc_checks.FixedKChecker:
+    return doc_checks.FixedKChecker(K)
+
+
+i, j, c, s, z, y = gk.i, gk.j, gk.c, gk.s, gk.z, gk.y
+WRONG = {
+    # sums over the K classes, in numerators, denominators, logarithms and derivatives
+    "row-sum": ([Sum(s[i] * (KroneckerDelta(i, j) - s[j]), (j, 1, K)), s[i]], [i], {}),
+    "sums-to-two": ([Sum(s[i], (i, 1, K)), sympy.Integer(2)], [], {}),
+    "normaliser-derivative": ([Derivative(doc_checks.normaliser(K), z[j]), 2 * exp(z[j])], [j], {}),
+    "loss-gradient": (
+        [Derivative(doc_checks.L, z[j]), s[j] * Sum(y[i], (i, 1, K)) - y[j] + y[1] - y[2]],
+        [j],
+        {},
+    ),
+    "simplex-without-assumption": ([Derivative(doc_checks.L, z[j]), s[j] - y[j]], [j], {}),
+    "shift": (
+        [exp(z[i] - doc_checks.m) / doc_checks.normaliser(K, 2 * doc_checks.m), s[i]],
+        [i],
+        {},
+    ),
+    "log-sum-exp": (
+        [log(doc_checks.S), doc_checks.m + log(doc_checks.normaliser(K, 2 * doc_checks.m))],
+        [],
+        {"logs": True},
+    ),
+    "log-of-another-sum": (
+        [log(doc_checks.S), log(Sum(exp(2 * z[i]), (i, 1, K)))],
+        [],
+        {"logs": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", WRONG)
+def test_a_wrong_formula_is_refused(checker, name):
+    steps, free, options = WRONG[name]
+    with pytest.raises(ProofError, match=f"{name} \\(equality 1"):
+        checker.chain(name, steps, free, **options)
+
+
+@pytest.mark.parametrize(
+    ("field", "wrong"),
+    [
+        ("jvp", lambda f: f.s_i * (f.v_i + f.sv)),
+        ("vjp", lambda f: f.v_i - f.sv),
+        ("jvp_term", lambda f: f.v_i),
+    ],
+)
+def test_a_wrong_kernel_form_is_refused_above_the_entrywise_limit(field, wrong):
+    k = 2 * simplify.ENTRYWISE_PROOF_K_MAX  # representative entries, sums over all k classes
+    forms = simplify.kernel_forms()
+    broken = dataclasses.replace(forms, **{field: wrong(forms)})
+    with pytest.raises(ProofError):
+        simplify.prove_all(derive.fixed_k(k), broken)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "c"])
 def test_kernels_match_mpmath(large, backend):
     kern = large.numpy_module if backend == "numpy" else large.c
@@ -52,7 +153,7 @@ def test_kernels_match_mpmath(large, backend):
     z = rng.normal(size=(3, K)) * 4
     z[1] += 300.0
     z[2, ::7] = -numpy.inf  # masked classes
-    labels = numpy.array([0, 999, 3])
+    labels = numpy.array([0, K - 1, 3])
     s = kern.softmax(z)
     assert_softmax_within_budget(s[:2], rows(reference.softmax, z[:2]), z[:2])
     assert numpy.all(s[2, ::7] == 0)

@@ -112,6 +112,36 @@ def test_laurent_normal_form_is_exact():
     assert simplify.is_zero(sympy.log(a * b**2) - b - 2 * a, logs={a: b, b: a})
 
 
+def test_sums_in_denominators_and_logarithms_by_their_relation():
+    """A sum that is a relation's value (times c g) becomes the relation's symbol; others don't."""
+    a, b, c, C, S = sympy.symbols("a b c C S", positive=True)
+    on_sum = [(S, a + b + c)]
+    assert simplify.is_zero(1 / (C * a + C * b + C * c) - 1 / (C * S), on_sum)
+    assert simplify.is_zero(
+        sympy.log(2 * C * a + 2 * C * b + 2 * C * c) - sympy.log(2 * C * S), on_sum
+    )
+    assert not simplify.is_zero(sympy.log(C * a + C * b) - sympy.log(C * S), on_sum)
+    assert not simplify.is_zero(1 / (a + b) - 1 / S, on_sum)
+    assert simplify.is_zero(sympy.log(2 * a + 2 * b) - sympy.log(a + b) - sympy.log(2))
+    assert not simplify.is_zero(sympy.log(a + 2 * b) - sympy.log(a + b))
+
+
+def test_class_sum_is_its_explicit_sum():
+    a, b, c, S = sympy.symbols("a b c S", positive=True)
+    o = sympy.Symbol("o", positive=True)
+    rows = [(a,), (b,), (c,)]
+    share = simplify.ClassSum(o / S, (o,), rows)
+    assert share.expanded() == a / S + b / S + c / S
+    assert str(share) == "ClassSum(o/S, 3 classes)"
+    assert simplify.is_zero(share - 1, [(S, a + b + c)])
+    assert not simplify.is_zero(share - 1, [(S, a + b)])
+    assert not simplify.is_zero(simplify.ClassSum(o**2 / S, (o,), rows) - 1, [(S, a + b + c)])
+    # a term whose atoms cannot be renamed one by one takes the explicit sum
+    logs = simplify.ClassSum(sympy.log(o + 1), (o,), rows)
+    assert simplify.is_zero(logs - sum(sympy.log(x + 1) for x in (a, b, c)))
+    assert not simplify.is_zero(logs - sum(sympy.log(x + 2) for x in (a, b, c)))
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_definitions_are_the_objects_evaluation_gives(k):
     """derive.py builds the definitions unevaluated for speed: they must be the same objects."""
@@ -120,3 +150,4 @@ def test_definitions_are_the_objects_evaluation_gives(k):
     assert list(derive.softmax(sym)) == evaluated_s
     loss = -sympy.Add(*(y * sympy.log(s) for y, s in zip(sym.y, evaluated_s, strict=True)))
     assert derive.cross_entropy(sym) == loss
+    assert list(derive.log_softmax(sym)) == [sympy.log(s) for s in evaluated_s]
