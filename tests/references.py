@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy
@@ -42,3 +43,11 @@ def random_logits(rng: numpy.random.Generator, n: int, k: int) -> numpy.ndarray:
 def soft_labels(rng: numpy.random.Generator, n: int, k: int, *, normalised: bool) -> numpy.ndarray:
     y = rng.random((n, k))
     return y / y.sum(axis=-1, keepdims=True) if normalised else 1.7 * y
+
+
+def assert_clean_log(log: str) -> None:
+    """A pdflatex log without overfull boxes, undefined references or a needed rerun."""
+    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
+    assert "There were undefined references" not in log
+    assert "LaTeX Warning: Reference" not in log
+    assert "Rerun to get" not in log

@@ -26,6 +26,7 @@ from symsoft.errors import ProofError
 from symsoft.pipeline import build_bundle
 from symsoft.spec import Spec, make_spec
 from tests.conftest import ON_CI, require_tool
+from tests.references import assert_clean_log
 
 KS = (1, 2, 3, 10, 50)
 ROOT = Path(__file__).parent.parent
@@ -88,13 +89,6 @@ def expected_numbers(spec: Spec) -> list[str]:
         f"{100 * probs[winner]:.1f}",
         f"{-math.log(probs[spec.true_class]) + 0.0:.3f}",  # the loss for the true class
     ]
-
-
-def assert_clean_log(log: str) -> None:
-    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
-    assert "There were undefined references" not in log
-    assert "LaTeX Warning: Reference" not in log
-    assert "Rerun to get" not in log
 
 
 # --- LaTeX -----------------------------------------------------------------------------------
