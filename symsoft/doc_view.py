@@ -93,6 +93,9 @@ class Document:
     sections: tuple[Section, ...]
     numbers: Mapping[str, str]  # "eq:key" and "sec:key" -> the number shown
 
+    def equations(self) -> list[Equation]:
+        return [b for s in self.sections for b in s.blocks if isinstance(b, Equation)]
+
 
 def document_name(k: int, lang: str, extension: str) -> str:
     """derivation_k3.tex for English, derivation_k3.zh.tex for Chinese (tex, md, pdf)."""

@@ -464,57 +464,35 @@ def general_k_identities() -> tuple[Identity, ...]:
         )
     )
 
-    # 5b. Jacobian-vector products J v and J^T v without the K x K matrix (softmax_jvp/vjp)
-    jvp_lhs = Sum(Derivative(s_i, z[j]) * v[j], (j, 1, K))
-    jvp_sum = Sum(closed * v[j], (j, 1, K))
-    derived = _use("general-k-softmax-jvp-sum", jvp_lhs, Derivative(s_i, z[j]), closed)
-    steps.append(
-        _step(
-            "general-k-softmax-jvp-sum",
-            jvp_lhs,
-            jvp_sum,
-            derived,
-            "the closed form of step 3 substituted for ds_i/dz_j under the sum",
-            r"$1 \le i \le K$",
+    # 5b. Jacobian-vector products J v and J^T v without the K x K matrix (softmax_jvp/vjp):
+    # J v sums over j and keeps i, J^T v sums over i and keeps j
+    for name, summed, kept in (("jvp", j, i), ("vjp", i, j)):
+        product = Sum(Derivative(s_i, z[j]) * v[summed], (summed, 1, K))
+        substituted = Sum(closed * v[summed], (summed, 1, K))
+        derived = _use(f"general-k-softmax-{name}-sum", product, Derivative(s_i, z[j]), closed)
+        scope = rf"$1 \le {kept} \le K$"
+        steps.append(
+            _step(
+                f"general-k-softmax-{name}-sum",
+                product,
+                substituted,
+                derived,
+                "the closed form of step 3 substituted for ds_i/dz_j under the sum",
+                scope,
+            )
         )
-    )
-    jvp = s_i * (v[i] - Sum(s_j * v[j], (j, 1, K)))
-    derived = sift(linearity(jvp_sum))
-    steps.append(
-        _step(
-            "general-k-softmax-jvp",
-            jvp_lhs,
-            jvp,
-            derived,
-            "linearity, then sifting collapses sum_j s_i delta_ij v_j to s_i v_i",
-            r"$1 \le i \le K$",
+        closed_product = s[kept] * (v[kept] - Sum(s[summed] * v[summed], (summed, 1, K)))
+        steps.append(
+            _step(
+                f"general-k-softmax-{name}",
+                product,
+                closed_product,
+                sift(linearity(substituted)),
+                f"linearity, then sifting collapses sum_{summed} s_i delta_ij v_{summed} "
+                f"to s_{kept} v_{kept}",
+                scope,
+            )
         )
-    )
-    vjp_lhs = Sum(Derivative(s_i, z[j]) * v[i], (i, 1, K))
-    vjp_sum = Sum(closed * v[i], (i, 1, K))
-    derived = _use("general-k-softmax-vjp-sum", vjp_lhs, Derivative(s_i, z[j]), closed)
-    steps.append(
-        _step(
-            "general-k-softmax-vjp-sum",
-            vjp_lhs,
-            vjp_sum,
-            derived,
-            "the closed form of step 3 substituted for ds_i/dz_j under the sum",
-            r"$1 \le j \le K$",
-        )
-    )
-    vjp = s_j * (v[j] - Sum(s_i * v[i], (i, 1, K)))
-    derived = sift(linearity(vjp_sum))
-    steps.append(
-        _step(
-            "general-k-softmax-vjp",
-            vjp_lhs,
-            vjp,
-            derived,
-            "linearity, then sifting collapses sum_i s_i delta_ij v_i to s_j v_j",
-            r"$1 \le j \le K$",
-        )
-    )
 
     # 6. log-softmax and its gradient
     log_s = z[i] - log(sigma)

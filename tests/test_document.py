@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import symsoft.document as document
-from symsoft import doc_checks, doc_view, pdf
+from symsoft import doc_checks, pdf
 from symsoft.bundle import Bundle
 from symsoft.emit.latex import emit_latex, latex_text
 from symsoft.emit.markdown import emit_markdown, markdown_text
@@ -236,12 +236,7 @@ def test_markdown_shows_the_worked_example(k, bundle):
 def test_every_displayed_equality_was_checked(k, bundle):
     _, b = bundle(k)
     doc = document.build_document(b)
-    equations = [
-        block
-        for section in doc.sections
-        for block in section.blocks
-        if isinstance(block, doc_view.Equation)
-    ]
+    equations = doc.equations()
     definitions = {"softmax-definition", "jacobian-definition", "loss-definition"}
     for equation in equations:
         if equation.key in definitions:
