@@ -17,6 +17,15 @@ def test_within_budget(generated, backend, dtype):
         assert m.worst_fraction <= 1.0, m
 
 
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("k", [3, 10])
+def test_c_whole_rows_within_budget(generated, dtype, k):
+    """K = 3 and 10 compute rows whole (across and along rows), K = 5 a block at a time."""
+    kernels = generated(k).backend("c")
+    for m in measure(kernels, k, dtype, rows=10_000):
+        assert m.worst_fraction <= 1.0, m
+
+
 def test_budget_catches_an_inaccurate_kernel(generated):
     """A softmax computed in float32 and returned as float64 must blow the float64 budget."""
     module = generated(5).numpy_module

@@ -153,26 +153,28 @@ static float row_sum_f32(const float *restrict xr)
     return total;
 }
 
+/* One row: m = its maximum, er = exp(z_i - m); returns the sum of er.  A whole row in one
+ * straight-line body (K is small), so that a loop over rows vectorises across the rows. */
+static inline float row_exp_f32(const float *restrict zr, float *restrict er,
+                                float *restrict m_out)
+{
+    const float m = row_max_f32(zr);
+    float S = 0.0F;
+    for (size_t i = 0; i < K; ++i) {
+        const float d_i = -m + zr[i];
+        er[i] = symsoft_exp_f32(d_i);
+        S += er[i];
+    }
+    *m_out = m;
+    return S;
+}
+
 /* For a block of rows: mb = the row maxima, eb = exp(z_i - m) and Sb = the sums of eb. */
 static void normalise_f32(const float *restrict zb, size_t rows, float *restrict mb,
                             float *restrict eb, float *restrict Sb)
 {
     for (size_t r = 0; r < rows; ++r) {
-        mb[r] = row_max_f32(zb + r * K);
-    }
-    for (size_t r = 0; r < rows; ++r) {
-        const float *zr = zb + r * K;
-        const float m = mb[r];
-        for (size_t i = 0; i < K; ++i) {
-            eb[r * K + i] = -m + zr[i];
-        }
-    }
-    for (size_t q = 0; q < rows * K; ++q) {  /* one flat loop over the block: vectorised */
-        const float d_i = eb[q];
-        eb[q] = symsoft_exp_f32(d_i);
-    }
-    for (size_t r = 0; r < rows; ++r) {
-        Sb[r] = row_sum_f32(eb + r * K);
+        Sb[r] = row_exp_f32(zb + r * K, eb + r * K, &mb[r]);
     }
 }
 
@@ -194,17 +196,17 @@ static float sum3_f32(float a, float b, float c)
 
 void softmax_k3_f32(const float *z, float *s, size_t n)
 {
-    float mb[ROWS], Sb[ROWS];
+    float mb[ROWS];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
         float *sb = s + r0 * K;
-        normalise_f32(zb, rows, mb, sb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            float er[K];  /* the whole row in registers */
+            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
             float *sr = sb + r * K;
-            const float S = Sb[r];
             for (size_t i = 0; i < K; ++i) {
-                const float e_i = sr[i];
+                const float e_i = er[i];
                 sr[i] = e_i/S;
             }
         }
@@ -220,10 +222,10 @@ void log_softmax_k3_f32(const float *z, float *out, size_t n)
         float *ob = out + r0 * K;
         normalise_f32(zb, rows, mb, ob, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            const float S = Sb[r];
             const float *zr = zb + r * K;
             float *outr = ob + r * K;
             const float m = mb[r];
-            const float S = Sb[r];
             const float log_S = logf(S);
             for (size_t i = 0; i < K; ++i) {
                 const float d_i = -m + zr[i];
@@ -242,11 +244,12 @@ void softmax_jacobian_k3_f32(const float *z, float *jac, size_t n)
         float *jb = jac + r0 * K * K;
         normalise_f32(zb, rows, mb, sb, Sb);
         for (size_t r = 0; r < rows; ++r) {
-            float *sr = sb + r * K;
-            float *jr = jb + r * K * K;
+            float *er = sb + r * K;
             const float S = Sb[r];
+            float *sr = er;  /* the probabilities, in place of the exponentials */
+            float *jr = jb + r * K * K;
             for (size_t i = 0; i < K; ++i) {
-                const float e_i = sr[i];
+                const float e_i = er[i];
                 sr[i] = e_i/S;
             }
             for (size_t i = 0; i < K; ++i) {
@@ -266,11 +269,12 @@ void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n)
         const float *zb = z + r0 * K;
         normalise_f32(zb, rows, mb, eb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            float *er = eb + r * K;
+            const float S = Sb[r];
             const float *zr = zb + r * K;
             const float *yr = y + (r0 + r) * K;
-            float *tr = eb + r * K;  /* the loss terms, in place of the exponentials */
+            float *tr = er;  /* the loss terms, in place of the exponentials */
             const float m = mb[r];
-            const float S = Sb[r];
             const float log_S = logf(S);
             for (size_t i = 0; i < K; ++i) {
                 const float d_i = -m + zr[i];
@@ -283,19 +287,19 @@ void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n)
 
 void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size_t n)
 {
-    float mb[ROWS], Sb[ROWS];
+    float mb[ROWS];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
         float *gb = grad + r0 * K;
-        normalise_f32(zb, rows, mb, gb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            float er[K];  /* the whole row in registers */
+            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
             const float *yr = y + (r0 + r) * K;
             float *gr = gb + r * K;
-            const float S = Sb[r];
             const float sum_y = row_sum_f32(yr);
             for (size_t i = 0; i < K; ++i) {
-                const float e_i = gr[i];
+                const float e_i = er[i];
                 const float s_i = e_i/S;
                 gr[i] = s_i*sum_y - yr[i];
             }
@@ -311,6 +315,7 @@ void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *lo
         const float *zb = z + r0 * K;
         normalise_f32(zb, rows, mb, eb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            const float S = Sb[r];
             const float *zr = zb + r * K;
             const int64_t label = labels[r0 + r];
             if (label < 0 || label >= K) {
@@ -319,7 +324,6 @@ void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *lo
             }
             const size_t i = (size_t)label;
             const float m = mb[r];
-            const float S = Sb[r];
             const float log_S = logf(S);
             loss[r0 + r] = sum3_f32(log_S, m, -zr[i]);
         }
@@ -335,6 +339,8 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
         float *gb = grad + r0 * K;
         normalise_f32(zb, rows, mb, gb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            float *er = gb + r * K;
+            const float S = Sb[r];
             float *gr = gb + r * K;
             const int64_t label = labels[r0 + r];
             if (label < 0 || label >= K) {
@@ -344,14 +350,13 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
                 continue;
             }
             const size_t c = (size_t)label;
-            const float S = Sb[r];
             /* the label's entry from the other classes' share: s_c - 1 would cancel */
-            const float e_c = gr[c];
-            gr[c] = 0.0F;
-            const float rest = row_sum_f32(gr);
-            gr[c] = e_c;
+            const float e_c = er[c];
+            er[c] = 0.0F;
+            const float rest = row_sum_f32(er);
+            er[c] = e_c;
             for (size_t i = 0; i < K; ++i) {
-                const float e_i = gr[i];
+                const float e_i = er[i];
                 gr[i] = e_i/S;
             }
             gr[c] = -rest/S;
@@ -361,18 +366,20 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
 
 void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n)
 {
-    float mb[ROWS], Sb[ROWS], tr[K];
+    float mb[ROWS], Sb[ROWS];
+    float tr[K];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
         float *gb = grad + r0 * K;
         normalise_f32(zb, rows, mb, gb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            float *er = gb + r * K;
+            const float S = Sb[r];
             const float *zr = zb + r * K;
             const float *yr = y + (r0 + r) * K;
             float *gr = gb + r * K;
             const float m = mb[r];
-            const float S = Sb[r];
             const float log_S = logf(S);
             for (size_t i = 0; i < K; ++i) {
                 const float d_i = -m + zr[i];
@@ -381,7 +388,7 @@ void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss,
             loss[r0 + r] = row_sum_f32(tr);
             const float sum_y = row_sum_f32(yr);
             for (size_t i = 0; i < K; ++i) {
-                const float e_i = gr[i];
+                const float e_i = er[i];
                 const float s_i = e_i/S;
                 gr[i] = s_i*sum_y - yr[i];
             }
@@ -391,18 +398,19 @@ void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss,
 
 void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
 {
-    float mb[ROWS], Sb[ROWS], tr[K];
+    float mb[ROWS];
+    float tr[K];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
         float *ob = out + r0 * K;
-        normalise_f32(zb, rows, mb, ob, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            float er[K];  /* the whole row in registers */
+            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
             const float *vr = v + (r0 + r) * K;
             float *outr = ob + r * K;
-            const float S = Sb[r];
             for (size_t i = 0; i < K; ++i) {
-                const float e_i = outr[i];
+                const float e_i = er[i];
                 const float s_i = e_i/S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];
@@ -418,18 +426,19 @@ void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
 
 void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
 {
-    float mb[ROWS], Sb[ROWS], tr[K];
+    float mb[ROWS];
+    float tr[K];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
         float *ob = out + r0 * K;
-        normalise_f32(zb, rows, mb, ob, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            float er[K];  /* the whole row in registers */
+            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
             const float *vr = v + (r0 + r) * K;
             float *outr = ob + r * K;
-            const float S = Sb[r];
             for (size_t i = 0; i < K; ++i) {
-                const float e_i = outr[i];
+                const float e_i = er[i];
                 const float s_i = e_i/S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];
@@ -465,26 +474,28 @@ static double row_sum_f64(const double *restrict xr)
     return total;
 }
 
+/* One row: m = its maximum, er = exp(z_i - m); returns the sum of er.  A whole row in one
+ * straight-line body (K is small), so that a loop over rows vectorises across the rows. */
+static inline double row_exp_f64(const double *restrict zr, double *restrict er,
+                                double *restrict m_out)
+{
+    const double m = row_max_f64(zr);
+    double S = 0.0;
+    for (size_t i = 0; i < K; ++i) {
+        const double d_i = -m + zr[i];
+        er[i] = symsoft_exp_f64(d_i);
+        S += er[i];
+    }
+    *m_out = m;
+    return S;
+}
+
 /* For a block of rows: mb = the row maxima, eb = exp(z_i - m) and Sb = the sums of eb. */
 static void normalise_f64(const double *restrict zb, size_t rows, double *restrict mb,
                             double *restrict eb, double *restrict Sb)
 {
     for (size_t r = 0; r < rows; ++r) {
-        mb[r] = row_max_f64(zb + r * K);
-    }
-    for (size_t r = 0; r < rows; ++r) {
-        const double *zr = zb + r * K;
-        const double m = mb[r];
-        for (size_t i = 0; i < K; ++i) {
-            eb[r * K + i] = -m + zr[i];
-        }
-    }
-    for (size_t q = 0; q < rows * K; ++q) {  /* one flat loop over the block: vectorised */
-        const double d_i = eb[q];
-        eb[q] = symsoft_exp_f64(d_i);
-    }
-    for (size_t r = 0; r < rows; ++r) {
-        Sb[r] = row_sum_f64(eb + r * K);
+        Sb[r] = row_exp_f64(zb + r * K, eb + r * K, &mb[r]);
     }
 }
 
@@ -506,17 +517,17 @@ static double sum3_f64(double a, double b, double c)
 
 void softmax_k3_f64(const double *z, double *s, size_t n)
 {
-    double mb[ROWS], Sb[ROWS];
+    double mb[ROWS];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
         double *sb = s + r0 * K;
-        normalise_f64(zb, rows, mb, sb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            double er[K];  /* the whole row in registers */
+            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
             double *sr = sb + r * K;
-            const double S = Sb[r];
             for (size_t i = 0; i < K; ++i) {
-                const double e_i = sr[i];
+                const double e_i = er[i];
                 sr[i] = e_i/S;
             }
         }
@@ -532,10 +543,10 @@ void log_softmax_k3_f64(const double *z, double *out, size_t n)
         double *ob = out + r0 * K;
         normalise_f64(zb, rows, mb, ob, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            const double S = Sb[r];
             const double *zr = zb + r * K;
             double *outr = ob + r * K;
             const double m = mb[r];
-            const double S = Sb[r];
             const double log_S = log(S);
             for (size_t i = 0; i < K; ++i) {
                 const double d_i = -m + zr[i];
@@ -554,11 +565,12 @@ void softmax_jacobian_k3_f64(const double *z, double *jac, size_t n)
         double *jb = jac + r0 * K * K;
         normalise_f64(zb, rows, mb, sb, Sb);
         for (size_t r = 0; r < rows; ++r) {
-            double *sr = sb + r * K;
-            double *jr = jb + r * K * K;
+            double *er = sb + r * K;
             const double S = Sb[r];
+            double *sr = er;  /* the probabilities, in place of the exponentials */
+            double *jr = jb + r * K * K;
             for (size_t i = 0; i < K; ++i) {
-                const double e_i = sr[i];
+                const double e_i = er[i];
                 sr[i] = e_i/S;
             }
             for (size_t i = 0; i < K; ++i) {
@@ -578,11 +590,12 @@ void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t
         const double *zb = z + r0 * K;
         normalise_f64(zb, rows, mb, eb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            double *er = eb + r * K;
+            const double S = Sb[r];
             const double *zr = zb + r * K;
             const double *yr = y + (r0 + r) * K;
-            double *tr = eb + r * K;  /* the loss terms, in place of the exponentials */
+            double *tr = er;  /* the loss terms, in place of the exponentials */
             const double m = mb[r];
-            const double S = Sb[r];
             const double log_S = log(S);
             for (size_t i = 0; i < K; ++i) {
                 const double d_i = -m + zr[i];
@@ -595,19 +608,19 @@ void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t
 
 void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, size_t n)
 {
-    double mb[ROWS], Sb[ROWS];
+    double mb[ROWS];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
         double *gb = grad + r0 * K;
-        normalise_f64(zb, rows, mb, gb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            double er[K];  /* the whole row in registers */
+            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
             const double *yr = y + (r0 + r) * K;
             double *gr = gb + r * K;
-            const double S = Sb[r];
             const double sum_y = row_sum_f64(yr);
             for (size_t i = 0; i < K; ++i) {
-                const double e_i = gr[i];
+                const double e_i = er[i];
                 const double s_i = e_i/S;
                 gr[i] = s_i*sum_y - yr[i];
             }
@@ -623,6 +636,7 @@ void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *
         const double *zb = z + r0 * K;
         normalise_f64(zb, rows, mb, eb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            const double S = Sb[r];
             const double *zr = zb + r * K;
             const int64_t label = labels[r0 + r];
             if (label < 0 || label >= K) {
@@ -631,7 +645,6 @@ void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *
             }
             const size_t i = (size_t)label;
             const double m = mb[r];
-            const double S = Sb[r];
             const double log_S = log(S);
             loss[r0 + r] = sum3_f64(log_S, m, -zr[i]);
         }
@@ -647,6 +660,8 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
         double *gb = grad + r0 * K;
         normalise_f64(zb, rows, mb, gb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            double *er = gb + r * K;
+            const double S = Sb[r];
             double *gr = gb + r * K;
             const int64_t label = labels[r0 + r];
             if (label < 0 || label >= K) {
@@ -656,14 +671,13 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
                 continue;
             }
             const size_t c = (size_t)label;
-            const double S = Sb[r];
             /* the label's entry from the other classes' share: s_c - 1 would cancel */
-            const double e_c = gr[c];
-            gr[c] = 0.0;
-            const double rest = row_sum_f64(gr);
-            gr[c] = e_c;
+            const double e_c = er[c];
+            er[c] = 0.0;
+            const double rest = row_sum_f64(er);
+            er[c] = e_c;
             for (size_t i = 0; i < K; ++i) {
-                const double e_i = gr[i];
+                const double e_i = er[i];
                 gr[i] = e_i/S;
             }
             gr[c] = -rest/S;
@@ -673,18 +687,20 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
 
 void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n)
 {
-    double mb[ROWS], Sb[ROWS], tr[K];
+    double mb[ROWS], Sb[ROWS];
+    double tr[K];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
         double *gb = grad + r0 * K;
         normalise_f64(zb, rows, mb, gb, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            double *er = gb + r * K;
+            const double S = Sb[r];
             const double *zr = zb + r * K;
             const double *yr = y + (r0 + r) * K;
             double *gr = gb + r * K;
             const double m = mb[r];
-            const double S = Sb[r];
             const double log_S = log(S);
             for (size_t i = 0; i < K; ++i) {
                 const double d_i = -m + zr[i];
@@ -693,7 +709,7 @@ void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *lo
             loss[r0 + r] = row_sum_f64(tr);
             const double sum_y = row_sum_f64(yr);
             for (size_t i = 0; i < K; ++i) {
-                const double e_i = gr[i];
+                const double e_i = er[i];
                 const double s_i = e_i/S;
                 gr[i] = s_i*sum_y - yr[i];
             }
@@ -703,18 +719,19 @@ void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *lo
 
 void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
 {
-    double mb[ROWS], Sb[ROWS], tr[K];
+    double mb[ROWS];
+    double tr[K];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
         double *ob = out + r0 * K;
-        normalise_f64(zb, rows, mb, ob, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            double er[K];  /* the whole row in registers */
+            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
             const double *vr = v + (r0 + r) * K;
             double *outr = ob + r * K;
-            const double S = Sb[r];
             for (size_t i = 0; i < K; ++i) {
-                const double e_i = outr[i];
+                const double e_i = er[i];
                 const double s_i = e_i/S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];
@@ -730,18 +747,19 @@ void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
 
 void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
 {
-    double mb[ROWS], Sb[ROWS], tr[K];
+    double mb[ROWS];
+    double tr[K];
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
         double *ob = out + r0 * K;
-        normalise_f64(zb, rows, mb, ob, Sb);
         for (size_t r = 0; r < rows; ++r) {
+            double er[K];  /* the whole row in registers */
+            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
             const double *vr = v + (r0 + r) * K;
             double *outr = ob + r * K;
-            const double S = Sb[r];
             for (size_t i = 0; i < K; ++i) {
-                const double e_i = outr[i];
+                const double e_i = er[i];
                 const double s_i = e_i/S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];

@@ -19,6 +19,29 @@ LANES = {"float32": 8, "float64": 8}
 LANES_FROM = 2
 
 
+# Short rows can be computed whole, one row after another, with the row in registers: a loop
+# the compiler vectorises across rows at K = 3 and 4 (gcc: interleaved groups of 3 and 4
+# values) and along the row at K = 8 to 15. It did not vectorise at K = 2, 5, 6 and 7 (2-3x
+# slower with gcc 12), nor for any kernel whose row calls libm's log, branches on a label or
+# (across rows) writes K x K values: those keep a loop over a block's exponentials. Measured
+# per kernel (benchmarks/RESULTS.md).
+ACROSS_ROWS = frozenset({3, 4})
+ALONG_ROW = frozenset(range(8, 16))
+WHOLE_ROW_KERNELS = {
+    "across": frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"}),
+    "along": frozenset({"softmax", "softmax_jacobian"}),
+}
+
+
+def whole_row_kernels(k: int) -> frozenset[str]:
+    """The kernels that compute each row whole (see WHOLE_ROW_KERNELS)."""
+    if k in ACROSS_ROWS:
+        return WHOLE_ROW_KERNELS["across"]
+    if k in ALONG_ROW:
+        return WHOLE_ROW_KERNELS["along"]
+    return frozenset()
+
+
 def block_rows(k: int) -> int:
     return max(1, BLOCK // k)
 
@@ -77,6 +100,9 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "softmax_jvp": c_code(f.jvp, dtype, names),
         "softmax_vjp": c_code(f.vjp, dtype, names),
         "lanes": lanes(k, dtype),
+        "whole_rows": whole_row_kernels(k),
+        # the block's exponentials row by row too (vectorised across rows)
+        "rows_exp_block": k in ACROSS_ROWS,
         # NAN and INFINITY are float constants: cast so double code does not promote
         "nan": "NAN" if ctype == "float" else "(double)NAN",
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
