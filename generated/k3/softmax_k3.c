@@ -204,10 +204,11 @@ void softmax_k3_f32(const float *z, float *s, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             float er[K];  /* the whole row in registers */
             const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+            const float inv_S = 1.0F/S;
             float *sr = sb + r * K;
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                sr[i] = e_i/S;
+                sr[i] = e_i*inv_S;
             }
         }
     }
@@ -246,11 +247,12 @@ void softmax_jacobian_k3_f32(const float *z, float *jac, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             float *er = sb + r * K;
             const float S = Sb[r];
+            const float inv_S = 1.0F/S;
             float *sr = er;  /* the probabilities, in place of the exponentials */
             float *jr = jb + r * K * K;
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                sr[i] = e_i/S;
+                sr[i] = e_i*inv_S;
             }
             for (size_t i = 0; i < K; ++i) {
                 for (size_t j = 0; j < K; ++j) {
@@ -295,12 +297,13 @@ void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size
         for (size_t r = 0; r < rows; ++r) {
             float er[K];  /* the whole row in registers */
             const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+            const float inv_S = 1.0F/S;
             const float *yr = y + (r0 + r) * K;
             float *gr = gb + r * K;
             const float sum_y = row_sum_f32(yr);
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                const float s_i = e_i/S;
+                const float s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
         }
@@ -341,6 +344,7 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
         for (size_t r = 0; r < rows; ++r) {
             float *er = gb + r * K;
             const float S = Sb[r];
+            const float inv_S = 1.0F/S;
             float *gr = gb + r * K;
             const int64_t label = labels[r0 + r];
             if (label < 0 || label >= K) {
@@ -357,9 +361,9 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
             er[c] = e_c;
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                gr[i] = e_i/S;
+                gr[i] = e_i*inv_S;
             }
-            gr[c] = -rest/S;
+            gr[c] = -inv_S*rest;
         }
     }
 }
@@ -376,6 +380,7 @@ void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss,
         for (size_t r = 0; r < rows; ++r) {
             float *er = gb + r * K;
             const float S = Sb[r];
+            const float inv_S = 1.0F/S;
             const float *zr = zb + r * K;
             const float *yr = y + (r0 + r) * K;
             float *gr = gb + r * K;
@@ -389,7 +394,7 @@ void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss,
             const float sum_y = row_sum_f32(yr);
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                const float s_i = e_i/S;
+                const float s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
         }
@@ -407,11 +412,12 @@ void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             float er[K];  /* the whole row in registers */
             const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+            const float inv_S = 1.0F/S;
             const float *vr = v + (r0 + r) * K;
             float *outr = ob + r * K;
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                const float s_i = e_i/S;
+                const float s_i = e_i*inv_S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];
             }
@@ -435,11 +441,12 @@ void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             float er[K];  /* the whole row in registers */
             const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+            const float inv_S = 1.0F/S;
             const float *vr = v + (r0 + r) * K;
             float *outr = ob + r * K;
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                const float s_i = e_i/S;
+                const float s_i = e_i*inv_S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];
             }
@@ -525,10 +532,11 @@ void softmax_k3_f64(const double *z, double *s, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             double er[K];  /* the whole row in registers */
             const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+            const double inv_S = 1.0/S;
             double *sr = sb + r * K;
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                sr[i] = e_i/S;
+                sr[i] = e_i*inv_S;
             }
         }
     }
@@ -567,11 +575,12 @@ void softmax_jacobian_k3_f64(const double *z, double *jac, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             double *er = sb + r * K;
             const double S = Sb[r];
+            const double inv_S = 1.0/S;
             double *sr = er;  /* the probabilities, in place of the exponentials */
             double *jr = jb + r * K * K;
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                sr[i] = e_i/S;
+                sr[i] = e_i*inv_S;
             }
             for (size_t i = 0; i < K; ++i) {
                 for (size_t j = 0; j < K; ++j) {
@@ -616,12 +625,13 @@ void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, s
         for (size_t r = 0; r < rows; ++r) {
             double er[K];  /* the whole row in registers */
             const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+            const double inv_S = 1.0/S;
             const double *yr = y + (r0 + r) * K;
             double *gr = gb + r * K;
             const double sum_y = row_sum_f64(yr);
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                const double s_i = e_i/S;
+                const double s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
         }
@@ -662,6 +672,7 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
         for (size_t r = 0; r < rows; ++r) {
             double *er = gb + r * K;
             const double S = Sb[r];
+            const double inv_S = 1.0/S;
             double *gr = gb + r * K;
             const int64_t label = labels[r0 + r];
             if (label < 0 || label >= K) {
@@ -678,9 +689,9 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
             er[c] = e_c;
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                gr[i] = e_i/S;
+                gr[i] = e_i*inv_S;
             }
-            gr[c] = -rest/S;
+            gr[c] = -inv_S*rest;
         }
     }
 }
@@ -697,6 +708,7 @@ void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *lo
         for (size_t r = 0; r < rows; ++r) {
             double *er = gb + r * K;
             const double S = Sb[r];
+            const double inv_S = 1.0/S;
             const double *zr = zb + r * K;
             const double *yr = y + (r0 + r) * K;
             double *gr = gb + r * K;
@@ -710,7 +722,7 @@ void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *lo
             const double sum_y = row_sum_f64(yr);
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                const double s_i = e_i/S;
+                const double s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
         }
@@ -728,11 +740,12 @@ void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             double er[K];  /* the whole row in registers */
             const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+            const double inv_S = 1.0/S;
             const double *vr = v + (r0 + r) * K;
             double *outr = ob + r * K;
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                const double s_i = e_i/S;
+                const double s_i = e_i*inv_S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];
             }
@@ -756,11 +769,12 @@ void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
         for (size_t r = 0; r < rows; ++r) {
             double er[K];  /* the whole row in registers */
             const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+            const double inv_S = 1.0/S;
             const double *vr = v + (r0 + r) * K;
             double *outr = ob + r * K;
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                const double s_i = e_i/S;
+                const double s_i = e_i*inv_S;
                 outr[i] = s_i;
                 tr[i] = s_i*vr[i];
             }

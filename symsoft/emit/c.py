@@ -77,6 +77,10 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     sr = sympy.IndexedBase("sr", shape=(k,))
     i, j = sympy.symbols("i j", integer=True)
     jacobian_names = {**names, f.s_i: sr[i], f.s_j: sr[j]}
+    # Divisions by S are printed as products with inv_S = 1/S, which the template computes
+    # once per row: one division per row instead of K (a division costs several products),
+    # at the price of one more rounding, inside the accuracy budgets (tests/test_accuracy.py).
+    by_inverse = {**names, f.S: 1 / sympy.Symbol("inv_S")}
     lane_z = sympy.IndexedBase("zr", shape=(k,))[i + j]
     suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
     return {
@@ -88,14 +92,15 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         # the same, for lane j of the chunk at i (see the lane loops in the template)
         "shifted_lane": c_code(f.shifted, dtype, {**names, f.z_i: lane_z}),
         "exponential": c_code(f.exponential, dtype, names),
-        "probability": c_code(f.probability, dtype, names),
+        "probability": c_code(f.probability, dtype, by_inverse),
+        "inverse_normaliser": c_code(1 / f.S, dtype, names),
         "log_normaliser": c_code(f.log_normaliser, dtype, names),
         "log_probability": c_code(f.log_probability, dtype, names),
         "jacobian": c_code(f.jacobian, dtype, jacobian_names),
         "loss_term": c_code(f.loss_term, dtype, names),
         "gradient": c_code(f.gradient, dtype, names),
         "loss_index": c_code(f.loss_index, dtype, names),
-        "gradient_true_class": c_code(f.gradient_true_class, dtype, names),
+        "gradient_true_class": c_code(f.gradient_true_class, dtype, by_inverse),
         "jvp_term": c_code(f.jvp_term, dtype, names),
         "softmax_jvp": c_code(f.jvp, dtype, names),
         "softmax_vjp": c_code(f.vjp, dtype, names),
