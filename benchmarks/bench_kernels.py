@@ -9,9 +9,10 @@ The C is compiled with --cflags (default: strict C99 at -O3 -march=native, 256-b
 never with -ffast-math. Rows: the emitted C (called once on the whole batch, so call overhead
 does not count), the emitted NumPy module, a hand-written NumPy softmax, scipy.special.softmax,
 torch.softmax and jax.jit(jax.nn.softmax) when installed (`pip install -e '.[bench]'`), and the
-bounds: a plain copy, NumPy's exp and the kernels' own exp alone over the array. The same for
-the cross-entropy gradient, where the others compute softmax(z) - y (labels on the simplex)
-and the emitted kernels s * sum(y) - y, alone and fused with the loss.
+bounds: a plain copy, NumPy's exp and the kernels' own exp alone over the array (of z - max z,
+the kernels' exp's domain). The same for the cross-entropy gradient, where the others compute
+softmax(z) - y (labels on the simplex) and the emitted kernels s * sum(y) - y, alone and fused
+with the loss.
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ def contenders(
     """(bounds, softmax, cross-entropy gradient) functions for one K and dtype."""
     module, kernels, exp_library = emitted
     out = numpy.empty_like(z)
+    shifted = z - z.max(axis=-1, keepdims=True)  # the kernels' exp takes z_i - max z <= 0
     bounds = {
         "copy": lambda: numpy.copyto(out, z),
-        "exp alone, NumPy": lambda: numpy.exp(z, out=out),
-        "exp alone, emitted C exp": c_exp(exp_library, z, out),
+        "exp alone, NumPy": lambda: numpy.exp(shifted, out=out),
+        "exp alone, emitted C exp": c_exp(exp_library, shifted, out),
     }
     softmax = {
         "emitted C": lambda: kernels.softmax(z),

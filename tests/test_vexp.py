@@ -1,8 +1,10 @@
 """The C kernels' own exp (templates/exp.c.jinja), taken from the emitted source and measured
-against mpmath: at most 0.75 ulp (normal results) and 0.8 subnormal ulp, exact special values.
+against mpmath over its domain (x <= 0: the kernels ask for exp(z_i - max z)): at most 0.75 ulp
+(normal results) and 0.8 subnormal ulp, exact special values.
 
 The shim includes the emitted .c file, so what is measured is the emitted function, compiled
-with the strict flags at -O3 (its loop vectorised) and at -O0 (scalar).
+with the strict flags at -O3 (its loop vectorised), at -O0 (scalar) and at -O3 -march=native,
+which uses fma where the machine has a fast one (FP_FAST_FMA).
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ BOUND_ULPS = 0.75  # measured 0.731 (double) and 0.723 (float, every input) in s
 BOUND_SUBNORMAL_ULPS = 0.8
 
 
-@pytest.fixture(scope="module", params=["-O3", "-O0"])
+@pytest.fixture(scope="module", params=["-O3", "-O0", "-O3 -march=native"])
 def exp_c(request, generated, tmp_path_factory):
     folder = generated(1).folder
     build = tmp_path_factory.mktemp("vexp")
     shim = build / "shim.c"
     shim.write_text(SHIM)
-    flags = (*(f for f in STRICT_FLAGS if not f.startswith("-O")), request.param)
+    flags = (*(f for f in STRICT_FLAGS if not f.startswith("-O")), *request.param.split())
     library = load_library(
         compile_shared(
             shim,
@@ -77,24 +79,20 @@ def exp_c(request, generated, tmp_path_factory):
 
 
 def sample(dtype) -> numpy.ndarray:
-    """Uniform over the whole range, near the overflow and underflow thresholds, near the
-    reduction boundaries (k + 1/2) ln 2, tiny arguments, and integers and eighths."""
+    """Uniform over the whole domain, near 0 and the underflow threshold, near the reduction
+    boundaries (k + 1/2) ln 2, tiny arguments, and integers and eighths; all <= 0."""
     rng = numpy.random.default_rng(2024)
-    if dtype == numpy.float64:
-        low, high, n = -745.2, 709.79, 6000
-    else:
-        low, high, n = -103.98, 88.73, 6000
+    low, n = (-745.2, 6000) if dtype == numpy.float64 else (-103.98, 6000)
     ln2 = numpy.log(2.0)
-    k = rng.integers(int(low / ln2), int(high / ln2), 1500)
+    k = rng.integers(int(low / ln2), 0, 1500)
     parts = [
-        rng.uniform(low, high, n),
-        rng.uniform(-2, 2, 1500),
-        high - rng.uniform(0, 1, 300),
+        rng.uniform(low, 0, n),
+        rng.uniform(-2, 0, 1500),
         low + rng.uniform(0, 30, 600),  # the subnormal-result range
-        (k + 0.5) * ln2 + rng.uniform(-1e-6, 1e-6, 1500),
+        numpy.minimum((k + 0.5) * ln2 + rng.uniform(-1e-6, 1e-6, 1500), 0),
         k * ln2,
-        numpy.exp2(rng.uniform(-60, 0, 300)) * rng.choice([-1, 1], 300),
-        numpy.arange(int(low), int(high)) / 8,
+        -numpy.exp2(rng.uniform(-60, 0, 300)),
+        numpy.arange(int(low) * 8, 1) / 8,
     ]
     return numpy.concatenate(parts).astype(dtype)
 
@@ -119,12 +117,11 @@ def ulps(x: numpy.ndarray, got: numpy.ndarray, dtype) -> numpy.ndarray:
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
 def test_error_bound(exp_c, dtype):
     x = sample(dtype)
+    assert numpy.all(x <= 0)
     got = exp_c[dtype](x)
-    finite = numpy.isfinite(got)
-    overflow = x.astype(numpy.float64) > (709.782712893384 if dtype == numpy.float64 else 88.72284)
-    assert numpy.all(finite | overflow) and numpy.all(numpy.isinf(got[overflow]))
-    errors = ulps(x[finite], got[finite], dtype)
-    normal = got[finite] >= numpy.finfo(dtype).tiny
+    assert numpy.all(numpy.isfinite(got))
+    errors = ulps(x, got, dtype)
+    normal = got >= numpy.finfo(dtype).tiny
     assert errors[normal].max() <= BOUND_ULPS, errors[normal].max()
     assert errors[~normal].max(initial=0) <= BOUND_SUBNORMAL_ULPS
     assert numpy.count_nonzero(~normal) > 100  # the gradual-underflow range was sampled
@@ -134,12 +131,12 @@ def test_error_bound(exp_c, dtype):
 def test_special_values(exp_c, dtype):
     inf, nan = numpy.inf, numpy.nan
     huge = numpy.finfo(dtype).max
-    x = numpy.array([0.0, -0.0, -inf, inf, nan, huge, -huge, 1000.0, -1000.0], dtype=dtype)
+    x = numpy.array([0.0, -0.0, -inf, nan, -nan, -huge, -1000.0], dtype=dtype)
     got = exp_c[dtype](x)
     assert got[0] == 1 and got[1] == 1
     assert got[2] == 0 and not numpy.signbit(got[2])
-    assert numpy.isposinf(got[3]) and numpy.isnan(got[4])
-    assert numpy.isposinf(got[5]) and got[6] == 0 and numpy.isposinf(got[7]) and got[8] == 0
+    assert numpy.isnan(got[3]) and numpy.isnan(got[4])
+    assert got[5] == 0 and got[6] == 0 and not numpy.any(numpy.signbit(got[5:]))
     tiny = numpy.array([-745.1, -745.2] if dtype == numpy.float64 else [-103.9, -104.0], dtype)
     assert exp_c[dtype](tiny)[0] > 0 and exp_c[dtype](tiny)[1] == 0  # gradual, then +0
 
