@@ -18,11 +18,10 @@ def test_within_budget(generated, backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
-@pytest.mark.parametrize("k", [3, 10])
-def test_c_whole_rows_within_budget(generated, dtype, k):
-    """K = 3 and 10 compute rows whole (across and along rows), K = 5 a block at a time."""
-    kernels = generated(k).backend("c")
-    for m in measure(kernels, k, dtype, rows=10_000):
+def test_c_whole_rows_within_budget(generated, dtype):
+    """K = 3 computes rows whole, K = 5 (above) a block at a time."""
+    kernels = generated(3).backend("c")
+    for m in measure(kernels, 3, dtype, rows=10_000):
         assert m.worst_fraction <= 1.0, m
 
 

@@ -9,8 +9,8 @@ import scipy.special
 from symsoft import reference
 from tests.references import assert_softmax_within_budget, random_logits, rows, soft_labels
 
-# each way the C computes a row (symsoft/emit/c.py): whole rows across rows (3, 4), a flat loop
-# over a block (1, 2, 7), whole rows along the row (10), lane accumulators (16)
+# each way the C computes a row (symsoft/emit/c.py): whole rows (3, 4), a flat loop over a
+# block (1, 2, 7, 10), lane accumulators (16)
 KS = (1, 2, 3, 4, 7, 10, 16)
 BACKENDS = ("numpy", "numpy-only", "c")
 # relative error allowed against the 50-digit reference, per dtype

@@ -163,7 +163,7 @@ static float row_sum_f32(const float *restrict xr)
 }
 
 /* One row: m = its maximum, er = exp(z_i - m); returns the sum of er.  A whole row in one
- * straight-line body (K is small), so that a loop over rows vectorises across the rows. */
+ * straight-line body (K = 3 or 4), so that a loop over rows vectorises across the rows. */
 static inline float row_exp_f32(const float *restrict zr, float *restrict er,
                                 float *restrict m_out)
 {
@@ -494,7 +494,7 @@ static double row_sum_f64(const double *restrict xr)
 }
 
 /* One row: m = its maximum, er = exp(z_i - m); returns the sum of er.  A whole row in one
- * straight-line body (K is small), so that a loop over rows vectorises across the rows. */
+ * straight-line body (K = 3 or 4), so that a loop over rows vectorises across the rows. */
 static inline double row_exp_f64(const double *restrict zr, double *restrict er,
                                 double *restrict m_out)
 {

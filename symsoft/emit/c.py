@@ -19,27 +19,15 @@ LANES = {"float32": 8, "float64": 8}
 LANES_FROM = 2
 
 
-# Short rows can be computed whole, one row after another, with the row in registers: a loop
-# the compiler vectorises across rows at K = 3 and 4 (gcc: interleaved groups of 3 and 4
-# values) and along the row at K = 8 to 15. It did not vectorise at K = 2, 5, 6 and 7 (2-3x
-# slower with gcc 12), nor for any kernel whose row calls libm's log, branches on a label or
-# (across rows) writes K x K values: those keep a loop over a block's exponentials. Measured
-# per kernel (benchmarks/RESULTS.md).
-ACROSS_ROWS = frozenset({3, 4})
-ALONG_ROW = frozenset(range(8, 16))
-WHOLE_ROW_KERNELS = {
-    "across": frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"}),
-    "along": frozenset({"softmax", "softmax_jacobian"}),
-}
-
-
-def whole_row_kernels(k: int) -> frozenset[str]:
-    """The kernels that compute each row whole (see WHOLE_ROW_KERNELS)."""
-    if k in ACROSS_ROWS:
-        return WHOLE_ROW_KERNELS["across"]
-    if k in ALONG_ROW:
-        return WHOLE_ROW_KERNELS["along"]
-    return frozenset()
+# At K = 3 and 4 a row is computed whole, one straight-line body (maximum, exponentials, sum,
+# result) with the row in registers, and gcc and clang vectorise the loop over rows across
+# rows (interleaved loads). That holds for the kernels below; a row that calls libm's log,
+# branches on a label or writes K x K values stops it, so the other kernels only get their
+# block's exponentials that way. Other K keep a flat loop over the block's exponentials: at
+# K = 2 and 5-7 whole rows did not vectorise, and at 8-15 (vectorised along the row) clang
+# ran 2x slower (measured per kernel, benchmarks/RESULTS.md).
+WHOLE_ROWS = frozenset({3, 4})
+WHOLE_ROW_KERNELS = frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"})
 
 
 def block_rows(k: int) -> int:
@@ -105,9 +93,9 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "softmax_jvp": c_code(f.jvp, dtype, names),
         "softmax_vjp": c_code(f.vjp, dtype, names),
         "lanes": lanes(k, dtype),
-        "whole_rows": whole_row_kernels(k),
-        # the block's exponentials row by row too (vectorised across rows)
-        "rows_exp_block": k in ACROSS_ROWS,
+        # the kernels computing rows whole; when there are any, the others get their block's
+        # exponentials row by row too
+        "whole_rows": WHOLE_ROW_KERNELS if k in WHOLE_ROWS else frozenset(),
         # NAN and INFINITY are float constants: cast so double code does not promote
         "nan": "NAN" if ctype == "float" else "(double)NAN",
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
