@@ -5,14 +5,16 @@
 
 One thread (PyTorch and XLA are told so; run on a quiet machine), batches of --elements values
 per array (2^22: 32 MiB of float64, larger than the caches), medians of --repeats calls.
-The C is compiled with --cflags (default: strict C99 at -O3 -march=native, 256-bit vectors),
-never with -ffast-math. Rows: the emitted C (called once on the whole batch, so call overhead
-does not count), the emitted NumPy module, a hand-written NumPy softmax, scipy.special.softmax,
-torch.softmax and jax.jit(jax.nn.softmax) when installed (`pip install -e '.[bench]'`), and the
-bounds: a plain copy, NumPy's exp and the kernels' own exp alone over the array (of z - max z,
-the kernels' exp's domain). The same for the cross-entropy gradient, where the others compute
-softmax(z) - y (labels on the simplex) and the emitted kernels s * sum(y) - y, alone and fused
-with the loss.
+The C is compiled by cc with --cflags (default: strict C99 at -O3 -march=native, 256-bit
+vectors), never with -ffast-math, and by clang too when installed (one more row). Rows: the
+emitted C (called once on the whole batch into preallocated arrays, as from C, so neither call
+overhead nor allocation counts; and once more through symsoft.load, which allocates its result
+as the Python libraries do), the emitted NumPy module, a hand-written NumPy softmax,
+scipy.special.softmax, torch.softmax and jax.jit(jax.nn.softmax) when installed
+(`pip install -e '.[bench]'`), and the bounds: a plain copy, NumPy's exp and the kernels' own
+exp alone over the array (of z - max z, the kernels' exp's domain). The same for the
+cross-entropy gradient, where the others compute softmax(z) - y (labels on the simplex) and
+the emitted kernels s * sum(y) - y, alone and fused with the loss.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ctypes
 import importlib.util
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,23 +84,27 @@ def load_emitted(k: int, folder: Path, cflags: tuple[str, ...]):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     flags = (*(f for f in STRICT_FLAGS if not f.startswith("-O")), *cflags)
-    kernels = CKernels(
-        load_library(compile_shared(folder / f"softmax_k{k}.c", folder / "k.so", flags=flags)), k
-    )
+    library = load_library(compile_shared(folder / f"softmax_k{k}.c", folder / "k.so", flags=flags))
     shim = folder / "exp_shim.c"
     shim.write_text(EXP_SHIM.format(k=k))
-    library = load_library(
+    exp_library = load_library(
         compile_shared(shim, folder / "exp.so", flags=flags, extra=(f"-I{folder}",))
     )
-    return module, kernels, library
+    clang = shutil.which("clang")  # the other compiler users have: its row, when installed
+    clang_library = clang and load_library(
+        compile_shared(folder / f"softmax_k{k}.c", folder / "clang.so", compiler=clang, flags=flags)
+    )
+    return module, CKernels(library, k), library, exp_library, clang_library
 
 
-def c_exp(library: ctypes.CDLL, z: numpy.ndarray, out: numpy.ndarray) -> Timed:
-    ctype = ctypes.c_double if z.dtype == numpy.float64 else ctypes.c_float
-    function = getattr(library, "exp_f64" if z.dtype == numpy.float64 else "exp_f32")
-    function.argtypes = [ctypes.POINTER(ctype), ctypes.POINTER(ctype), ctypes.c_size_t]
-    x, y = z.ctypes.data_as(ctypes.POINTER(ctype)), out.ctypes.data_as(ctypes.POINTER(ctype))
-    return lambda: function(x, y, z.size)
+def c_call(library: ctypes.CDLL, name: str, *arrays: numpy.ndarray, count: int) -> Timed:
+    """library's name_f64/_f32(*arrays, count) into preallocated arrays: what a C caller pays."""
+    double = arrays[0].dtype == numpy.float64
+    ctype = ctypes.c_double if double else ctypes.c_float
+    function = getattr(library, f"{name}_{'f64' if double else 'f32'}")
+    function.argtypes = [ctypes.POINTER(ctype)] * len(arrays) + [ctypes.c_size_t]
+    pointers = [a.ctypes.data_as(ctypes.POINTER(ctype)) for a in arrays]
+    return lambda: function(*pointers, count)
 
 
 def hand_softmax(z: numpy.ndarray) -> numpy.ndarray:
@@ -129,23 +136,35 @@ def contenders(
     k: int, z: numpy.ndarray, y: numpy.ndarray, emitted, libraries: dict[str, object]
 ) -> tuple[dict[str, Timed], dict[str, Timed], dict[str, Timed]]:
     """(bounds, softmax, cross-entropy gradient) functions for one K and dtype."""
-    module, kernels, exp_library = emitted
-    out = numpy.empty_like(z)
+    module, kernels, library, exp_library, clang_library = emitted
+    rows = z.shape[0]
+    out, loss = numpy.empty_like(z), numpy.empty(rows, z.dtype)
     shifted = z - z.max(axis=-1, keepdims=True)  # the kernels' exp takes z_i - max z <= 0
     bounds = {
         "copy": lambda: numpy.copyto(out, z),
         "exp alone, NumPy": lambda: numpy.exp(shifted, out=out),
-        "exp alone, emitted C exp": c_exp(exp_library, shifted, out),
+        "exp alone, emitted C exp": c_call(exp_library, "exp", shifted, out, count=z.size),
     }
     softmax = {
-        "emitted C": lambda: kernels.softmax(z),
+        "emitted C": c_call(library, f"softmax_k{k}", z, out, count=rows),
+        "emitted C via symsoft.load (allocates s)": lambda: kernels.softmax(z),
+        **(
+            {"emitted C, clang": c_call(clang_library, f"softmax_k{k}", z, out, count=rows)}
+            if clang_library
+            else {}
+        ),
         "emitted NumPy": lambda: module.softmax(z),
         "hand-written NumPy": lambda: hand_softmax(z),
         "scipy.special.softmax": lambda: scipy.special.softmax(z, axis=-1),
     }
     gradient = {
-        "emitted C": lambda: kernels.cross_entropy_grad(z, y),
-        "emitted C, fused with loss": lambda: kernels.cross_entropy_with_grad(z, y),
+        "emitted C": c_call(library, f"cross_entropy_grad_k{k}", z, y, out, count=rows),
+        "emitted C, fused with loss": c_call(
+            library, f"cross_entropy_with_grad_k{k}", z, y, loss, out, count=rows
+        ),
+        "emitted C via symsoft.load (allocates the gradient)": lambda: kernels.cross_entropy_grad(
+            z, y
+        ),
         "emitted NumPy": lambda: module.cross_entropy_grad(z, y),
         "hand-written NumPy": lambda: hand_softmax(z) - y,
         "scipy.special.softmax": lambda: scipy.special.softmax(z, axis=-1) - y,
@@ -231,6 +250,9 @@ def main() -> None:
     print(f"- command: `python {' '.join(sys.argv)}`")
     print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor()}")
     print(f"- C: `cc {args.cflags}` with the strict flags; {compiler.splitlines()[0]}")
+    if shutil.which("clang"):
+        clang = subprocess.run(["clang", "--version"], capture_output=True, text=True).stdout
+        print(f"- clang row: the same flags; {clang.splitlines()[0]}")
     versions = [f"numpy {numpy.__version__}", f"scipy {scipy.__version__}"]
     versions += [f"{name} {lib.__version__}" for name, lib in libraries.items()]
     print(f"- libraries: {', '.join(versions)}; one thread")
