@@ -41,7 +41,7 @@ import numpy
 import scipy.special
 
 from symsoft.build import STRICT_FLAGS, compile_shared, load_library
-from symsoft.ckernels import CKernels
+from symsoft.load import load
 from symsoft.pipeline import build_bundle, render_all
 from symsoft.spec import make_spec
 from symsoft.writer import write_files
@@ -94,7 +94,8 @@ def load_emitted(k: int, folder: Path, cflags: tuple[str, ...]):
     clang_library = clang and load_library(
         compile_shared(folder / f"softmax_k{k}.c", folder / "clang.so", compiler=clang, flags=flags)
     )
-    return module, CKernels(library, k), library, exp_library, clang_library
+    # symsoft.load builds its own library (flags: symsoft/load.py), as a Python user gets it
+    return module, load(k), library, exp_library, clang_library
 
 
 def c_call(library: ctypes.CDLL, name: str, *arrays: numpy.ndarray, count: int) -> Timed:

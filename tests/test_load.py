@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from symsoft.cache import cache_root, user_cache_dir
 from symsoft.ckernels import Signature, signature
 from symsoft.emit.kernels import C_KERNELS, CKernel
 from symsoft.errors import SpecError, SymsoftError
-from symsoft.load import C_FLAGS, library_key, load, source_key
+from symsoft.load import C_FLAGS, TARGET_FLAGS, compile_flags, library_key, load, source_key
 from symsoft.spec import make_spec
 from tests.conftest import require_tool
 
@@ -247,6 +248,33 @@ def test_no_compiler_is_a_clear_error_and_numpy_backend_still_works(cache_dir, m
         load(K, backend="c")
     module = load(K, backend="numpy")
     numpy.testing.assert_allclose(module.softmax([0.0] * K), [1 / K] * K)
+
+
+def test_libraries_are_built_for_this_cpu_unless_the_compiler_refuses(tmp_path, monkeypatch):
+    cc = require_tool("cc")
+    if platform.machine() in ("x86_64", "AMD64"):  # gcc and clang take both flags there
+        assert compile_flags(cc) == (*C_FLAGS, *TARGET_FLAGS[0])
+    # the cache key holds the target the compiler resolved: native differs from the baseline
+    assert library_key(b"", b"", cc, C_FLAGS) != library_key(b"", b"", cc, compile_flags(cc))
+    # a compiler that refuses -march=native (as some do on some platforms) builds without it;
+    # one that refuses only the x86 vector-width flag keeps -march=native
+    picky = tmp_path / "picky-cc"
+    picky.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -march=native ] && exit 1; done\nexec {cc} "$@"\n'
+    )
+    picky.chmod(0o755)
+    assert compile_flags(str(picky)) == C_FLAGS
+    no_width = tmp_path / "no-width-cc"
+    no_width.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do case "$a" in -mprefer-*) exit 1;; esac; done\n'
+        f'exec {cc} "$@"\n'
+    )
+    no_width.chmod(0o755)
+    assert compile_flags(str(no_width)) == (*C_FLAGS, "-march=native")
+    monkeypatch.setenv("CC", str(picky))
+    monkeypatch.setenv("SYMSOFT_CACHE_DIR", str(tmp_path / "cache"))
+    kernels = load(2)
+    numpy.testing.assert_allclose(kernels.softmax([0.0, 0.0]), [0.5, 0.5])
 
 
 def test_cache_layout(c, py, cache_dir):
