@@ -8,20 +8,12 @@ import pytest
 from symsoft.accuracy import measure
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numpy-only", "c"])
+# the C computes rows whole at K = 3 and a block's exponentials in one flat loop at K = 5
+@pytest.mark.parametrize(("k", "backend"), [(5, "numpy"), (5, "numpy-only"), (5, "c"), (3, "c")])
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
-def test_within_budget(generated, backend, dtype):
-    g = generated(5)
-    kernels = g.backend(backend)
-    for m in measure(kernels, 5, dtype, rows=10_000):
-        assert m.worst_fraction <= 1.0, m
-
-
-@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
-def test_c_whole_rows_within_budget(generated, dtype):
-    """K = 3 computes rows whole, K = 5 (above) a block at a time."""
-    kernels = generated(3).backend("c")
-    for m in measure(kernels, 3, dtype, rows=10_000):
+def test_within_budget(generated, k, backend, dtype):
+    kernels = generated(k).backend(backend)
+    for m in measure(kernels, k, dtype, rows=10_000):
         assert m.worst_fraction <= 1.0, m
 
 
