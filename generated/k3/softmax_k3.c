@@ -371,6 +371,7 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
             er[c] = 0.0F;
             const float rest = row_sum_f32(er);
             er[c] = e_c;
+#pragma GCC unroll 1
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
                 gr[i] = e_i*inv_S;
@@ -702,6 +703,7 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
             er[c] = 0.0;
             const double rest = row_sum_f64(er);
             er[c] = e_c;
+#pragma GCC unroll 1
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
                 gr[i] = e_i*inv_S;
