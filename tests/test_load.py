@@ -254,7 +254,7 @@ def test_libraries_are_built_for_this_cpu_unless_the_compiler_refuses(tmp_path, 
     cc = require_tool("cc")
     if platform.machine() in ("x86_64", "AMD64"):  # gcc and clang take both flags there
         assert compile_flags(cc) == (*C_FLAGS, *TARGET_FLAGS[0])
-    # the cache key holds the target the compiler resolved: native differs from the baseline
+    # a native library is cached apart from a baseline one
     assert library_key(b"", b"", cc, C_FLAGS) != library_key(b"", b"", cc, compile_flags(cc))
     # a compiler that refuses -march=native (as some do on some platforms) builds without it;
     # one that refuses only the x86 vector-width flag keeps -march=native
@@ -275,6 +275,23 @@ def test_libraries_are_built_for_this_cpu_unless_the_compiler_refuses(tmp_path, 
     monkeypatch.setenv("SYMSOFT_CACHE_DIR", str(tmp_path / "cache"))
     kernels = load(2)
     numpy.testing.assert_allclose(kernels.softmax([0.0, 0.0]), [0.5, 0.5])
+
+
+def test_the_cache_key_holds_the_target_the_compiler_resolves(tmp_path, monkeypatch):
+    """The same compiler path and flags on another kind of CPU (here a wrapper whose
+    predefined macros follow an environment variable) must give another library."""
+    cc = require_tool("cc")
+    wrapper = tmp_path / "cpu-cc"
+    wrapper.write_text(f'#!/bin/sh\nexec {cc} "-DSIMULATED_CPU_$CPU_KIND" "$@"\n')
+    wrapper.chmod(0o755)
+    identity = sys.modules["symsoft.load"]._compiler_identity  # cached per process
+    keys = []
+    for kind in ("a", "b", "a"):
+        monkeypatch.setenv("CPU_KIND", kind)
+        identity.cache_clear()
+        keys.append(library_key(b"int x;", b"", str(wrapper), C_FLAGS))
+    identity.cache_clear()
+    assert keys[0] != keys[1] and keys[0] == keys[2]
 
 
 def test_cache_layout(c, py, cache_dir):

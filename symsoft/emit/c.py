@@ -87,6 +87,7 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     by_inverse = {**names, f.S: 1 / sympy.Symbol("inv_S")}
     lane_z = sympy.IndexedBase("zr", shape=(k,))[i + j]
     suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
+    lane_count = lanes(k, dtype)
     return {
         "dtype": dtype,
         "ctype": ctype,
@@ -108,9 +109,9 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "jvp_term": c_code(f.jvp_term, dtype, names),
         "softmax_jvp": c_code(f.jvp, dtype, names),
         "softmax_vjp": c_code(f.vjp, dtype, names),
-        "lanes": lanes(k, dtype),
-        "max_tree": lane_tree(lanes(k, dtype), f"larger_{suffix}({{a}}, {{b}})"),
-        "sum_tree": lane_tree(lanes(k, dtype), "({a} + {b})"),
+        "lanes": lane_count,
+        "max_tree": lane_tree(lane_count, f"larger_{suffix}({{a}}, {{b}})"),
+        "sum_tree": lane_tree(lane_count, "({a} + {b})"),
         # the kernels computing rows whole; when there are any, the others get their block's
         # exponentials row by row too
         "whole_rows": WHOLE_ROW_KERNELS if k in WHOLE_ROWS else frozenset(),
