@@ -63,7 +63,16 @@ def test_fully_masked_row_is_nan_by_default(generated, backend):
 
 
 @pytest.mark.parametrize(
-    "row", [[INF, 0.0, 1.0], [NAN, 0.0, 1.0], [0.0, NAN, 1.0], [INF, INF, -INF]]
+    "row",
+    [
+        [INF, 0.0, 1.0],
+        [0.0, 1.0, INF],
+        [NAN, 0.0, 1.0],
+        [0.0, NAN, 1.0],
+        [0.0, 1.0, NAN],
+        [INF, INF, -INF],
+        [NAN, NAN, NAN],
+    ],
 )
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_inf_or_nan_entries_make_the_whole_row_nan(generated, backend, row):

@@ -72,6 +72,34 @@ def test_against_scipy(generated, backend, k):
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("k", KS)
+def test_maxima_at_every_position_and_tied(generated, backend, dtype, k):
+    """Rows whose maximum sits at each position, once or repeated (whole rows skip the exp of a
+    maximum and route the others around it: every exponential must land where it belongs)."""
+    kern = kernels(generated, k, backend)
+    base = numpy.linspace(-3.0, -0.25, k)
+    z = []
+    for p in range(k):
+        z.append(numpy.insert(numpy.delete(base, p), p, 1.0))  # the maximum at p
+        for q in range(p + 1, k):  # tied at p and q
+            row = numpy.roll(base, p)
+            row[p] = row[q] = 1.0
+            z.append(row)
+    z.append(numpy.ones(k))
+    z = numpy.array(z, dtype=dtype)
+    y = soft_labels(numpy.random.default_rng(k), len(z), k, normalised=True).astype(dtype)
+    assert_softmax_within_budget(kern.softmax(z), rows(reference.softmax, z), z)
+    jacobian_times_y = (rows(reference.softmax_jacobian, z) @ y[..., None].astype(float))[..., 0]
+    for got, expected in [
+        (kern.cross_entropy_grad(z, y), rows(reference.cross_entropy_grad, z, y)),
+        (kern.softmax_jvp(z, y), jacobian_times_y),
+        (kern.softmax_vjp(z, y), jacobian_times_y),  # the Jacobian is symmetric
+    ]:
+        assert numpy.max(numpy.abs(got - expected)) < TOLERANCE[dtype] * 4 * k
+
+
 def central_difference(f, z: numpy.ndarray, h: float = 1e-6) -> numpy.ndarray:
     """d f / d z_j by central differences, stacked on the last axis."""
     columns = []

@@ -93,6 +93,7 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "ctype": ctype,
         "suffix": suffix,
         "zero": c_code(sympy.Float(0), dtype, {}),
+        "one": c_code(sympy.Float(1), dtype, {}),
         "shifted": c_code(f.shifted, dtype, names),
         # the same, for lane j of the chunk at i (see the lane loops in the template)
         "shifted_lane": c_code(f.shifted, dtype, {**names, f.z_i: lane_z}),
