@@ -27,6 +27,10 @@ LANES_FROM = 2
 # K = 2 and 5-7 whole rows did not vectorise, and at 8-15 (vectorised along the row) clang
 # ran 2x slower (measured per kernel, benchmarks/RESULTS.md).
 WHOLE_ROWS = frozenset({3, 4})
+# clang vectorises the float exp-and-sum loop over the lanes only when told not to unroll it
+# (ACROSS_LANES): 2.2x faster from K = 128, 1.25x at 32, 1.08x slower at 16; double's loop,
+# two vectors wide, vectorises unrolled and ran 1.1x slower with it.
+FLOAT_LANE_LOOP_FROM = 32
 WHOLE_ROW_KERNELS = frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"})
 
 
@@ -111,6 +115,7 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "softmax_jvp": c_code(f.jvp, dtype, names),
         "softmax_vjp": c_code(f.vjp, dtype, names),
         "lanes": lane_count,
+        "keep_lane_loop": dtype == "float32" and k >= FLOAT_LANE_LOOP_FROM,
         "max_tree": lane_tree(lane_count, f"larger_{suffix}({{a}}, {{b}})"),
         "sum_tree": lane_tree(lane_count, "({a} + {b})"),
         # the kernels computing rows whole; when there are any, the others get their block's
