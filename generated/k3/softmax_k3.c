@@ -214,8 +214,9 @@ static inline float row_exp_f32(const float *restrict zr, float *restrict er,
     for (size_t i = 0; i < K; ++i) {
         d[i] = -m + zr[i];
     }
-    /* 1 if the last entry is a maximum, else replaced below by the exp computed in a
-     * maximum's place; with no maximum (m infinite or NaN) it stays d, in a row of NaN */
+    /* 1 if the last entry is a maximum; otherwise replaced below by its exp, computed in a
+     * maximum's place. If no entry equals m (m infinite or NaN), the row's sum is NaN
+     * anyway and this stays d[K - 1]. */
     e_last = d[K - 1] == 0.0F ? 1.0F : d[K - 1];
 #pragma GCC unroll 3
     for (size_t i = 0; i + 1 < K; ++i) {
@@ -565,8 +566,9 @@ static inline double row_exp_f64(const double *restrict zr, double *restrict er,
     for (size_t i = 0; i < K; ++i) {
         d[i] = -m + zr[i];
     }
-    /* 1 if the last entry is a maximum, else replaced below by the exp computed in a
-     * maximum's place; with no maximum (m infinite or NaN) it stays d, in a row of NaN */
+    /* 1 if the last entry is a maximum; otherwise replaced below by its exp, computed in a
+     * maximum's place. If no entry equals m (m infinite or NaN), the row's sum is NaN
+     * anyway and this stays d[K - 1]. */
     e_last = d[K - 1] == 0.0 ? 1.0 : d[K - 1];
 #pragma GCC unroll 3
     for (size_t i = 0; i + 1 < K; ++i) {

@@ -27,11 +27,12 @@ LANES_FROM = 2
 # K = 2 and 5-7 whole rows did not vectorise, and at 8-15 (vectorised along the row) clang
 # ran 2x slower (measured per kernel, benchmarks/RESULTS.md).
 WHOLE_ROWS = frozenset({3, 4})
+WHOLE_ROW_KERNELS = frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"})
+
 # clang vectorises the float exp-and-sum loop over the lanes only when told not to unroll it
 # (ACROSS_LANES): 2.2x faster from K = 128, 1.25x at 32, 1.08x slower at 16; double's loop,
 # two vectors wide, vectorises unrolled and ran 1.1x slower with it.
 FLOAT_LANE_LOOP_FROM = 32
-WHOLE_ROW_KERNELS = frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"})
 
 
 def block_rows(k: int) -> int:
