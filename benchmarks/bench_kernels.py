@@ -3,7 +3,11 @@
     python benchmarks/bench_kernels.py                       # K = 3, 10, 32, 128, 1000
     python benchmarks/bench_kernels.py --ks 3,10 --quick     # a smoke run
 
-One thread (PyTorch and XLA are told so; run on a quiet machine), batches of --elements values
+One core: the process is pinned to one CPU before the libraries start their thread pools (XLA
+otherwise ran its elementwise loops on both cores of this machine whatever its flags said, which
+halved JAX's times), PyTorch is told to use one thread, and the table's header reports the
+largest CPU time / wall time seen, which is above 1 only if something ran in parallel. Run on
+a quiet machine. Batches of --elements values
 per array (2^22: 32 MiB of float64, larger than the caches), medians of --repeats calls.
 The C is compiled by cc with --cflags (default: strict C99 at -O3 -march=native, 256-bit
 vectors), never with -ffast-math, and by clang too when installed (one more row). Rows: the
@@ -33,7 +37,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# one thread for the libraries that would use more; must be set before they are imported
+# one core for the libraries that would use more; must be set before they are imported, since
+# XLA and OpenMP size their thread pools by the CPUs the process may run on
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -68,14 +75,17 @@ void exp_f32(const float *x, float *y, size_t n)
 Timed = Callable[[], object]
 
 
-def median_seconds(function: Timed, repeats: int) -> float:
+def median_seconds(function: Timed, repeats: int) -> tuple[float, float, float]:
+    """The median wall time of a call, and the wall and CPU time (of all the process's threads)
+    the calls took in all."""
     function()  # warm up: first-touch page faults, JIT compilation
     times = []
+    cpu_started = time.process_time()
     for _ in range(repeats):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), sum(times), time.process_time() - cpu_started
 
 
 def load_emitted(k: int, folder: Path, cflags: tuple[str, ...]):
@@ -230,6 +240,9 @@ def main() -> None:
     bounds: dict[str, dict] = {}
     softmax: dict[str, dict] = {}
     gradient: dict[str, dict] = {}
+    # wall and CPU time per contender: CPU time above wall time means it ran in parallel
+    # (summed over all its calls: the CPU time of other threads is counted in clock ticks)
+    time_taken: dict[str, list[float]] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for k in ks:
@@ -243,8 +256,11 @@ def main() -> None:
                 groups = contenders(k, z, y, emitted, libraries)
                 for store, functions in zip((bounds, softmax, gradient), groups, strict=True):
                     for name, function in functions.items():
-                        seconds = median_seconds(function, args.repeats)
+                        seconds, wall, cpu = median_seconds(function, args.repeats)
                         store.setdefault(name, {})[(k, dtype)] = seconds * 1e9 / z.size
+                        totals = time_taken.setdefault(name, [0.0, 0.0])
+                        totals[0] += wall
+                        totals[1] += cpu
                 print(f"K={k} {dtype} done", file=sys.stderr, flush=True)
     compiler = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout
     print(f"# ns per element (median of {args.repeats}), {args.elements} values per array\n")
@@ -256,7 +272,13 @@ def main() -> None:
         print(f"- clang row: the same flags; {clang.splitlines()[0]}")
     versions = [f"numpy {numpy.__version__}", f"scipy {scipy.__version__}"]
     versions += [f"{name} {lib.__version__}" for name, lib in libraries.items()]
-    print(f"- libraries: {', '.join(versions)}; one thread")
+    print(f"- libraries: {', '.join(versions)}")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "all"
+    parallelism, busiest = max((cpu / wall, name) for name, (wall, cpu) in time_taken.items())
+    print(
+        f"- one core (CPUs the process may use: {cpus}); CPU time / wall time at most "
+        f"{parallelism:.2f} ({busiest})"
+    )
     print(f"- wall time of the run: {time.perf_counter() - started:.0f} s\n")
     print("## Bounds\n")
     print(table("ns/element", bounds, ks, dtypes) + "\n")
