@@ -44,16 +44,16 @@ def lanes(k: int, dtype: str) -> int:
     return LANES[dtype] if k >= LANES_FROM * LANES[dtype] else 0
 
 
-def lane_tree(lanes: int, combine: str) -> str:
-    """The lanes lane[0..lanes-1] combined by the fixed pairwise tree (lane j with lane j + w,
-    for w = lanes/2, ..., 1) as one C expression; combine formats a pair {a}, {b}. Written out,
+def lane_tree(count: int, combine: str) -> str:
+    """The lanes lane[0..count-1] combined by the fixed pairwise tree (lane j with lane j + w,
+    for w = count/2, ..., 1) as one C expression; combine formats a pair {a}, {b}. Written out,
     since a loop over the tree levels made gcc go through memory with a partial store each
     row (a store-forwarding stall: 25 % of float softmax at K = 32). Empty without lanes."""
-    if not lanes:
+    if not count:
         return ""
 
     def value(j: int, width: int) -> str:
-        if width == lanes:
+        if width == count:
             return f"lane[{j}]"
         return combine.format(a=value(j, 2 * width), b=value(j + width, 2 * width))
 
