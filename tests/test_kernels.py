@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy
 import pytest
 import scipy.special
 
 from symsoft import reference
+from symsoft.emit.kernels import c_name
 from tests.references import assert_softmax_within_budget, random_logits, rows, soft_labels
 
-# each way the C computes a row (symsoft/emit/c.py): whole rows (3, 4), a flat loop over a
-# block (1, 2, 7, 10), lane accumulators (16)
+# each way the C computes a row (symsoft/emit/c.py): whole rows in groups (3, 4, 7, 10; the
+# other kernels' exponentials row by row at 3, 4 and as a flat loop over a block at 7, 10), a
+# flat loop (1, 2), lane accumulators (16)
 KS = (1, 2, 3, 4, 7, 10, 16)
 BACKENDS = ("numpy", "numpy-only", "c")
 # relative error allowed against the 50-digit reference, per dtype
@@ -149,6 +153,44 @@ def test_c_and_numpy_agree_on_batches_of_any_shape(generated, k):
     ):
         assert got.shape == expected.shape
         numpy.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+
+
+# the C kernels that compute rows of K = 3-15 whole, in groups of 8 (double) or 16 (float) rows
+GROUPED = ("softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp")
+
+
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("k", (3, 4, 10))
+def test_a_row_gets_the_same_bits_in_a_group_or_in_the_padded_last_one(generated, dtype, k):
+    """A short last group is padded and computed like the others: every row's result must not
+    depend on where the batch ends, masked rows included, and nothing past it is written."""
+    g = generated(k, "zero")
+    rng = numpy.random.default_rng(k)
+    n = 37  # 4 groups of 8 doubles and a tail of 5; 2 groups of 16 floats and a tail of 5
+    z = random_logits(rng, n, k).astype(dtype)
+    z[[5, 20, n - 1]] = -numpy.inf  # fully masked rows (zero) in full groups and in the tail
+    v = rng.normal(size=(n, k)).astype(dtype)
+    for name in GROUPED:
+        args = (z,) if name == "softmax" else (z, v)
+        whole = getattr(g.c, name)(*args)
+        assert not numpy.any(numpy.isnan(whole)) and numpy.all(whole[n - 1] == 0)
+        for count in (1, 2, 7, 8, 9, 15, 16, 17, 33, 36):
+            part = getattr(g.c, name)(*(a[:count] for a in args))
+            numpy.testing.assert_array_equal(part, whole[:count], err_msg=f"{name}, {count} rows")
+
+    library = ctypes.CDLL(str(g.folder / f"libsoftmax_k{k}.so"))
+    pointer = numpy.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")
+    for name in GROUPED:
+        function = getattr(library, c_name(name, k, "f64" if dtype == numpy.float64 else "f32"))
+        inputs = (z,) if name == "softmax" else (z, v)
+        function.argtypes = [pointer] * (len(inputs) + 1) + [ctypes.c_size_t]
+        for count in (3, 16, 21):
+            out = numpy.full((n, k), 7.0, dtype)
+            function(*inputs, out, count)
+            numpy.testing.assert_array_equal(
+                out[:count], getattr(g.c, name)(*(a[:count] for a in inputs))
+            )
+            assert numpy.all(out[count:] == 7.0), f"{name} wrote past row {count}"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

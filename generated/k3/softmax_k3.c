@@ -18,13 +18,23 @@
 #else
 #define ALONG_ROW
 #endif
-/* Before the exp-and-sum loop across the lane accumulators (float, K >= 32): clang otherwise
- * unrolls it, and then cannot vectorise the loop around it without reordering the lanes' sums
- * (float softmax 2x slower than gcc's); kept a loop, it vectorises across the lanes. */
+/* Before a loop that clang must keep a loop: clang otherwise unrolls it, and then cannot
+ * vectorise the code around it. The exp-and-sum loop across the lane accumulators (float,
+ * K >= 32): unrolled, the loop around it does not vectorise without reordering the lanes'
+ * sums (float softmax 2x slower than gcc's). The transposes of a group of short rows:
+ * unrolled, their values are forwarded into the group's loop, which then does not vectorise
+ * (softmax 2.4x slower at K = 3 in double). */
 #if defined(__clang__)
-#define ACROSS_LANES _Pragma("clang loop unroll(disable)")
+#define CLANG_KEEP_LOOP _Pragma("clang loop unroll(disable)")
 #else
-#define ACROSS_LANES
+#define CLANG_KEEP_LOOP
+#endif
+/* Before a function the compiler must inline: clang does not inline the row's exp at K >= 7
+ * by itself, and the loop over a group's rows then does not vectorise (2x slower). */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE
 #endif
 
 /*
@@ -197,13 +207,55 @@ static float row_sum_f32(const float *restrict xr)
     return total;
 }
 
+/* Short rows are computed in groups of GROUP_F32 rows, turned into columns first (column i =
+ * entry i of each row) so that the loop over a group's rows vectorises with plain vector loads
+ * and stores; read straight from the rows, gcc vectorised it with lane-crossing shuffles and
+ * scalar stores (softmax 1.2x slower at K = 3 in double, 1.45x in float). */
+#define GROUP_F32 16
+
+/* The group at x, of rows <= GROUP_F32 rows: x itself when whole, else its rows copied into
+ * tail and padded with zeros, so that a short last group is computed like the others (with
+ * fixed trip counts, which let the columns below stay in registers). */
+static inline const float *group_rows_f32(const float *x, size_t rows, float *tail)
+{
+    if (rows == GROUP_F32) {
+        return x;
+    }
+    for (size_t q = 0; q < K * GROUP_F32; ++q) {
+        tail[q] = q < rows * K ? x[q] : 0.0F;
+    }
+    return tail;
+}
+
+/* A group's rows as columns: col[i * GROUP_F32 + r] = x[r * K + i]. */
+static inline void to_columns_f32(const float *restrict x, float *restrict col)
+{
+    CLANG_KEEP_LOOP
+    for (size_t r = 0; r < GROUP_F32; ++r) {
+        for (size_t i = 0; i < K; ++i) {
+            col[i * GROUP_F32 + r] = x[r * K + i];
+        }
+    }
+}
+
+/* The inverse: columns back into a group's rows. */
+static inline void to_rows_f32(const float *restrict col, float *restrict x)
+{
+    CLANG_KEEP_LOOP
+    for (size_t r = 0; r < GROUP_F32; ++r) {
+        for (size_t i = 0; i < K; ++i) {
+            x[r * K + i] = col[i * GROUP_F32 + r];
+        }
+    }
+}
+
 /* One row: m = its maximum, er = exp(z_i - m); returns the sum of er.  A whole row in one
- * straight-line body (K = 3 or 4), so that a loop over rows vectorises across the rows.
+ * straight-line body, so that a loop over rows vectorises across the rows.
  * exp(z_i - m) is exp(0) = 1 exactly where z_i = m, so the exp runs for K - 1 entries only:
  * the last entry's difference is taken in place of a maximum's (softmax 1.2x faster at
  * K = 3).  Every choice is a comparison and a select: arithmetic under a condition (even
  * 0 + x) would be moved into a branch by gcc, and a branch stops vectorisation. */
-static inline float row_exp_f32(const float *restrict zr, float *restrict er,
+ALWAYS_INLINE static inline float row_exp_f32(const float *restrict zr, float *restrict er,
                                 float *restrict m_out)
 {
     const float m = row_max_f32(zr);
@@ -263,20 +315,34 @@ static float sum3_f32(float a, float b, float c)
 
 void softmax_k3_f32(const float *z, float *s, size_t n)
 {
-    float mb[ROWS];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const float *zb = z + r0 * K;
-        float *sb = s + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            float er[K];  /* the whole row in registers */
-            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+    float mb[GROUP_F32], zc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], s_tail[K * GROUP_F32];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *sb = rows == GROUP_F32 ? s + r0 * K : s_tail;
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S = row_exp_f32(zr, er, &mb[r]);
             const float inv_S = 1.0F/S;
-            float *sr = sb + r * K;
+            float sr[K];
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
                 sr[i] = e_i*inv_S;
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = sr[i];
+            }
+        }
+        to_rows_f32(oc, sb);
+        if (rows < GROUP_F32) {
+            memcpy(s + r0 * K, s_tail, rows * K * sizeof *s_tail);
         }
     }
 }
@@ -356,23 +422,42 @@ void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n)
 
 void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size_t n)
 {
-    float mb[ROWS];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const float *zb = z + r0 * K;
-        float *gb = grad + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            float er[K];  /* the whole row in registers */
-            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+    float mb[GROUP_F32], zc[K * GROUP_F32], yc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], y_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *gb = rows == GROUP_F32 ? grad + r0 * K : grad_tail;
+        to_columns_f32(group_rows_f32(y + r0 * K, rows, y_tail), yc);
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S = row_exp_f32(zr, er, &mb[r]);
             const float inv_S = 1.0F/S;
-            const float *yr = y + (r0 + r) * K;
-            float *gr = gb + r * K;
+            float yr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                yr[i] = yc[i * GROUP_F32 + r];
+            }
+            float gr[K];
             const float sum_y = row_sum_f32(yr);
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
                 const float s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = gr[i];
+            }
+        }
+        to_rows_f32(oc, gb);
+        if (rows < GROUP_F32) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
     }
 }
@@ -471,18 +556,29 @@ void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss,
 
 void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
 {
-    float mb[ROWS];
+    float mb[GROUP_F32], zc[K * GROUP_F32], vc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], v_tail[K * GROUP_F32], out_tail[K * GROUP_F32];
     float tr[K];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const float *zb = z + r0 * K;
-        float *ob = out + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            float er[K];  /* the whole row in registers */
-            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *ob = rows == GROUP_F32 ? out + r0 * K : out_tail;
+        to_columns_f32(group_rows_f32(v + r0 * K, rows, v_tail), vc);
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S = row_exp_f32(zr, er, &mb[r]);
             const float inv_S = 1.0F/S;
-            const float *vr = v + (r0 + r) * K;
-            float *outr = ob + r * K;
+            float vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = vc[i * GROUP_F32 + r];
+            }
+            float outr[K];
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
                 const float s_i = e_i*inv_S;
@@ -494,24 +590,43 @@ void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
                 const float s_i = outr[i];
                 outr[i] = s_i*(-sv + vr[i]);
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = outr[i];
+            }
+        }
+        to_rows_f32(oc, ob);
+        if (rows < GROUP_F32) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
         }
     }
 }
 
 void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
 {
-    float mb[ROWS];
+    float mb[GROUP_F32], zc[K * GROUP_F32], vc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], v_tail[K * GROUP_F32], out_tail[K * GROUP_F32];
     float tr[K];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const float *zb = z + r0 * K;
-        float *ob = out + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            float er[K];  /* the whole row in registers */
-            const float S = row_exp_f32(zb + r * K, er, &mb[r]);
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *ob = rows == GROUP_F32 ? out + r0 * K : out_tail;
+        to_columns_f32(group_rows_f32(v + r0 * K, rows, v_tail), vc);
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S = row_exp_f32(zr, er, &mb[r]);
             const float inv_S = 1.0F/S;
-            const float *vr = v + (r0 + r) * K;
-            float *outr = ob + r * K;
+            float vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = vc[i * GROUP_F32 + r];
+            }
+            float outr[K];
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
                 const float s_i = e_i*inv_S;
@@ -523,6 +638,14 @@ void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
                 const float s_i = outr[i];
                 outr[i] = s_i*(-sv + vr[i]);
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = outr[i];
+            }
+        }
+        to_rows_f32(oc, ob);
+        if (rows < GROUP_F32) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
         }
     }
 }
@@ -549,13 +672,55 @@ static double row_sum_f64(const double *restrict xr)
     return total;
 }
 
+/* Short rows are computed in groups of GROUP_F64 rows, turned into columns first (column i =
+ * entry i of each row) so that the loop over a group's rows vectorises with plain vector loads
+ * and stores; read straight from the rows, gcc vectorised it with lane-crossing shuffles and
+ * scalar stores (softmax 1.2x slower at K = 3 in double, 1.45x in float). */
+#define GROUP_F64 8
+
+/* The group at x, of rows <= GROUP_F64 rows: x itself when whole, else its rows copied into
+ * tail and padded with zeros, so that a short last group is computed like the others (with
+ * fixed trip counts, which let the columns below stay in registers). */
+static inline const double *group_rows_f64(const double *x, size_t rows, double *tail)
+{
+    if (rows == GROUP_F64) {
+        return x;
+    }
+    for (size_t q = 0; q < K * GROUP_F64; ++q) {
+        tail[q] = q < rows * K ? x[q] : 0.0;
+    }
+    return tail;
+}
+
+/* A group's rows as columns: col[i * GROUP_F64 + r] = x[r * K + i]. */
+static inline void to_columns_f64(const double *restrict x, double *restrict col)
+{
+    CLANG_KEEP_LOOP
+    for (size_t r = 0; r < GROUP_F64; ++r) {
+        for (size_t i = 0; i < K; ++i) {
+            col[i * GROUP_F64 + r] = x[r * K + i];
+        }
+    }
+}
+
+/* The inverse: columns back into a group's rows. */
+static inline void to_rows_f64(const double *restrict col, double *restrict x)
+{
+    CLANG_KEEP_LOOP
+    for (size_t r = 0; r < GROUP_F64; ++r) {
+        for (size_t i = 0; i < K; ++i) {
+            x[r * K + i] = col[i * GROUP_F64 + r];
+        }
+    }
+}
+
 /* One row: m = its maximum, er = exp(z_i - m); returns the sum of er.  A whole row in one
- * straight-line body (K = 3 or 4), so that a loop over rows vectorises across the rows.
+ * straight-line body, so that a loop over rows vectorises across the rows.
  * exp(z_i - m) is exp(0) = 1 exactly where z_i = m, so the exp runs for K - 1 entries only:
  * the last entry's difference is taken in place of a maximum's (softmax 1.2x faster at
  * K = 3).  Every choice is a comparison and a select: arithmetic under a condition (even
  * 0 + x) would be moved into a branch by gcc, and a branch stops vectorisation. */
-static inline double row_exp_f64(const double *restrict zr, double *restrict er,
+ALWAYS_INLINE static inline double row_exp_f64(const double *restrict zr, double *restrict er,
                                 double *restrict m_out)
 {
     const double m = row_max_f64(zr);
@@ -615,20 +780,34 @@ static double sum3_f64(double a, double b, double c)
 
 void softmax_k3_f64(const double *z, double *s, size_t n)
 {
-    double mb[ROWS];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const double *zb = z + r0 * K;
-        double *sb = s + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            double er[K];  /* the whole row in registers */
-            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+    double mb[GROUP_F64], zc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], s_tail[K * GROUP_F64];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *sb = rows == GROUP_F64 ? s + r0 * K : s_tail;
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S = row_exp_f64(zr, er, &mb[r]);
             const double inv_S = 1.0/S;
-            double *sr = sb + r * K;
+            double sr[K];
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
                 sr[i] = e_i*inv_S;
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = sr[i];
+            }
+        }
+        to_rows_f64(oc, sb);
+        if (rows < GROUP_F64) {
+            memcpy(s + r0 * K, s_tail, rows * K * sizeof *s_tail);
         }
     }
 }
@@ -708,23 +887,42 @@ void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t
 
 void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, size_t n)
 {
-    double mb[ROWS];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const double *zb = z + r0 * K;
-        double *gb = grad + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            double er[K];  /* the whole row in registers */
-            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+    double mb[GROUP_F64], zc[K * GROUP_F64], yc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], y_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *gb = rows == GROUP_F64 ? grad + r0 * K : grad_tail;
+        to_columns_f64(group_rows_f64(y + r0 * K, rows, y_tail), yc);
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S = row_exp_f64(zr, er, &mb[r]);
             const double inv_S = 1.0/S;
-            const double *yr = y + (r0 + r) * K;
-            double *gr = gb + r * K;
+            double yr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                yr[i] = yc[i * GROUP_F64 + r];
+            }
+            double gr[K];
             const double sum_y = row_sum_f64(yr);
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
                 const double s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = gr[i];
+            }
+        }
+        to_rows_f64(oc, gb);
+        if (rows < GROUP_F64) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
     }
 }
@@ -823,18 +1021,29 @@ void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *lo
 
 void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
 {
-    double mb[ROWS];
+    double mb[GROUP_F64], zc[K * GROUP_F64], vc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], v_tail[K * GROUP_F64], out_tail[K * GROUP_F64];
     double tr[K];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const double *zb = z + r0 * K;
-        double *ob = out + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            double er[K];  /* the whole row in registers */
-            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *ob = rows == GROUP_F64 ? out + r0 * K : out_tail;
+        to_columns_f64(group_rows_f64(v + r0 * K, rows, v_tail), vc);
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S = row_exp_f64(zr, er, &mb[r]);
             const double inv_S = 1.0/S;
-            const double *vr = v + (r0 + r) * K;
-            double *outr = ob + r * K;
+            double vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = vc[i * GROUP_F64 + r];
+            }
+            double outr[K];
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
                 const double s_i = e_i*inv_S;
@@ -846,24 +1055,43 @@ void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
                 const double s_i = outr[i];
                 outr[i] = s_i*(-sv + vr[i]);
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = outr[i];
+            }
+        }
+        to_rows_f64(oc, ob);
+        if (rows < GROUP_F64) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
         }
     }
 }
 
 void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
 {
-    double mb[ROWS];
+    double mb[GROUP_F64], zc[K * GROUP_F64], vc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], v_tail[K * GROUP_F64], out_tail[K * GROUP_F64];
     double tr[K];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const double *zb = z + r0 * K;
-        double *ob = out + r0 * K;
-        for (size_t r = 0; r < rows; ++r) {
-            double er[K];  /* the whole row in registers */
-            const double S = row_exp_f64(zb + r * K, er, &mb[r]);
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *ob = rows == GROUP_F64 ? out + r0 * K : out_tail;
+        to_columns_f64(group_rows_f64(v + r0 * K, rows, v_tail), vc);
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S = row_exp_f64(zr, er, &mb[r]);
             const double inv_S = 1.0/S;
-            const double *vr = v + (r0 + r) * K;
-            double *outr = ob + r * K;
+            double vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = vc[i * GROUP_F64 + r];
+            }
+            double outr[K];
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
                 const double s_i = e_i*inv_S;
@@ -875,6 +1103,14 @@ void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
                 const double s_i = outr[i];
                 outr[i] = s_i*(-sv + vr[i]);
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = outr[i];
+            }
+        }
+        to_rows_f64(oc, ob);
+        if (rows < GROUP_F64) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
         }
     }
 }

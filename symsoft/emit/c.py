@@ -19,18 +19,21 @@ LANES = {"float32": 8, "float64": 8}
 LANES_FROM = 2
 
 
-# At K = 3 and 4 a row is computed whole, one straight-line body (maximum, exponentials, sum,
-# result) with the row in registers, and gcc and clang vectorise the loop over rows across
-# rows (interleaved loads). That holds for the kernels below; a row that calls libm's log,
-# branches on a label or writes K x K values stops it, so the other kernels only get their
-# block's exponentials that way. Other K keep a flat loop over the block's exponentials: at
-# K = 2 and 5-7 whole rows did not vectorise, and at 8-15 (vectorised along the row) clang
-# ran 2x slower (measured per kernel, benchmarks/RESULTS.md).
-WHOLE_ROWS = frozenset({3, 4})
+# Below LANES_FROM * 8 = 16 (from K = 3) the kernels below compute a row whole, one
+# straight-line body (maximum, exponentials, sum, result) with the row in registers, over
+# groups of rows turned into columns, so that the loop over a group's rows vectorises across
+# rows (see the template). The other kernels (a row that calls libm's log, branches on a label
+# or writes K x K values does not vectorise that way) get their block's exponentials row by
+# row at K = 3, 4 (loads interleaved across rows) and as one flat loop at other K (row by
+# row, at K = 5-15, they were 2x slower). At K = 2 whole rows ran 1.6-2x slower.
+WHOLE_ROWS = range(3, 16)
+BLOCK_BY_ROWS = frozenset({3, 4})
 WHOLE_ROW_KERNELS = frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"})
+# Rows per group of whole rows (turned into columns, see the template).
+GROUP = {"float32": 16, "float64": 8}
 
 # clang vectorises the float exp-and-sum loop over the lanes only when told not to unroll it
-# (ACROSS_LANES): 2.2x faster from K = 128, 1.25x at 32, 1.08x slower at 16; double's loop,
+# (CLANG_KEEP_LOOP): 2.2x faster from K = 128, 1.25x at 32, 1.08x slower at 16; double's loop,
 # two vectors wide, vectorises unrolled and ran 1.1x slower with it.
 FLOAT_LANE_LOOP_FROM = 32
 
@@ -122,6 +125,9 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         # the kernels computing rows whole; when there are any, the others get their block's
         # exponentials row by row too
         "whole_rows": WHOLE_ROW_KERNELS if k in WHOLE_ROWS else frozenset(),
+        "block_by_rows": k in BLOCK_BY_ROWS,
+        "group": f"GROUP_{suffix.upper()}",
+        "group_rows": GROUP[dtype],
         # NAN and INFINITY are float constants: cast so double code does not promote
         "nan": "NAN" if ctype == "float" else "(double)NAN",
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
