@@ -8,11 +8,13 @@
 #define K 3
 /* Kernels work on blocks of ROWS rows (about 512 values): the exponentials of a block
  * run as one flat loop, which the compiler vectorises across rows when K is small and along
- * the row when K is large, and a block's buffers stay in the L1 cache. */
+ * the row when K is large, and a block's buffers stay in the L1 cache. (Short rows in the
+ * kernels that compute them whole go by smaller groups, below.) */
 #define ROWS 170
 /* Before a loop along one row: keep it a loop, vectorised along the row. gcc otherwise unrolls
- * it and vectorises the loop over rows around it with permutes (softmax 1.35x slower at K = 8
- * and 16); clang does better left alone (2x slower at K = 10 with the pragma). */
+ * it and vectorises the loop over rows around it with permutes (softmax 1.35x slower at K = 16,
+ * and at K = 8 before such rows were computed whole); clang does better left alone (2x slower
+ * at K = 10 with the pragma). */
 #if defined(__GNUC__) && !defined(__clang__)
 #define ALONG_ROW _Pragma("GCC unroll 1")
 #else
