@@ -123,8 +123,8 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "keep_lane_loop": dtype == "float32" and k >= FLOAT_LANE_LOOP_FROM,
         "max_tree": lane_tree(lane_count, f"larger_{suffix}({{a}}, {{b}})"),
         "sum_tree": lane_tree(lane_count, "({a} + {b})"),
-        # the kernels computing rows whole; when there are any, the others get their block's
-        # exponentials row by row too
+        # the kernels computing rows whole, and whether the others get their block's
+        # exponentials row by row (else as the flat loop)
         "whole_rows": WHOLE_ROW_KERNELS if k in WHOLE_ROWS else frozenset(),
         "block_by_rows": k in BLOCK_BY_ROWS,
         "group": f"GROUP_{suffix.upper()}",
