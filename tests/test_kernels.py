@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import subprocess
 
 import numpy
 import pytest
 import scipy.special
 
 from symsoft import reference
+from symsoft.build import STRICT_FLAGS, compile_shared, load_library
+from symsoft.ckernels import CKernels
 from symsoft.emit.kernels import c_name
+from tests.conftest import require_tool
 from tests.references import assert_softmax_within_budget, random_logits, rows, soft_labels
 
 # each way the C computes a row (symsoft/emit/c.py): whole rows in groups (3, 4, 7, 10; the
@@ -191,6 +195,38 @@ def test_a_row_gets_the_same_bits_in_a_group_or_in_the_padded_last_one(generated
                 out[:count], getattr(g.c, name)(*(a[:count] for a in inputs))
             )
             assert numpy.all(out[count:] == 7.0), f"{name} wrote past row {count}"
+
+
+@pytest.mark.parametrize("k", (4, 7, 10))
+def test_shuffle_transposes_give_the_bits_of_the_plain_loops(generated, k):
+    """Groups are turned into columns by vector shuffles where the compiler has them (tiles
+    that overlap at K = 7 and 10) or by plain loops: the same values moved, the same bits."""
+    g = generated(k)
+    source = g.folder / f"softmax_k{k}.c"
+    macros = subprocess.run(
+        [require_tool("cc"), *STRICT_FLAGS, "-E", "-dM", str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "#define SHUFFLE_TRANSPOSES" in macros, "this compiler should take the shuffle path"
+    plain_library = compile_shared(
+        source,
+        g.folder / f"libplain_k{k}.so",
+        compiler=require_tool("cc"),
+        extra=("-DSYMSOFT_PLAIN_TRANSPOSES",),
+    )
+    plain = CKernels(load_library(plain_library), k)
+    rng = numpy.random.default_rng(70 + k)
+    for dtype in (numpy.float64, numpy.float32):
+        z = random_logits(rng, 37, k).astype(dtype)
+        z[3, 1], z[9, k - 1], z[30] = numpy.inf, numpy.nan, -numpy.inf
+        v = rng.normal(size=(37, k)).astype(dtype)
+        for name in GROUPED:
+            args = (z,) if name == "softmax" else (z, v)
+            numpy.testing.assert_array_equal(
+                getattr(g.c, name)(*args), getattr(plain, name)(*args), err_msg=f"{name}, {dtype}"
+            )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
