@@ -35,8 +35,8 @@ GROUP = {"float32": 16, "float64": 8}
 # Values per 16-byte vector: the tiles in which a group is turned into columns with shuffles
 # (see the template), at these K only. Measured against plain loops (gcc 12 and clang 14):
 # float 5-35 % faster at K = 4-15; double 6-15 % faster at K = 6-9, within noise at K = 4, 5,
-# and with gcc up to 8 % slower at even K from 10, so double keeps the loops there. K = 3 has
-# no whole tile in a row and its columns stay in registers.
+# and with gcc up to 8 % slower at even K from 10, so double keeps the loops there. K = 3 keeps
+# them too: its columns stay in registers (and a row holds no whole tile of floats).
 TILE = {"float32": 4, "float64": 2}
 SHUFFLE_TRANSPOSES = {"float32": range(4, 16), "float64": range(4, 10)}
 
