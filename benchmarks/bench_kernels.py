@@ -60,14 +60,14 @@ EXP_SHIM = """\
 void exp_f64(const double *x, double *y, size_t n)
 {{
     for (size_t i = 0; i < n; ++i) {{
-        y[i] = symsoft_exp_f64(x[i]);
+        y[i] = symsoft_exp_scaled_f64(x[i]) * 0x1p-64;
     }}
 }}
 
 void exp_f32(const float *x, float *y, size_t n)
 {{
     for (size_t i = 0; i < n; ++i) {{
-        y[i] = symsoft_exp_f32(x[i]);
+        y[i] = symsoft_exp_scaled_f32(x[i]) * 0x1p-32F;
     }}
 }}
 """

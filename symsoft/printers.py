@@ -17,12 +17,15 @@ Names = Mapping[sympy.Symbol, sympy.Basic]
 
 
 class CKernelPrinter(C99CodePrinter):
-    """C99 for one dtype: expf/logf and F literals for float; refuses unsupported nodes."""
+    """C99 for one dtype: logf and F literals for float; refuses unsupported nodes. exp(x) only
+    with scaled_exp, as the C template's scaled exp: exp(x) times a power of 2, for values
+    whose scale cancels (see exp.c.jinja)."""
 
-    def __init__(self, dtype: str) -> None:
+    def __init__(self, dtype: str, scaled_exp: bool = False) -> None:
         alias = {"float32": float32, "float64": float64}[dtype]
         super().__init__({"type_aliases": {real: alias}, "strict": True})
         self.suffix = C_SUFFIXES[dtype]
+        self.scaled_exp = scaled_exp
 
     def _print_CompensatedSum(self, expr: sympy.Function) -> str:
         # sum3_<suffix> is defined by the C template
@@ -31,7 +34,9 @@ class CKernelPrinter(C99CodePrinter):
     def _print_exp(self, expr: sympy.exp) -> str:
         # the template's own branch-free exp, which vectorises without -ffast-math (libm's
         # exp is called one element at a time); log stays libm's: it runs once per row
-        return f"symsoft_exp_{self.suffix}({self._print(expr.args[0])})"
+        if not self.scaled_exp:
+            raise ValueError("the C kernels have only the scaled exp: print with scaled_exp")
+        return f"symsoft_exp_scaled_{self.suffix}({self._print(expr.args[0])})"
 
     def _print_KroneckerDelta(self, expr: sympy.KroneckerDelta) -> str:
         i, j = (self._print(a) for a in expr.args)
@@ -74,8 +79,8 @@ class NumPyKernelPrinter(NumPyPrinter):
         )
 
 
-def c_code(expr: sympy.Basic, dtype: str, names: Names) -> str:
-    return CKernelPrinter(dtype).doprint(expr.xreplace(dict(names)))
+def c_code(expr: sympy.Basic, dtype: str, names: Names, scaled_exp: bool = False) -> str:
+    return CKernelPrinter(dtype, scaled_exp).doprint(expr.xreplace(dict(names)))
 
 
 def numpy_code(expr: sympy.Basic, names: Names, namespace: str = "numpy") -> str:

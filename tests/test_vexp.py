@@ -1,6 +1,8 @@
 """The C kernels' own exp (templates/exp.c.jinja), taken from the emitted source and measured
 against mpmath over its domain (x <= 0: the kernels ask for exp(z_i - max z)): at most 0.75 ulp
-(normal results) and 0.8 subnormal ulp, exact special values.
+(normal results) and 0.8 subnormal ulp, exact special values; and the scaled exp the kernels
+call, exp(x) * 2^64 (2^32 for float), a normal number within 0.75 ulp down to the underflow
+threshold and +0 below it.
 
 The shim includes the emitted .c file, so what is measured is the emitted function, compiled
 with the strict flags at -O3 (its loop vectorised), at -O0 (scalar) and at -O3 -march=native,
@@ -17,8 +19,10 @@ import subprocess
 import mpmath
 import numpy
 import pytest
+import sympy
 
 from symsoft.build import STRICT_FLAGS, compile_shared, load_library
+from symsoft.printers import c_code
 from tests.conftest import require_tool
 
 SHIM = """\
@@ -27,17 +31,32 @@ SHIM = """\
 void exp_f64(const double *x, double *y, size_t n)
 {
     for (size_t i = 0; i < n; ++i) {
-        y[i] = symsoft_exp_f64(x[i]);
+        y[i] = symsoft_exp_scaled_f64(x[i]) * 0x1p-64;
     }
 }
 
 void exp_f32(const float *x, float *y, size_t n)
 {
     for (size_t i = 0; i < n; ++i) {
-        y[i] = symsoft_exp_f32(x[i]);
+        y[i] = symsoft_exp_scaled_f32(x[i]) * 0x1p-32F;
+    }
+}
+
+void exp_scaled_f64(const double *x, double *y, size_t n)
+{
+    for (size_t i = 0; i < n; ++i) {
+        y[i] = symsoft_exp_scaled_f64(x[i]);
+    }
+}
+
+void exp_scaled_f32(const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; ++i) {
+        y[i] = symsoft_exp_scaled_f32(x[i]);
     }
 }
 """
+SCALE = {numpy.float64: 64, numpy.float32: 32}  # the scaled exp's power of 2
 BOUND_ULPS = 0.75  # measured 0.731 (double) and 0.723 (float, every input) in scratch research
 BOUND_SUBNORMAL_ULPS = 0.8
 
@@ -47,9 +66,9 @@ BOUND_SUBNORMAL_ULPS = 0.8
 BUILDS = ["-O3", "-O0", "-O3 -march=native", "-O3 -march=native -DSYMSOFT_CLAMP_FIRST"]
 
 
-def build_exp(folder, build, flags: str):
-    """The emitted exp functions, compiled with the strict flags and `flags`, as callables
-    from an array to an array, keyed by dtype."""
+def build_exp(folder, build, flags: str, name: str = "exp"):
+    """The emitted exp functions (name "exp", or "exp_scaled"), compiled with the strict flags
+    and `flags`, as callables from an array to an array, keyed by dtype."""
     shim = build / "shim.c"
     shim.write_text(SHIM)
     library = load_library(
@@ -62,11 +81,11 @@ def build_exp(folder, build, flags: str):
         )
     )
     functions = {}
-    for dtype, name, ctype in [
-        (numpy.float64, "exp_f64", ctypes.c_double),
-        (numpy.float32, "exp_f32", ctypes.c_float),
+    for dtype, suffix, ctype in [
+        (numpy.float64, "f64", ctypes.c_double),
+        (numpy.float32, "f32", ctypes.c_float),
     ]:
-        function = getattr(library, name)
+        function = getattr(library, f"{name}_{suffix}")
         function.argtypes = [ctypes.POINTER(ctype), ctypes.POINTER(ctype), ctypes.c_size_t]
 
         def call(x, function=function, ctype=ctype, dtype=dtype):
@@ -88,6 +107,12 @@ def exp_c(request, generated, tmp_path_factory):
     return build_exp(generated(1).folder, tmp_path_factory.mktemp("vexp"), request.param)
 
 
+@pytest.fixture(scope="module", params=BUILDS)
+def exp_scaled_c(request, generated, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vexp_scaled")
+    return build_exp(generated(1).folder, folder, request.param, "exp_scaled")
+
+
 def sample(dtype) -> numpy.ndarray:
     """Uniform over the whole domain, near 0 and the underflow threshold, near the reduction
     boundaries (k + 1/2) ln 2, tiny arguments, and integers and eighths; all <= 0."""
@@ -107,15 +132,15 @@ def sample(dtype) -> numpy.ndarray:
     return numpy.concatenate(parts).astype(dtype)
 
 
-def ulps(x: numpy.ndarray, got: numpy.ndarray, dtype) -> numpy.ndarray:
-    """|got - exp(x)| in units of the last place of exp(x) (subnormal ulps below the normal
-    range), exp(x) from mpmath at 40 digits."""
+def ulps(x: numpy.ndarray, got: numpy.ndarray, dtype, scale: int = 0) -> numpy.ndarray:
+    """|got - exp(x) 2^scale| in units of the last place of exp(x) 2^scale (subnormal ulps
+    below the normal range), exp(x) from mpmath at 40 digits."""
     finfo = numpy.finfo(dtype)
     smallest = float(finfo.smallest_subnormal)
     out = numpy.empty(x.size)
     with mpmath.workdps(40):
         for n, (xv, gv) in enumerate(zip(x.tolist(), got.tolist(), strict=True)):
-            exact = mpmath.exp(mpmath.mpf(xv))
+            exact = mpmath.exp(mpmath.mpf(xv)) * mpmath.mpf(2) ** scale
             if exact < finfo.tiny:
                 unit = mpmath.mpf(smallest)
             else:
@@ -138,6 +163,22 @@ def test_error_bound(exp_c, dtype):
 
 
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+def test_scaled_exp_is_normal_down_to_the_threshold_then_zero(exp_scaled_c, dtype):
+    """What the kernels sum and divide: exp(x) 2^E within the bound as a normal number where
+    exp(x) itself is subnormal too (the division by the scaled sum rounds such results once),
+    and +0 exactly below -746 / -104 and at -inf (the clamp's arm gives +0 as well)."""
+    x = sample(dtype)
+    got = exp_scaled_c[dtype](x)
+    assert numpy.all(got >= numpy.finfo(dtype).tiny)
+    assert ulps(x, got, dtype, SCALE[dtype]).max() <= BOUND_ULPS
+    low = -746.0 if dtype == numpy.float64 else -104.0
+    below = numpy.concatenate([low - numpy.geomspace(1e-3, 1e30, 300), [-numpy.inf]])
+    zero = exp_scaled_c[dtype](below.astype(dtype))
+    assert numpy.all(zero == 0) and not numpy.any(numpy.signbit(zero))
+    assert numpy.isnan(exp_scaled_c[dtype](numpy.array([numpy.nan], dtype))[0])
+
+
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
 def test_special_values(exp_c, dtype):
     inf, nan = numpy.inf, numpy.nan
     huge = numpy.finfo(dtype).max
@@ -154,7 +195,7 @@ def test_special_values(exp_c, dtype):
 def test_kernels_print_our_exp_and_libm_log(generated):
     source = (generated(3).folder / "softmax_k3.c").read_text()
     code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)  # comments may say exp(x)
-    assert "symsoft_exp_f64(d_i)" in code and "symsoft_exp_f32(d_i)" in code
+    assert "symsoft_exp_scaled_f64(d_i)" in code and "symsoft_exp_scaled_f32(d_i)" in code
     assert not re.search(r"\bexpf?\(", code)
     assert "log(S)" in source and "logf(S)" in source
 
@@ -172,7 +213,8 @@ def test_clamping_first_and_masking_at_the_end_give_the_same_bits(generated, tmp
         text=True,
         check=True,
     ).stdout
-    assert "keep" in preprocessed.split("symsoft_exp_f64")[1].split("symsoft_exp_f32")[0], (
+    double_exp = preprocessed.split("symsoft_exp_scaled_f64")[1].split("symsoft_exp_scaled_f32")[0]
+    assert "keep" in double_exp, (
         "this test needs a compiler and target that take the mask path for double "
         "(gcc; on x86 SSE4.2 or later)"
     )
@@ -186,3 +228,11 @@ def test_clamping_first_and_masking_at_the_end_give_the_same_bits(generated, tmp
     numpy.testing.assert_array_equal(
         masked[numpy.float64](x).view("u8"), clamped[numpy.float64](x).view("u8")
     )
+
+
+def test_the_c_printer_gives_exp_only_scaled():
+    """Where the scale would not cancel, an exp in a C expression is refused, not printed."""
+    x = sympy.Symbol("x")
+    assert c_code(sympy.exp(x), "float32", {}, scaled_exp=True) == "symsoft_exp_scaled_f32(x)"
+    with pytest.raises(ValueError, match="scaled exp"):
+        c_code(sympy.exp(x), "float64", {})

@@ -50,6 +50,10 @@ SHUFFLE_TRANSPOSES = {"float32": range(4, 16), "float64": range(4, 10)}
 # two vectors wide, vectorises unrolled and ran 1.1x slower with it.
 FLOAT_LANE_LOOP_FROM = 32
 
+# The kernels' exponentials and their sums are exp(z_i - m) * 2^EXP_SCALE (the scaled exp of
+# templates/exp.c.jinja, which builds the same power of 2 into its bits).
+EXP_SCALE = {"float32": 32, "float64": 64}
+
 
 def _tile(k: int, dtype: str) -> dict[str, object]:
     """The tile width for shuffle transposes (0 for plain loops), its rounds of interleaving
@@ -123,18 +127,21 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     lane_z = sympy.IndexedBase("zr", shape=(k,))[i + j]
     suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
     lane_count = lanes(k, dtype)
+    float_suffix = "F" if ctype == "float" else ""
     return {
         "dtype": dtype,
         "ctype": ctype,
         "suffix": suffix,
         "zero": c_code(sympy.Float(0), dtype, {}),
-        "one": c_code(sympy.Float(1), dtype, {}),
         "shifted": c_code(f.shifted, dtype, names),
         # the same, for lane j of the chunk at i (see the lane loops in the template)
         "shifted_lane": c_code(f.shifted, dtype, {**names, f.z_i: lane_z}),
-        "exponential": c_code(f.exponential, dtype, names),
+        "scaled_exponential": c_code(f.exponential, dtype, names, scaled_exp=True),
+        "exp_scale": f"0x1p{EXP_SCALE[dtype]}{float_suffix}",
+        "exp_unscale": f"0x1p-{EXP_SCALE[dtype]}{float_suffix}",
         "probability": c_code(f.probability, dtype, by_inverse),
-        "inverse_normaliser": c_code(1 / f.S, dtype, names),
+        # the scaled exponentials' sum: 1/S_scaled times a scaled exponential is s_i
+        "inverse_normaliser": c_code(1 / f.S, dtype, {**names, f.S: sympy.Symbol("S_scaled")}),
         "log_normaliser": c_code(f.log_normaliser, dtype, names),
         "log_probability": c_code(f.log_probability, dtype, names),
         "jacobian": c_code(f.jacobian, dtype, jacobian_names),
