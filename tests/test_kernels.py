@@ -229,6 +229,49 @@ def test_shuffle_transposes_give_the_bits_of_the_plain_loops(generated, k):
             )
 
 
+@pytest.mark.parametrize("k", (16, 24, 45, 70))
+def test_vector_maximum_gives_the_results_of_the_plain_loops(generated, k):
+    """Long float rows take their maxima in GNU C vectors (16 entries a step, then 8, then one
+    at a time: K = 16, 24, 45 and 70 reach each part) or in the plain loops: the same maxima,
+    so every kernel gives the same results, infinities, NaN and fully masked rows included."""
+    g = generated(k)
+    source = g.folder / f"softmax_k{k}.c"
+    macros = subprocess.run(
+        [require_tool("cc"), *STRICT_FLAGS, "-E", "-dM", str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "#define VECTOR_MAXIMUM" in macros, "this compiler should take the vector path"
+    plain_library = compile_shared(
+        source,
+        g.folder / f"libplain_max_k{k}.so",
+        compiler=require_tool("cc"),
+        extra=("-DSYMSOFT_PLAIN_MAXIMUM",),
+    )
+    plain = CKernels(load_library(plain_library), k)
+    rng = numpy.random.default_rng(90 + k)
+    z = random_logits(rng, 60, k).astype(numpy.float32)
+    for row, column in enumerate(rng.integers(0, k, 12)):
+        z[row, column] = z[row].max() + rng.uniform(0, 3)  # each lane and position the maximum
+    z[20, k - 1] = z[21, 0] = numpy.inf
+    z[22, k // 2], z[23] = numpy.nan, -numpy.inf
+    z[24, :] = z[24, 0]  # all tied
+    y = soft_labels(rng, 60, k, normalised=False).astype(numpy.float32)
+    labels = rng.integers(0, k, 60)
+    for name, args in [
+        ("softmax", (z,)),
+        ("log_softmax", (z,)),
+        ("cross_entropy", (z, y)),
+        ("cross_entropy_grad", (z, y)),
+        ("cross_entropy_index", (z, labels)),
+        ("softmax_jvp", (z, y)),
+    ]:
+        numpy.testing.assert_array_equal(
+            getattr(g.c, name)(*args), getattr(plain, name)(*args), err_msg=name
+        )
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
 @pytest.mark.parametrize("k", KS)
