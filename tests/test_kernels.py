@@ -197,26 +197,32 @@ def test_a_row_gets_the_same_bits_in_a_group_or_in_the_padded_last_one(generated
             assert numpy.all(out[count:] == 7.0), f"{name} wrote past row {count}"
 
 
-@pytest.mark.parametrize("k", (4, 7, 10))
-def test_shuffle_transposes_give_the_bits_of_the_plain_loops(generated, k):
-    """Groups are turned into columns by vector shuffles where the compiler has them (tiles
-    that overlap at K = 7 and 10) or by plain loops: the same values moved, the same bits."""
-    g = generated(k)
-    source = g.folder / f"softmax_k{k}.c"
+def plain_path_kernels(folder, k: int, fast_path: str, plain_switch: str) -> CKernels:
+    """The emitted C with plain_switch defined, after checking that cc takes fast_path (a macro
+    the source defines) without it: what the fast path is compared with."""
+    source = folder / f"softmax_k{k}.c"
     macros = subprocess.run(
         [require_tool("cc"), *STRICT_FLAGS, "-E", "-dM", str(source)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "#define SHUFFLE_TRANSPOSES" in macros, "this compiler should take the shuffle path"
-    plain_library = compile_shared(
+    assert f"#define {fast_path}" in macros, f"this compiler should take {fast_path}"
+    library = compile_shared(
         source,
-        g.folder / f"libplain_k{k}.so",
+        folder / f"lib{plain_switch.lower()}_k{k}.so",
         compiler=require_tool("cc"),
-        extra=("-DSYMSOFT_PLAIN_TRANSPOSES",),
+        extra=(f"-D{plain_switch}",),
     )
-    plain = CKernels(load_library(plain_library), k)
+    return CKernels(load_library(library), k)
+
+
+@pytest.mark.parametrize("k", (4, 7, 10))
+def test_shuffle_transposes_give_the_bits_of_the_plain_loops(generated, k):
+    """Groups are turned into columns by vector shuffles where the compiler has them (tiles
+    that overlap at K = 7 and 10) or by plain loops: the same values moved, the same bits."""
+    g = generated(k)
+    plain = plain_path_kernels(g.folder, k, "SHUFFLE_TRANSPOSES", "SYMSOFT_PLAIN_TRANSPOSES")
     rng = numpy.random.default_rng(70 + k)
     for dtype in (numpy.float64, numpy.float32):
         z = random_logits(rng, 37, k).astype(dtype)
@@ -235,21 +241,7 @@ def test_vector_maximum_gives_the_results_of_the_plain_loops(generated, k):
     at a time: K = 16, 24, 45 and 70 reach each part) or in the plain loops: the same maxima,
     so every kernel gives the same results, infinities, NaN and fully masked rows included."""
     g = generated(k)
-    source = g.folder / f"softmax_k{k}.c"
-    macros = subprocess.run(
-        [require_tool("cc"), *STRICT_FLAGS, "-E", "-dM", str(source)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "#define VECTOR_MAXIMUM" in macros, "this compiler should take the vector path"
-    plain_library = compile_shared(
-        source,
-        g.folder / f"libplain_max_k{k}.so",
-        compiler=require_tool("cc"),
-        extra=("-DSYMSOFT_PLAIN_MAXIMUM",),
-    )
-    plain = CKernels(load_library(plain_library), k)
+    plain = plain_path_kernels(g.folder, k, "VECTOR_MAXIMUM", "SYMSOFT_PLAIN_MAXIMUM")
     rng = numpy.random.default_rng(90 + k)
     z = random_logits(rng, 60, k).astype(numpy.float32)
     for row, column in enumerate(rng.integers(0, k, 12)):

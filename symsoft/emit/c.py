@@ -51,9 +51,9 @@ SHUFFLE_TRANSPOSES = {"float32": range(4, 16), "float64": range(4, 10)}
 FLOAT_LANE_LOOP_FROM = 32
 
 # Types whose long rows (K >= 16) take their maxima in GNU C vectors, in a pass over the block
-# before the exp-and-sum pass (see the template). Float softmax 5-8 % faster (K = 32 2.11 ->
-# 2.00 ns, K = 128 2.04 -> 1.89); either change alone was no faster. Double kept its maximum in
-# the row's pass: with the pass before it, K = 32 ran 1.2x slower.
+# before the exp-and-sum pass (see the template). Float softmax 3-8 % faster from K = 16
+# (K = 32 2.11 -> 2.00 ns, K = 128 2.04 -> 1.89); either change alone was no faster. Double kept
+# its maximum in the row's pass: with the pass before it, K = 32 ran 1.2x slower.
 VECTOR_MAX = frozenset({"float32"})
 
 # The kernels' exponentials and their sums are exp(z_i - m) * 2^EXP_SCALE (the scaled exp of
