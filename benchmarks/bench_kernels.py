@@ -7,10 +7,9 @@ One core: the process is pinned to one CPU before the libraries start their thre
 otherwise ran its elementwise loops on both cores of this machine whatever its flags said, which
 halved JAX's times), PyTorch is told to use one thread, and the table's header reports the
 largest CPU time / wall time seen, which is above 1 only if something ran in parallel. Run on
-a quiet machine. Batches of --elements values
-per array (2^22: 32 MiB of float64, larger than the caches), medians of --repeats calls
-(the bounds and the emitted C called in turn, round after round; the others one after the
-other).
+a quiet machine. Batches of --elements values per array (2^22: 32 MiB of float64, larger than
+the caches), medians of --repeats calls (the bounds and the emitted C called in turn, round
+after round; the others one after the other).
 The C is compiled by cc with --cflags (default: strict C99 at -O3 -march=native, 256-bit
 vectors), never with -ffast-math, and by clang too when installed (one more row). Rows: the
 emitted C (called once on the whole batch into preallocated arrays, as from C, so neither call

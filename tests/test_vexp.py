@@ -66,9 +66,24 @@ BOUND_SUBNORMAL_ULPS = 0.8
 BUILDS = ["-O3", "-O0", "-O3 -march=native", "-O3 -march=native -DSYMSOFT_CLAMP_FIRST"]
 
 
-def build_exp(folder, build, flags: str, name: str = "exp"):
-    """The emitted exp functions (name "exp", or "exp_scaled"), compiled with the strict flags
-    and `flags`, as callables from an array to an array, keyed by dtype."""
+def callable_from_arrays(function, ctype, dtype):
+    """A C function (const T *x, T *y, size_t n) as a function from an array to a new array."""
+    function.argtypes = [ctypes.POINTER(ctype), ctypes.POINTER(ctype), ctypes.c_size_t]
+
+    def call(x):
+        x = numpy.ascontiguousarray(x, dtype=dtype)
+        y = numpy.empty_like(x)
+        function(
+            x.ctypes.data_as(ctypes.POINTER(ctype)), y.ctypes.data_as(ctypes.POINTER(ctype)), x.size
+        )
+        return y
+
+    return call
+
+
+def build_exp(folder, build, flags: str):
+    """The emitted exp functions, compiled with the strict flags and `flags`, as callables
+    from an array to an array, keyed by name ("exp", "exp_scaled") and dtype."""
     shim = build / "shim.c"
     shim.write_text(SHIM)
     library = load_library(
@@ -80,37 +95,29 @@ def build_exp(folder, build, flags: str, name: str = "exp"):
             extra=(f"-I{folder}",),
         )
     )
-    functions = {}
-    for dtype, suffix, ctype in [
-        (numpy.float64, "f64", ctypes.c_double),
-        (numpy.float32, "f32", ctypes.c_float),
-    ]:
-        function = getattr(library, f"{name}_{suffix}")
-        function.argtypes = [ctypes.POINTER(ctype), ctypes.POINTER(ctype), ctypes.c_size_t]
-
-        def call(x, function=function, ctype=ctype, dtype=dtype):
-            x = numpy.ascontiguousarray(x, dtype=dtype)
-            y = numpy.empty_like(x)
-            function(
-                x.ctypes.data_as(ctypes.POINTER(ctype)),
-                y.ctypes.data_as(ctypes.POINTER(ctype)),
-                x.size,
+    types = [(numpy.float64, "f64", ctypes.c_double), (numpy.float32, "f32", ctypes.c_float)]
+    functions: dict[str, dict] = {"exp": {}, "exp_scaled": {}}
+    for name in functions:
+        for dtype, suffix, ctype in types:
+            functions[name][dtype] = callable_from_arrays(
+                getattr(library, f"{name}_{suffix}"), ctype, dtype
             )
-            return y
-
-        functions[dtype] = call
     return functions
 
 
 @pytest.fixture(scope="module", params=BUILDS)
-def exp_c(request, generated, tmp_path_factory):
+def exp_builds(request, generated, tmp_path_factory):
     return build_exp(generated(1).folder, tmp_path_factory.mktemp("vexp"), request.param)
 
 
-@pytest.fixture(scope="module", params=BUILDS)
-def exp_scaled_c(request, generated, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vexp_scaled")
-    return build_exp(generated(1).folder, folder, request.param, "exp_scaled")
+@pytest.fixture
+def exp_c(exp_builds):
+    return exp_builds["exp"]
+
+
+@pytest.fixture
+def exp_scaled_c(exp_builds):
+    return exp_builds["exp_scaled"]
 
 
 def sample(dtype) -> numpy.ndarray:
@@ -220,8 +227,8 @@ def test_clamping_first_and_masking_at_the_end_give_the_same_bits(generated, tmp
     )
     (tmp_path / "mask").mkdir()
     (tmp_path / "clamp").mkdir()
-    masked = build_exp(folder, tmp_path / "mask", flags)
-    clamped = build_exp(folder, tmp_path / "clamp", flags + " -DSYMSOFT_CLAMP_FIRST")
+    masked = build_exp(folder, tmp_path / "mask", flags)["exp"]
+    clamped = build_exp(folder, tmp_path / "clamp", flags + " -DSYMSOFT_CLAMP_FIRST")["exp"]
     below = -numpy.geomspace(700, 1e300, 400)
     specials = [0.0, -0.0, -numpy.inf, numpy.nan, -746.0, -745.5]
     x = numpy.concatenate([sample(numpy.float64), below, specials])
