@@ -1,5 +1,5 @@
 """Worst error of the emitted kernels against a 50-digit mpmath reference, per kernel and
-dtype, in ulps and as a fraction of the error budget (see symsoft/accuracy.py).
+dtype, in ulps and as a fraction of the error budget (see symsoft/runtime/accuracy.py).
 
     python benchmarks/accuracy.py -k 10 --rows 10000
 """
@@ -11,7 +11,7 @@ import argparse
 import numpy
 
 import symsoft
-from symsoft.accuracy import measure
+from symsoft.runtime.accuracy import measure
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from symsoft.build import STRICT_FLAGS, find_compiler
+from symsoft.runtime.build import STRICT_FLAGS, find_compiler
 
 FULL = (2, 3, 8, 32, 128, 512, 1024)
 QUICK = (2, 3, 8, 32, 128)
@@ -47,8 +47,8 @@ def compile_object(compiler: str, source: Path) -> float:
 def stages(k: int) -> None:
     """Seconds per stage of one generation in this process (imports not counted)."""
     from symsoft import pipeline
-    from symsoft.doc_view import document_name
-    from symsoft.pdf import build_pdf, pdflatex_available
+    from symsoft.document.pdf import build_pdf, pdflatex_available
+    from symsoft.document.view import document_name
     from symsoft.spec import make_spec
 
     spec = make_spec(k)

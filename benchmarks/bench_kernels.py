@@ -48,9 +48,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy
 import scipy.special
 
-from symsoft.build import STRICT_FLAGS, compile_shared, load_library
-from symsoft.load import load
-from symsoft.pipeline import build_bundle, render_all
+from symsoft.pipeline import prove, render_all
+from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
+from symsoft.runtime.load import load
 from symsoft.spec import make_spec
 from symsoft.writer import write_files
 
@@ -98,7 +98,7 @@ def interleaved_medians(
 
 
 def load_emitted(k: int, folder: Path, cflags: tuple[str, ...]):
-    write_files(folder, render_all(build_bundle(make_spec(k)), ["numpy", "c"]), force=True)
+    write_files(folder, render_all(prove(make_spec(k), ["numpy", "c"]), ["numpy", "c"]), force=True)
     spec = importlib.util.spec_from_file_location(f"softmax_k{k}", folder / f"softmax_k{k}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -113,7 +113,7 @@ def load_emitted(k: int, folder: Path, cflags: tuple[str, ...]):
     clang_library = clang and load_library(
         compile_shared(folder / f"softmax_k{k}.c", folder / "clang.so", compiler=clang, flags=flags)
     )
-    # symsoft.load builds its own library (flags: symsoft/load.py), as a Python user gets it
+    # symsoft.load builds its own library (flags: symsoft/runtime/load.py), as a Python user gets it
     return module, load(k), library, exp_library, clang_library
 
 

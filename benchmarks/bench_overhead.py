@@ -32,7 +32,7 @@ import scipy.special  # noqa: E402
 _TIME_LOAD = """
 import sys, time
 import numpy
-from symsoft.load import load
+from symsoft.runtime.load import load
 start = time.perf_counter()
 kernels = load({k}, backend={backend!r})
 first = time.perf_counter() - start
@@ -103,7 +103,7 @@ def main() -> None:
         print(f"| numpy, new process, cache hit | {numpy_first * 1e3:.1f} |")
 
         os.environ["SYMSOFT_CACHE_DIR"] = str(cache)
-        from symsoft.load import load
+        from symsoft.runtime.load import load
 
         c, py, xp = load(k, "c"), load(k, "numpy"), load(k, "array-api")
         bare = bare_call(next((cache / "lib").glob(f"softmax_k{k}-*")), k)

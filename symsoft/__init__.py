@@ -1,14 +1,8 @@
 """symsoft: derive the softmax family symbolically, prove the closed forms, emit code."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("symsoft")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
-
-from symsoft.load import load
+from symsoft.runtime.load import load
 from symsoft.spec import K_MAX, Spec, make_spec
+from symsoft.version import __version__
 
 __all__ = ["K_MAX", "Spec", "__version__", "check_gradient", "load", "make_spec"]
 

@@ -1,30 +1,55 @@
-"""generate(spec, out): derive -> prove -> Bundle -> emitters -> writer."""
+"""generate(spec, out): derive -> prove -> Bundle -> document -> emitters -> writer.
+
+Every stage is a public function whose output can be inspected: build_bundle (derived and
+proved), prove (the Bundle and the document's checked content), render_all (file texts),
+generate (written files). Proving ends before the first emitter runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from symsoft import __version__, derive, general_k, reference, simplify
-from symsoft.bundle import Bundle, WorkedExample
-from symsoft.doc_view import document_name
+from symsoft.derivation import closed_forms, fixed_k, general_k, reference
+from symsoft.derivation.bundle import Bundle, WorkedExample
+from symsoft.document.builder import build_document
+from symsoft.document.pdf import INSTALL_HINT, PdfError, build_pdf, pdflatex_available
+from symsoft.document.view import Document, document_name
 from symsoft.emit.c import emit_c
 from symsoft.emit.latex import emit_latex
 from symsoft.emit.markdown import emit_markdown
 from symsoft.emit.numpy import emit_numpy
-from symsoft.pdf import INSTALL_HINT, PdfError, build_pdf, pdflatex_available
+from symsoft.emit.vectors import emit_vectors
 from symsoft.spec import Spec
-from symsoft.vectors import emit_vectors
+from symsoft.version import __version__
 from symsoft.writer import check_writable, write_files
 
-Emitter = Callable[[Bundle], dict[str, str]]
+
+@dataclass(frozen=True)
+class Proved:
+    """Everything the emitters lay out, derived and proved: the Bundle and, when a document
+    target is asked for, the document's checked content."""
+
+    bundle: Bundle
+    document: Document | None
+
+
+def _document(proved: Proved) -> Document:
+    if proved.document is None:
+        raise ValueError("no document was built: prove() was not asked for a document target")
+    return proved.document
+
+
+Emitter = Callable[[Proved], dict[str, str]]
 EMITTERS: dict[str, Emitter] = {
-    "numpy": emit_numpy,
-    "c": emit_c,
-    "latex": emit_latex,
-    "markdown": emit_markdown,
-    "vectors": emit_vectors,
+    "numpy": lambda proved: emit_numpy(proved.bundle),
+    "c": lambda proved: emit_c(proved.bundle),
+    "latex": lambda proved: emit_latex(_document(proved)),
+    "markdown": lambda proved: emit_markdown(_document(proved)),
+    "vectors": lambda proved: emit_vectors(proved.bundle),
 }
+DOCUMENT_TARGETS = frozenset({"latex", "markdown", "pdf"})
 # the PDF is compiled from the LaTeX, by pdflatex when it is installed
 TARGETS = (*EMITTERS, "pdf")
 
@@ -62,8 +87,8 @@ def worked_example(spec: Spec) -> WorkedExample:
 
 def build_bundle(spec: Spec) -> Bundle:
     """Derive and prove everything for spec; raises ProofError if any proof fails."""
-    sym = derive.fixed_k(spec.k)
-    forms = simplify.kernel_forms()
+    sym = fixed_k.fixed_k(spec.k)
+    kernel = closed_forms.kernel_forms()
     return Bundle(
         k=spec.k,
         version=__version__,
@@ -72,9 +97,9 @@ def build_bundle(spec: Spec) -> Bundle:
         lang=spec.lang,
         z=sym.z,
         y=sym.y,
-        identities=simplify.prove_all(sym, forms),
+        identities=closed_forms.prove_all(sym, kernel),
         general_identities=general_k.general_k_identities(),
-        kernel=forms,
+        kernel=kernel,
         worked=worked_example(spec),
     )
 
@@ -95,15 +120,22 @@ def _no_notes(message: str) -> None:
     pass
 
 
+def prove(spec: Spec, targets: Iterable[str] = TARGETS) -> Proved:
+    """Derive and prove the Bundle, and build and check the document if a target needs it."""
+    bundle = build_bundle(spec)
+    wants_document = not DOCUMENT_TARGETS.isdisjoint(targets)
+    return Proved(bundle, build_document(bundle) if wants_document else None)
+
+
 def render_all(
-    bundle: Bundle, targets: Iterable[str] = EMITTERS, progress: Step = _no_progress
+    proved: Proved, targets: Iterable[str] = EMITTERS, progress: Step = _no_progress
 ) -> dict[str, str]:
     """The text files of the emitter targets (the PDF is not one: see generate)."""
     files: dict[str, str] = {}
     for target in targets:
         if target in EMITTERS:
             progress(f"emitting {target}")
-            files.update(EMITTERS[target](bundle))
+            files.update(EMITTERS[target](proved))
     return files
 
 
@@ -124,11 +156,11 @@ def generate(
         targets.remove("pdf")
     check_writable(out, output_names(spec, targets), force)  # fail before the slow part
     progress(f"deriving and proving for K={spec.k}")
-    bundle = build_bundle(spec)
-    files: dict[str, str | bytes] = dict(render_all(bundle, targets, progress))
+    proved = prove(spec, targets)
+    files: dict[str, str | bytes] = dict(render_all(proved, targets, progress))
     if "pdf" in targets:
         progress(f"compiling {pdf_name}")
-        tex = emit_latex(bundle)[document_name(spec.k, spec.lang, "tex")]
+        tex = emit_latex(_document(proved))[document_name(spec.k, spec.lang, "tex")]
         try:
             files[pdf_name] = build_pdf(tex, pdf_name)
         except PdfError as error:

@@ -12,10 +12,10 @@ from types import ModuleType
 
 import pytest
 
-from symsoft.build import compile_shared, load_library
-from symsoft.ckernels import CKernels
 from symsoft.emit.numpy import emit_numpy
-from symsoft.pipeline import build_bundle, render_all
+from symsoft.pipeline import prove, render_all
+from symsoft.runtime.build import compile_shared, load_library
+from symsoft.runtime.ckernels import CKernels
 from symsoft.spec import make_spec
 from symsoft.writer import write_files
 
@@ -38,8 +38,9 @@ class Generated:
 
     def __init__(self, k: int, root: Path, masked_rows: str = "nan") -> None:
         self.k = k
-        self.bundle = build_bundle(make_spec(k, masked_rows=masked_rows))
-        self.files = render_all(self.bundle)
+        self.proved = prove(make_spec(k, masked_rows=masked_rows))
+        self.bundle = self.proved.bundle
+        self.files = render_all(self.proved)
         self.folder = root / f"k{k}-{masked_rows}"
         write_files(self.folder, self.files, force=False)
         # the --numpy-only variant of the Python module, from the same proved bundle

@@ -1,11 +1,11 @@
-"""Every kernel meets its error budget (symsoft/accuracy.py) on 10,000 mixed rows."""
+"""Every kernel meets its error budget (symsoft/runtime/accuracy.py) on 10,000 mixed rows."""
 
 from __future__ import annotations
 
 import numpy
 import pytest
 
-from symsoft.accuracy import measure
+from symsoft.runtime.accuracy import measure
 
 
 # the C computes rows whole at K = 3 and a block's exponentials in one flat loop at K = 5

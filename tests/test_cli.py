@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from symsoft import __version__
+from symsoft.version import __version__
 from tests.conftest import ON_CI
 
 

@@ -16,8 +16,8 @@ import pytest
 import sympy
 from sympy import Derivative, Float, Indexed, KroneckerDelta, Sum, exp, lambdify
 
-import symsoft.general_k as gk
-from symsoft.bundle import Identity
+import symsoft.derivation.general_k as gk
+from symsoft.derivation.bundle import Identity
 from symsoft.errors import ProofError, SpecError
 
 K_NUM = 4

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from symsoft import reference
+from symsoft.derivation import reference
 from symsoft.errors import SpecError
 from symsoft.gradcheck import BUG_CLASSES, CheckUsageError, check_gradient
 from symsoft.gradcheck.expected import get_reference

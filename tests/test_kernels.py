@@ -9,10 +9,10 @@ import numpy
 import pytest
 import scipy.special
 
-from symsoft import reference
-from symsoft.build import STRICT_FLAGS, compile_shared, load_library
-from symsoft.ckernels import CKernels
-from symsoft.emit.kernels import c_name
+from symsoft.derivation import reference
+from symsoft.family.members import MEMBERS, c_name
+from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
+from symsoft.runtime.ckernels import CKernels
 from tests.conftest import require_tool
 from tests.references import assert_softmax_within_budget, random_logits, rows, soft_labels
 
@@ -160,7 +160,7 @@ def test_c_and_numpy_agree_on_batches_of_any_shape(generated, k):
 
 
 # the C kernels that compute rows of K = 3-15 whole, in groups of 8 (double) or 16 (float) rows
-GROUPED = ("softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp")
+GROUPED = tuple(member.name for member in MEMBERS if member.whole_rows)
 
 
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])

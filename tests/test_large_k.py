@@ -13,9 +13,10 @@ import pytest
 import sympy
 from sympy import Derivative, KroneckerDelta, Sum, exp, log
 
-import symsoft.document as document
-from symsoft import derive, doc_checks, pdf, reference, simplify
-from symsoft import general_k as gk
+import symsoft.document.builder as document
+from symsoft.derivation import closed_forms, fixed_k, reference
+from symsoft.derivation import general_k as gk
+from symsoft.document import checks, pdf
 from symsoft.errors import ProofError
 from tests.conftest import Generated, require_tool
 from tests.references import assert_clean_log, assert_softmax_within_budget, rows
@@ -49,7 +50,7 @@ def test_every_default_target_is_written(large):
 
 
 def test_document_checks_representative_entries(large):
-    doc = document.build_document(large.bundle)  # cached: the one the emitters laid out
+    doc = large.proved.document  # the one the emitters laid out
     assert all(e.proofs for e in doc.equations() if e.kind != "definition")
     md = large.files[f"derivation_k{K}.md"]
     # i and j each at 1, 2, K/2 + 1 and K: 16 of the K^2 entries; i alone: 4 of K
@@ -68,22 +69,21 @@ def test_document_compiles(large):
 
 def test_a_wrong_displayed_equality_stops_the_document(large, monkeypatch):
     """The document's own chain for the loss gradient, with -y_j dropped from its last step."""
-    chain = doc_checks.FixedKChecker.chain
+    chain = checks.FixedKChecker.chain
 
     def corrupted(self, name, steps, *args, **kwargs):
         if name == "cross-entropy-gradient":
             steps = [*steps[:-1], steps[-1] + gk.y[gk.j]]
         return chain(self, name, steps, *args, **kwargs)
 
-    monkeypatch.setattr(doc_checks.FixedKChecker, "chain", corrupted)
-    monkeypatch.setattr(document, "_RECENT", {})  # no cached document or checker
+    monkeypatch.setattr(checks.FixedKChecker, "chain", corrupted)
     with pytest.raises(ProofError, match=r"cross-entropy-gradient \(equality 3, j = 1\)"):
         document.build_document(large.bundle)
 
 
 @pytest.fixture(scope="module")
-def checker() -> doc_checks.FixedKChecker:
-    return doc_checks.FixedKChecker(K)
+def checker() -> checks.FixedKChecker:
+    return checks.FixedKChecker(K)
 
 
 i, j, c, s, z, y = gk.i, gk.j, gk.c, gk.s, gk.z, gk.y
@@ -91,25 +91,25 @@ WRONG = {
     # sums over the K classes, in numerators, denominators, logarithms and derivatives
     "row-sum": ([Sum(s[i] * (KroneckerDelta(i, j) - s[j]), (j, 1, K)), s[i]], [i], {}),
     "sums-to-two": ([Sum(s[i], (i, 1, K)), sympy.Integer(2)], [], {}),
-    "normaliser-derivative": ([Derivative(doc_checks.normaliser(K), z[j]), 2 * exp(z[j])], [j], {}),
+    "normaliser-derivative": ([Derivative(checks.normaliser(K), z[j]), 2 * exp(z[j])], [j], {}),
     "loss-gradient": (
-        [Derivative(doc_checks.L, z[j]), s[j] * Sum(y[i], (i, 1, K)) - y[j] + y[1] - y[2]],
+        [Derivative(checks.L, z[j]), s[j] * Sum(y[i], (i, 1, K)) - y[j] + y[1] - y[2]],
         [j],
         {},
     ),
-    "simplex-without-assumption": ([Derivative(doc_checks.L, z[j]), s[j] - y[j]], [j], {}),
+    "simplex-without-assumption": ([Derivative(checks.L, z[j]), s[j] - y[j]], [j], {}),
     "shift": (
-        [exp(z[i] - doc_checks.m) / doc_checks.normaliser(K, 2 * doc_checks.m), s[i]],
+        [exp(z[i] - checks.m) / checks.normaliser(K, 2 * checks.m), s[i]],
         [i],
         {},
     ),
     "log-sum-exp": (
-        [log(doc_checks.S), doc_checks.m + log(doc_checks.normaliser(K, 2 * doc_checks.m))],
+        [log(checks.S), checks.m + log(checks.normaliser(K, 2 * checks.m))],
         [],
         {"logs": True},
     ),
     "log-of-another-sum": (
-        [log(doc_checks.S), log(Sum(exp(2 * z[i]), (i, 1, K)))],
+        [log(checks.S), log(Sum(exp(2 * z[i]), (i, 1, K)))],
         [],
         {"logs": True},
     ),
@@ -132,11 +132,11 @@ def test_a_wrong_formula_is_refused(checker, name):
     ],
 )
 def test_a_wrong_kernel_form_is_refused_above_the_entrywise_limit(field, wrong):
-    k = 2 * simplify.ENTRYWISE_PROOF_K_MAX  # representative entries, sums over all k classes
-    forms = simplify.kernel_forms()
+    k = 2 * closed_forms.ENTRYWISE_PROOF_K_MAX  # representative entries, sums over all k classes
+    forms = closed_forms.kernel_forms()
     broken = dataclasses.replace(forms, **{field: wrong(forms)})
     with pytest.raises(ProofError):
-        simplify.prove_all(derive.fixed_k(k), broken)
+        closed_forms.prove_all(fixed_k.fixed_k(k), broken)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "c"])

@@ -14,16 +14,15 @@ import numpy
 import pytest
 
 import symsoft
-from symsoft.cache import cache_root, user_cache_dir
-from symsoft.ckernels import Signature, signature
-from symsoft.emit.kernels import C_KERNELS, CKernel
 from symsoft.errors import SpecError, SymsoftError
-from symsoft.load import C_FLAGS, TARGET_FLAGS, compile_flags, library_key, load, source_key
+from symsoft.family.members import INPUT_KINDS, MEMBERS, Member, Output
+from symsoft.runtime.cache import cache_root, user_cache_dir
+from symsoft.runtime.load import C_FLAGS, TARGET_FLAGS, compile_flags, library_key, load, source_key
 from symsoft.spec import make_spec
 from tests.conftest import require_tool
 
 K = 3
-SIGNATURES = {kern.name: signature(kern) for kern in C_KERNELS}
+SIGNATURES = {member.name: member for member in MEMBERS}
 REPO = Path(symsoft.__file__).parent.parent
 
 
@@ -47,11 +46,16 @@ def py(cache_dir):
     return load(K, backend="numpy")
 
 
-def arguments(sig: Signature, z: numpy.ndarray, rng: numpy.random.Generator) -> list:
+def kind(name: str) -> str:
+    """How a test makes an input: class indices ("label") or floats of z's shape."""
+    return "label" if INPUT_KINDS[name] == "labels" else "float"
+
+
+def arguments(sig: Member, z: numpy.ndarray, rng: numpy.random.Generator) -> list:
     """z, then valid values for the kernel's other inputs (soft labels, class indices)."""
     args: list = [z]
-    for _, kind in sig.inputs[1:]:
-        if kind == "label":
+    for name in sig.inputs[1:]:
+        if kind(name) == "label":
             args.append(rng.integers(0, z.shape[-1], size=z.shape[:-1]))
         else:
             args.append(rng.dirichlet(numpy.ones(z.shape[-1]), size=z.shape[:-1]).astype(z.dtype))
@@ -203,18 +207,25 @@ BAD_SECOND_INPUTS = {
 def test_bad_second_inputs_are_refused(c):
     z = numpy.zeros((2, K))
     for name, sig in SIGNATURES.items():
-        for param, kind in sig.inputs[1:]:
-            for value, error, match in BAD_SECOND_INPUTS[kind]:
+        for param in sig.inputs[1:]:
+            for value, error, match in BAD_SECOND_INPUTS[kind(param)]:
                 with pytest.raises(error, match=match):
                     getattr(c, name)(z, **{param: value})
 
 
-def test_signatures_are_read_from_the_kernel_table():
-    kern = CKernel("f", "const T *z, const int64_t *labels, T *out, size_t n", "n*K*K values")
-    assert signature(kern) == Signature((("z", "float"), ("labels", "label")), 2)
-    for params in ("const T *z, const char *mask, T *out, size_t n", "const T *z, T *out"):
-        with pytest.raises(NotImplementedError, match=r"cannot bind|expected"):
-            signature(CKernel("f", params, "n values"))
+def test_signatures_follow_the_family_declarations():
+    member = Member("f", ("z", "labels"), (Output("out", 2),), "out, n*K*K values", (), ("p",))
+    assert (
+        member.c_params("double") == "const double *z, const int64_t *labels, double *out, size_t n"
+    )
+    bad = [
+        (("y", "z"), (Output("out", 1),), "n*K values"),  # z must come first
+        (("z", "mask"), (Output("out", 1),), "n*K values"),  # an input no binding knows
+        (("z",), (Output("out", 2),), "n*K values"),  # the doc must say what to allocate
+    ]
+    for inputs, outs, doc in bad:
+        with pytest.raises(ValueError):
+            Member("f", inputs, outs, doc, (), ("p",))
 
 
 # --- loading and the cache ----------------------------------------------------------------------
@@ -284,7 +295,7 @@ def test_the_cache_key_holds_the_target_the_compiler_resolves(tmp_path, monkeypa
     wrapper = tmp_path / "cpu-cc"
     wrapper.write_text(f'#!/bin/sh\nexec {cc} "-DSIMULATED_CPU_$CPU_KIND" "$@"\n')
     wrapper.chmod(0o755)
-    identity = sys.modules["symsoft.load"]._compiler_identity  # cached per process
+    identity = sys.modules["symsoft.runtime.load"]._compiler_identity  # cached per process
     keys = []
     for kind in ("a", "b", "a"):
         monkeypatch.setenv("CPU_KIND", kind)
@@ -325,7 +336,7 @@ def test_a_second_process_neither_generates_nor_compiles(c, cache_dir):
     child = run_python(
         f"""
         import sys
-        from symsoft.load import load
+        from symsoft.runtime.load import load
         kernels = load({K})
         print(kernels.softmax([2.0, 1.0, 0.1])[0])
         print(sorted(m for m in ("sympy", "jinja2", "symsoft.pipeline") if m in sys.modules))
@@ -345,9 +356,9 @@ def test_a_second_process_neither_generates_nor_compiles(c, cache_dir):
 RACE = """
     import os, sys, time
     from pathlib import Path
-    import symsoft.load
+    import symsoft.runtime.load
 
-    loader = sys.modules["symsoft.load"]
+    loader = sys.modules["symsoft.runtime.load"]
     meeting = Path(sys.argv[1])
 
     def wait_for_the_other(step):

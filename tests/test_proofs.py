@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import sympy
 
-from symsoft import derive, simplify
+from symsoft import proof
+from symsoft.derivation import closed_forms, fixed_k
 from symsoft.errors import ProofError
 
 EXPECTED = [
@@ -33,7 +34,7 @@ EXPECTED = [
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_all_identities_prove(k):
-    identities = simplify.prove_all(derive.fixed_k(k), simplify.kernel_forms())
+    identities = closed_forms.prove_all(fixed_k.fixed_k(k), closed_forms.kernel_forms())
     assert [i.name for i in identities] == EXPECTED
     simplex = next(i for i in identities if i.name == "cross-entropy-gradient-simplex")
     assert simplex.assumption == "sum_j y_j = 1"
@@ -41,13 +42,13 @@ def test_all_identities_prove(k):
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_chain_rule_derivative_equals_sympy_diff_of_raw_definition(k):
-    """derive.py differentiates through e_i and S; check it against SymPy's own diff."""
-    sym = derive.fixed_k(k)
+    """fixed_k.py differentiates through e_i and S; check it against SymPy's own diff."""
+    sym = fixed_k.fixed_k(k)
     total = sympy.Add(*(sympy.exp(z) for z in sym.z))
     raw_s = [sympy.exp(z) / total for z in sym.z]
     raw_loss = -sympy.Add(*(y * sympy.log(s) for y, s in zip(sym.y, raw_s, strict=True)))
-    jac = derive.jacobian(derive.softmax(sym), sym)
-    grad = derive.gradient(derive.cross_entropy(sym), sym)
+    jac = fixed_k.jacobian(fixed_k.softmax(sym), sym)
+    grad = fixed_k.gradient(fixed_k.cross_entropy(sym), sym)
     for i in range(k):
         assert sympy.simplify(sympy.diff(raw_loss, sym.z[i]) - sym.to_logits(grad[i])) == 0
         for j in range(k):
@@ -76,24 +77,24 @@ def test_chain_rule_derivative_equals_sympy_diff_of_raw_definition(k):
     ],
 )
 def test_wrong_kernel_form_is_refused(field, wrong):
-    forms = simplify.kernel_forms()
+    forms = closed_forms.kernel_forms()
     broken = dataclasses.replace(forms, **{field: wrong(forms)})
     with pytest.raises(ProofError):
-        simplify.prove_all(derive.fixed_k(3), broken)
+        closed_forms.prove_all(fixed_k.fixed_k(3), broken)
 
 
 def test_wrong_guard_on_loss_is_refused():
-    forms = simplify.kernel_forms()
+    forms = closed_forms.kernel_forms()
     broken = dataclasses.replace(
         forms,
         loss_term=sympy.Piecewise((1, sympy.Eq(forms.y_i, 0)), (forms.y_i * forms.log_S, True)),
     )
     with pytest.raises(ProofError):
-        simplify.prove_all(derive.fixed_k(2), broken)
+        closed_forms.prove_all(fixed_k.fixed_k(2), broken)
 
 
 def test_large_k_proves_representative_entries_quickly():
-    identities = simplify.prove_all(derive.fixed_k(100), simplify.kernel_forms())
+    identities = closed_forms.prove_all(fixed_k.fixed_k(100), closed_forms.kernel_forms())
     jac = next(i for i in identities if i.name == "jacobian-closed-form")
     assert jac.lhs.shape == (4, 4)
     assert "permutation symmetry" in jac.method
@@ -103,51 +104,51 @@ def test_laurent_normal_form_is_exact():
     """The fast path agrees with cancel() and refuses near misses; sums in a denominator take
     the general path."""
     a, b, S = sympy.symbols("a b S", positive=True)
-    assert simplify.is_zero(a / S + b / S - (a + b) / S)
-    assert not simplify.is_zero(a / S + b / S - (a + b) / S**2)
-    assert simplify.is_zero(a / (a + b) - 1 + b / (a + b))
-    assert simplify.is_zero(S - a - b, [(S, a + b)])
-    assert simplify.is_zero(sympy.log(a / S) - sympy.log(a) + sympy.log(S))
-    assert simplify.is_zero(sympy.log(a * b**2), logs={a: b, b: a}) is False
-    assert simplify.is_zero(sympy.log(a * b**2) - b - 2 * a, logs={a: b, b: a})
+    assert proof.is_zero(a / S + b / S - (a + b) / S)
+    assert not proof.is_zero(a / S + b / S - (a + b) / S**2)
+    assert proof.is_zero(a / (a + b) - 1 + b / (a + b))
+    assert proof.is_zero(S - a - b, [(S, a + b)])
+    assert proof.is_zero(sympy.log(a / S) - sympy.log(a) + sympy.log(S))
+    assert proof.is_zero(sympy.log(a * b**2), logs={a: b, b: a}) is False
+    assert proof.is_zero(sympy.log(a * b**2) - b - 2 * a, logs={a: b, b: a})
 
 
 def test_sums_in_denominators_and_logarithms_by_their_relation():
     """A sum that is a relation's value (times c g) becomes the relation's symbol; others don't."""
     a, b, c, C, S = sympy.symbols("a b c C S", positive=True)
     on_sum = [(S, a + b + c)]
-    assert simplify.is_zero(1 / (C * a + C * b + C * c) - 1 / (C * S), on_sum)
-    assert simplify.is_zero(
+    assert proof.is_zero(1 / (C * a + C * b + C * c) - 1 / (C * S), on_sum)
+    assert proof.is_zero(
         sympy.log(2 * C * a + 2 * C * b + 2 * C * c) - sympy.log(2 * C * S), on_sum
     )
-    assert not simplify.is_zero(sympy.log(C * a + C * b) - sympy.log(C * S), on_sum)
-    assert not simplify.is_zero(1 / (a + b) - 1 / S, on_sum)
-    assert simplify.is_zero(sympy.log(2 * a + 2 * b) - sympy.log(a + b) - sympy.log(2))
-    assert not simplify.is_zero(sympy.log(a + 2 * b) - sympy.log(a + b))
+    assert not proof.is_zero(sympy.log(C * a + C * b) - sympy.log(C * S), on_sum)
+    assert not proof.is_zero(1 / (a + b) - 1 / S, on_sum)
+    assert proof.is_zero(sympy.log(2 * a + 2 * b) - sympy.log(a + b) - sympy.log(2))
+    assert not proof.is_zero(sympy.log(a + 2 * b) - sympy.log(a + b))
 
 
 def test_class_sum_is_its_explicit_sum():
     a, b, c, S = sympy.symbols("a b c S", positive=True)
     o = sympy.Symbol("o", positive=True)
     rows = [(a,), (b,), (c,)]
-    share = simplify.ClassSum(o / S, (o,), rows)
+    share = proof.ClassSum(o / S, (o,), rows)
     assert share.expanded() == a / S + b / S + c / S
     assert str(share) == "ClassSum(o/S, 3 classes)"
-    assert simplify.is_zero(share - 1, [(S, a + b + c)])
-    assert not simplify.is_zero(share - 1, [(S, a + b)])
-    assert not simplify.is_zero(simplify.ClassSum(o**2 / S, (o,), rows) - 1, [(S, a + b + c)])
+    assert proof.is_zero(share - 1, [(S, a + b + c)])
+    assert not proof.is_zero(share - 1, [(S, a + b)])
+    assert not proof.is_zero(proof.ClassSum(o**2 / S, (o,), rows) - 1, [(S, a + b + c)])
     # a term whose atoms cannot be renamed one by one takes the explicit sum
-    logs = simplify.ClassSum(sympy.log(o + 1), (o,), rows)
-    assert simplify.is_zero(logs - sum(sympy.log(x + 1) for x in (a, b, c)))
-    assert not simplify.is_zero(logs - sum(sympy.log(x + 2) for x in (a, b, c)))
+    logs = proof.ClassSum(sympy.log(o + 1), (o,), rows)
+    assert proof.is_zero(logs - sum(sympy.log(x + 1) for x in (a, b, c)))
+    assert not proof.is_zero(logs - sum(sympy.log(x + 2) for x in (a, b, c)))
 
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_definitions_are_the_objects_evaluation_gives(k):
-    """derive.py builds the definitions unevaluated for speed: they must be the same objects."""
-    sym = derive.fixed_k(k)
+    """fixed_k.py builds the definitions unevaluated for speed: they must be the same objects."""
+    sym = fixed_k.fixed_k(k)
     evaluated_s = [e / sym.S for e in sym.e]
-    assert list(derive.softmax(sym)) == evaluated_s
+    assert list(fixed_k.softmax(sym)) == evaluated_s
     loss = -sympy.Add(*(y * sympy.log(s) for y, s in zip(sym.y, evaluated_s, strict=True)))
-    assert derive.cross_entropy(sym) == loss
-    assert list(derive.log_softmax(sym)) == [sympy.log(s) for s in evaluated_s]
+    assert fixed_k.cross_entropy(sym) == loss
+    assert list(fixed_k.log_softmax(sym)) == [sympy.log(s) for s in evaluated_s]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy
 import pytest
 
-from symsoft.build import STRICT_FLAGS
+from symsoft.runtime.build import STRICT_FLAGS
 from tests.conftest import require_tool
 
 DRIVER = Path(__file__).parent / "c" / "driver.c"

@@ -21,8 +21,8 @@ import numpy
 import pytest
 import sympy
 
-from symsoft.build import STRICT_FLAGS, compile_shared, load_library
-from symsoft.printers import c_code
+from symsoft.emit.printers import c_code
+from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
 from tests.conftest import require_tool
 
 SHIM = """\

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sympy
 
-from symsoft.bundle import Bundle
-from symsoft.emit.kernels import C_KERNELS, c_name
-from symsoft.printers import C_SUFFIXES, C_TYPES, c_code
-from symsoft.render import render
+from symsoft.derivation.bundle import Bundle
+from symsoft.emit.printers import C_SUFFIXES, C_TYPES, c_code
+from symsoft.emit.render import render
+from symsoft.family.members import MEMBERS, c_name
 
 DTYPES = ("float32", "float64")
 # Values per block of rows (see the C template): small enough for the L1 cache.
@@ -28,7 +28,7 @@ LANES_FROM = 2
 # row, at K = 5-15, they were 2x slower). At K = 2 whole rows ran 1.6-2x slower.
 WHOLE_ROWS = range(3, 16)
 BLOCK_BY_ROWS = frozenset({3, 4})
-WHOLE_ROW_KERNELS = frozenset({"softmax", "cross_entropy_grad", "softmax_jvp", "softmax_vjp"})
+WHOLE_ROW_KERNELS = frozenset(member.name for member in MEMBERS if member.whole_rows)
 # Whole rows skip a maximum's exp (exp(0) = 1) at these K: the comparison and three selects
 # per entry that route the other exps cost less than the exp they save only on short rows
 # (gcc 12: softmax 1.1x faster at K = 3, even at K = 4 in float, 3 % faster in double; from
@@ -116,10 +116,6 @@ def _names(bundle: Bundle) -> dict[sympy.Symbol, sympy.Basic]:
     }
 
 
-def _params(params: str, ctype: str) -> str:
-    return params.replace("T ", f"{ctype} ")
-
-
 def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     f, k = bundle.kernel, bundle.k
     names = _names(bundle)
@@ -175,13 +171,13 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         # NAN and INFINITY are float constants: cast so double code does not promote
         "nan": "NAN" if ctype == "float" else "(double)NAN",
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
-        "names": {kern.name: c_name(kern.name, k, suffix) for kern in C_KERNELS},
+        "names": {member.name: c_name(member.name, k, suffix) for member in MEMBERS},
         "functions": [
             {
-                "signature": f"{c_name(kern.name, k, suffix)}({_params(kern.params, ctype)})",
-                "doc": kern.doc,
+                "signature": f"{c_name(member.name, k, suffix)}({member.c_params(ctype)})",
+                "doc": member.doc,
             }
-            for kern in C_KERNELS
+            for member in MEMBERS
         ],
     }
 

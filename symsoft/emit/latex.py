@@ -1,15 +1,15 @@
-"""Bundle -> derivation_k{K}.tex (or .zh.tex): the derivation document as standalone LaTeX.
+"""Document -> derivation_k{K}.tex (or .zh.tex): the derivation document as standalone LaTeX.
 
-symsoft.document builds the content; this module only turns its runs into LaTeX text and
-hands flat strings to templates/derivation.tex.jinja.
+symsoft.document builds and checks the content before any emitter runs; this module only
+turns its runs into LaTeX text and hands flat strings to templates/derivation.tex.jinja.
 """
 
 from __future__ import annotations
 
-from symsoft.bundle import Bundle
-from symsoft.doc_view import (
+from symsoft.document.view import (
     Block,
     Code,
+    Document,
     Equation,
     Math,
     Paragraph,
@@ -18,8 +18,7 @@ from symsoft.doc_view import (
     Text,
     document_name,
 )
-from symsoft.document import build_document
-from symsoft.render import render
+from symsoft.emit.render import render
 
 LONG_TABLE_ROWS = 12
 
@@ -81,8 +80,7 @@ def _block(block: Block) -> dict[str, object]:
     raise TypeError(f"unknown block {block!r}")
 
 
-def latex_text(bundle: Bundle, lang: str | None = None) -> str:
-    doc = build_document(bundle, lang)
+def latex_text(doc: Document) -> str:
     return render(
         "derivation.tex.jinja",
         doc.k,
@@ -103,5 +101,5 @@ def latex_text(bundle: Bundle, lang: str | None = None) -> str:
     )
 
 
-def emit_latex(bundle: Bundle) -> dict[str, str]:
-    return {document_name(bundle.k, bundle.lang, "tex"): latex_text(bundle)}
+def emit_latex(doc: Document) -> dict[str, str]:
+    return {document_name(doc.k, doc.lang, "tex"): latex_text(doc)}

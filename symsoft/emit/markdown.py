@@ -1,4 +1,4 @@
-"""Bundle -> derivation_k{K}.md (or .zh.md): the derivation document as Markdown.
+"""Document -> derivation_k{K}.md (or .zh.md): the derivation document as Markdown.
 
 Maths is written as $...$ and $$...$$ with \\tag{n} numbers, as GitHub and KaTeX-based
 documentation sites render it; the content is symsoft.document's, as for the LaTeX.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from symsoft.bundle import Bundle
-from symsoft.doc_view import (
+from symsoft.document.view import (
     Block,
     Code,
+    Document,
     Equation,
     Math,
     Paragraph,
@@ -20,8 +20,7 @@ from symsoft.doc_view import (
     Text,
     document_name,
 )
-from symsoft.document import build_document
-from symsoft.render import render
+from symsoft.emit.render import render
 
 _SPECIAL = set("\\`*_[]<>#|$")
 _ALIGN = {"l": ":---", "r": "---:", "c": ":---:"}
@@ -69,8 +68,7 @@ def _block(block: Block, numbers: Mapping[str, str]) -> dict[str, object]:
     raise TypeError(f"unknown block {block!r}")
 
 
-def markdown_text(bundle: Bundle, lang: str | None = None) -> str:
-    doc = build_document(bundle, lang)
+def markdown_text(doc: Document) -> str:
     n = doc.numbers
     return render(
         "derivation.md.jinja",
@@ -90,5 +88,5 @@ def markdown_text(bundle: Bundle, lang: str | None = None) -> str:
     )
 
 
-def emit_markdown(bundle: Bundle) -> dict[str, str]:
-    return {document_name(bundle.k, bundle.lang, "md"): markdown_text(bundle)}
+def emit_markdown(doc: Document) -> dict[str, str]:
+    return {document_name(doc.k, doc.lang, "md"): markdown_text(doc)}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sympy
 
-from symsoft.bundle import Bundle
-from symsoft.emit.kernels import FUNCTIONS
-from symsoft.printers import numpy_code
-from symsoft.render import render
+from symsoft.derivation.bundle import Bundle
+from symsoft.emit.printers import numpy_code
+from symsoft.emit.render import render
+from symsoft.family.members import NAMES
 
 
 def emit_numpy(bundle: Bundle) -> dict[str, str]:
@@ -38,7 +38,7 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         "softmax.py.jinja",
         bundle.k,
         "float32, float64",
-        functions=list(FUNCTIONS),
+        functions=list(NAMES),
         shifted=code(f.shifted),
         exponential=code(f.exponential),
         probability=code(f.probability),

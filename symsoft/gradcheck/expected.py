@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from symsoft import reference
+from symsoft.derivation import reference
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
-from symsoft import reference
+from symsoft.derivation import reference
 
 MAX_K = 64  # K^2 forward evaluations of K terms each at 50 digits
 STEP = "1e-20"

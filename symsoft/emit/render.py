@@ -7,13 +7,14 @@ from pathlib import Path
 
 import jinja2
 
-from symsoft import __version__
+from symsoft.version import __version__
 
 
 def templates_dir() -> Path:
     """Inside an installed wheel the templates sit in the package; in a checkout, beside it."""
-    packaged = Path(__file__).parent / "templates"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+    package = Path(__file__).parents[1]
+    packaged = package / "templates"
+    return packaged if packaged.is_dir() else package.parent / "templates"
 
 
 def _environment(**delimiters: str) -> jinja2.Environment:

@@ -15,12 +15,12 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-from symsoft import __version__
-from symsoft.build import STRICT_FLAGS, compile_shared, find_compiler, load_library
-from symsoft.cache import ENV_VAR, cache_root, digest, publish, staging_path
-from symsoft.ckernels import CKernels
 from symsoft.errors import SpecError, SymsoftError
+from symsoft.runtime.build import STRICT_FLAGS, compile_shared, find_compiler, load_library
+from symsoft.runtime.cache import ENV_VAR, cache_root, digest, publish, staging_path
+from symsoft.runtime.ckernels import CKernels
 from symsoft.spec import Spec, make_spec
+from symsoft.version import __version__
 
 BACKENDS = ("c", "numpy", "array-api")
 # STRICT_FLAGS (warnings are errors) at -O3. -ffp-contract=off: products and sums are fused
@@ -47,7 +47,7 @@ def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | 
     first use and returns a CKernels; backend="numpy" returns the emitted NumPy-only module
     and needs no compiler; backend="array-api" returns the emitted array-API module, which
     also takes PyTorch, JAX, CuPy and Dask arrays (it needs array_api_compat). Each has one
-    function per kernel (see symsoft.emit.kernels).
+    function per kernel (see symsoft.family.members).
     Generated source and libraries are cached under $SYMSOFT_CACHE_DIR (default: the user
     cache folder), so later calls, in this process or another, neither generate nor compile.
 
@@ -96,10 +96,10 @@ def generated_sources(spec: Spec, root: Path) -> Path:
     names = [f"softmax_k{spec.k}.c", f"softmax_k{spec.k}.h", f"softmax_k{spec.k}.py"]
     if not all((folder / name).is_file() for name in names):
         # imported here: SymPy takes a second to import, and a cache hit needs none of it
-        from symsoft.pipeline import build_bundle, render_all
+        from symsoft.pipeline import prove, render_all
         from symsoft.writer import write_files
 
-        files = render_all(build_bundle(spec), _TARGETS)
+        files = render_all(prove(spec, _TARGETS), _TARGETS)
         # every file is renamed into place whole, so a concurrent reader sees all or nothing
         write_files(folder, files, force=True)
     return folder
@@ -177,11 +177,14 @@ def _predefined_macros(compiler: str, flags: tuple[str, ...]) -> subprocess.Comp
 @cache
 def _code_fingerprint() -> str:
     """A digest of symsoft's code and templates; read once per process (a few ms)."""
-    package = Path(__file__).parent
+    package = Path(__file__).parents[1]
     # as render.templates_dir(), which cannot be imported here without paying for Jinja2
     templates = package / "templates"
     if not templates.is_dir():
         templates = package.parent / "templates"
     files = [(f"symsoft/{p.relative_to(package)}", p) for p in sorted(package.rglob("*.py"))]
-    files += [(f"templates/{p.name}", p) for p in sorted(templates.glob("*.jinja"))]
+    files += [
+        (f"templates/{p.relative_to(templates).as_posix()}", p)
+        for p in sorted(templates.rglob("*.jinja"))
+    ]
     return digest(*(part for name, path in files for part in (name, path.read_bytes())))

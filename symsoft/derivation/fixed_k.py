@@ -54,7 +54,8 @@ def fixed_k(k: int) -> FixedK:
 
 # One class's symbols, standing for any class: a term of a sum over classes is differentiated
 # once in these and relabelled (renaming symbols commutes with differentiation). Named apart
-# from the generic classes of simplify.py and doc_checks.py, which may occur in such a term.
+# from the generic classes of closed_forms.py and document/checks.py, which may occur in such
+# a term.
 _GENERIC = (
     sympy.Symbol("z_#", real=True),
     sympy.Symbol("y_#", real=True),

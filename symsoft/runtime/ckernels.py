@@ -1,72 +1,25 @@
-"""Call emitted C kernels on NumPy arrays: signatures from emit/kernels.py, checked buffers."""
+"""Call emitted C kernels on NumPy arrays: signatures from the family's declarations."""
 
 from __future__ import annotations
 
 import ctypes
-import keyword
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy
 
-from symsoft.emit.kernels import C_KERNELS, CKernel, c_name
+from symsoft.family.members import INPUT_KINDS, MEMBERS, Member, c_name
 
 _F32, _F64, _I64 = numpy.dtype(numpy.float32), numpy.dtype(numpy.float64), numpy.dtype(numpy.int64)
 _SUFFIX = {_F32: "f32", _F64: "f64"}
 _CTYPE = {_F32: ctypes.c_float, _F64: ctypes.c_double, _I64: ctypes.c_int64}
-# C parameter type -> the Python side: "float" arrays of z's dtype, "label" int64 class indices
-_INPUT_KINDS = {"const T": "float", "const int64_t": "label"}
-_PARAM = re.compile(r"(const \w+|\w+) (\*?)([a-z]\w*)")
-_OUTPUT_SIZE = re.compile(r"\bn((?:\s*\*\s*K)*) values\b")
 
 
-@dataclass(frozen=True)
-class Signature:
-    """How one C kernel maps onto arrays of shape (..., K)."""
-
-    inputs: tuple[tuple[str, str], ...]  # (name, "float" | "label"), z first
-    out_rank: int  # trailing K axes of the output: 0 (one value per row), 1 (K), 2 (K*K)
-    more_out_ranks: tuple[int, ...] = ()  # those of further outputs (then a tuple is returned)
-
-    @property
-    def out_ranks(self) -> tuple[int, ...]:
-        return (self.out_rank, *self.more_out_ranks)
-
-
-def signature(kern: CKernel) -> Signature:
-    """Read a kernel's array roles from its C parameters and its output size from its doc.
-
-    A parameter this binding does not know raises, so that a new kernel is never called
-    with the wrong buffers: extend _INPUT_KINDS and CKernels' converters instead.
-    """
-    inputs: list[tuple[str, str]] = []
-    outputs: list[str] = []
-    params = [p.strip() for p in kern.params.split(",")]
-    for param in params[:-1]:
-        match = _PARAM.fullmatch(param)
-        if not match or not match[2] or keyword.iskeyword(match[3]):
-            raise NotImplementedError(f"{kern.name}: cannot bind C parameter {param!r}")
-        if match[1] in _INPUT_KINDS and not outputs:
-            inputs.append((match[3], _INPUT_KINDS[match[1]]))
-        elif match[1] == "T":
-            outputs.append(match[3])
-        else:
-            raise NotImplementedError(f"{kern.name}: cannot bind C parameter {param!r}")
-    sizes = _OUTPUT_SIZE.findall(kern.doc)
-    if (
-        params[-1] != "size_t n"
-        or not outputs
-        or inputs[:1] != [("z", "float")]
-        or len(sizes) != len(outputs)
-    ):
-        raise NotImplementedError(
-            f"{kern.name}: expected (const T *z, inputs..., T *out..., size_t n) and a doc "
-            f"saying 'n*K... values' once per output; got ({kern.params}) / {kern.doc!r}"
-        )
-    ranks = [size.count("K") for size in sizes]
-    return Signature(tuple(inputs), ranks[0], tuple(ranks[1:]))
+def _converter(name: str) -> str:
+    """The CKernels method that checks and converts an input: z itself, float arrays of z's
+    shape and dtype, or int64 class indices of z's shape less the last axis."""
+    kind = INPUT_KINDS[name]
+    return {"logits": "z", "labels": "label"}.get(kind, "float")
 
 
 def _as_c(array: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
@@ -107,7 +60,7 @@ def {name}({params}):
 class CKernels:
     """The kernels of one compiled softmax_k{K} library, as methods taking arrays (..., K).
 
-    One method per entry of emit.kernels.C_KERNELS, with the C parameter names. float32 in
+    One method per member of family.members.MEMBERS, with the C parameter names. float32 in
     gives float32 out, float64 gives float64, integers become float64. Non-contiguous,
     Fortran-ordered, misaligned, read-only or non-native byte order arrays are copied first;
     complex, float16 and other dtypes are refused (TypeError), as is a last axis that is not K
@@ -117,34 +70,37 @@ class CKernels:
 
     def __init__(self, library: ctypes.CDLL, k: int) -> None:
         self.k = k
-        self.names = tuple(kern.name for kern in C_KERNELS)
-        for kern in C_KERNELS:
-            setattr(self, kern.name, self._method(library, kern, signature(kern)))
+        self.names = tuple(member.name for member in MEMBERS)
+        for member in MEMBERS:
+            setattr(self, member.name, self._method(library, member))
 
     def __repr__(self) -> str:
         return f"<CKernels K={self.k}: {', '.join(self.names)}>"
 
-    def _method(self, library: ctypes.CDLL, kern: CKernel, sig: Signature) -> Callable[..., Any]:
+    def _method(self, library: ctypes.CDLL, member: Member) -> Callable[..., Any]:
         functions = {}
+        ranks = [out.rank for out in member.outputs]
         for dtype, suffix in _SUFFIX.items():
-            # the C type of each buffer: the inputs', then the output's
-            buffers = [_CTYPE[_I64 if kind == "label" else dtype] for _, kind in sig.inputs]
-            buffers += [_CTYPE[dtype]] * len(sig.out_ranks)
-            function = getattr(library, c_name(kern.name, self.k, suffix))
+            # the C type of each buffer: the inputs', then the outputs'
+            buffers = [
+                _CTYPE[_I64 if _converter(name) == "label" else dtype] for name in member.inputs
+            ]
+            buffers += [_CTYPE[dtype]] * len(ranks)
+            function = getattr(library, c_name(member.name, self.k, suffix))
             function.argtypes = [*(ctypes.POINTER(c) for c in buffers), ctypes.c_size_t]
             function.restype = None
             functions[dtype] = (function, buffers)
-        names = [name for name, _ in sig.inputs]
-        converts = ["z = _z(z)"] + [f"{n} = _{kind}({n}, {n!r}, z)" for n, kind in sig.inputs[1:]]
-        outs = [f"_out{o}" for o in range(len(sig.out_ranks))]
+        names = list(member.inputs)
+        converts = ["z = _z(z)"] + [f"{n} = _{_converter(n)}({n}, {n!r}, z)" for n in names[1:]]
+        outs = [f"_out{o}" for o in range(len(ranks))]
         allocations = [
             f"{out} = _empty(z.shape[:-1] + {(self.k,) * rank!r}, z.dtype)"
-            for out, rank in zip(outs, sig.out_ranks, strict=True)
+            for out, rank in zip(outs, ranks, strict=True)
         ]
         # a scalar for one row, as NumPy reductions give
         results = [f"({out} if {out}.ndim else {out}[()])" for out in outs]
         source = _CALL.format(
-            name=kern.name,
+            name=member.name,
             params=", ".join(names),
             converts="\n    ".join(converts),
             allocations="\n    ".join(allocations),
@@ -162,9 +118,9 @@ class CKernels:
             "_float": self._floats,
             "_label": self._labels,
         }
-        exec(compile(source, f"<symsoft kernel {kern.name}>", "exec"), namespace)
-        call = namespace[kern.name]
-        call.__doc__ = f"{kern.doc} (C: {c_name(kern.name, self.k, 'f32/f64')})"
+        exec(compile(source, f"<symsoft kernel {member.name}>", "exec"), namespace)
+        call = namespace[member.name]
+        call.__doc__ = f"{member.doc} (C: {c_name(member.name, self.k, 'f32/f64')})"
         return call
 
     # Each converter returns its input untouched when C can take it as is (checked first and

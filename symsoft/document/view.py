@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from symsoft.doc_printer import tex
-from symsoft.doc_text import TEXT
+from symsoft.document.printer import tex
+from symsoft.document.text import TEXT
 
 # --- the view ------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import json
 import mpmath
 import numpy
 
-from symsoft import reference
-from symsoft.bundle import Bundle
+from symsoft.derivation import reference
+from symsoft.derivation.bundle import Bundle
 
 SEED = 20261125
 

@@ -5,20 +5,20 @@ the given K), the way a reader expects them. Such a formula is a statement about
 so it is checked by instantiating it at concrete entries: indices become numbers,
 ``e^{z_m}`` and ``S`` become the symbols of :mod:`symsoft.derive`, and a derivative
 ``d/dz_m`` is taken with the same chain rule that derived the Bundle. Each equality of a
-displayed chain is then proved with :func:`symsoft.simplify.prove_entries`; a failure raises
+displayed chain is then proved with :func:`symsoft.proof.prove_entries`; a failure raises
 ProofError and stops generation.
 
 A sum over the K classes stays exact but is not built term by term: the classes named in
 its summand (the entries being checked, say i = 1 and j = 2) get their own terms, and the
 summand is instantiated once more for a class n_* that stands for every other class, where
 delta_{n_* i} = 0 and d e^{z_{n_*}}/dz_j = 0. That term becomes a
-:class:`symsoft.simplify.ClassSum`, which the proof's normal form renames once per remaining
+:class:`symsoft.proof.ClassSum`, which the proof's normal form renames once per remaining
 class. So an entry costs O(K) dictionary work instead of O(K) SymPy expressions, and a
 derivative of a sum is taken term by term (linearity).
 
 Entries: every one up to ``ENTRYWISE_K_MAX``, above it representatives at both ends and in the
 middle (the rest follow by relabelling the classes). The Bundle's own proofs of the closed
-forms cover every entry up to ``simplify.ENTRYWISE_PROOF_K_MAX``, and general_k.py proves them
+forms cover every entry up to ``closed_forms.ENTRYWISE_PROOF_K_MAX``, and general_k.py proves them
 for symbolic K, so these checks only need to show that the displayed formula is the one proved.
 """
 
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import sympy
 from sympy.matrices.expressions.matexpr import MatrixElement, MatrixExpr
 
-from symsoft import derive, simplify
-from symsoft import general_k as gk
+from symsoft import proof
+from symsoft.derivation import fixed_k
+from symsoft.derivation import general_k as gk
 from symsoft.errors import ProofError
 
 # Above this K the displayed formulas are checked at representative entries: every entry
@@ -79,7 +80,7 @@ class FixedKChecker:
 
     def __init__(self, k: int) -> None:
         self.k = k
-        self.sym = sym = derive.fixed_k(k)
+        self.sym = sym = fixed_k.fixed_k(k)
         self.on_sum = (sym.S, sympy.Add(*sym.e))
         self.on_simplex = (sym.y[-1], 1 - sympy.Add(*sym.y[:-1]))
         z_other, _, e_other = OTHER_CLASS
@@ -105,7 +106,7 @@ class FixedKChecker:
         return expr
 
     def instantiate(self, prepared: sympy.Basic, values: Assignment) -> sympy.Basic:
-        """A prepared formula at the given (1-based) index values, in derive.py's symbols."""
+        """A prepared formula at the given (1-based) index values, in fixed_k.py's symbols."""
         return self._fixed(prepared.xreplace({v: sympy.Integer(n) for v, n in values.items()}))
 
     def log_rules(self) -> dict[sympy.Basic, sympy.Expr]:
@@ -170,7 +171,7 @@ class FixedKChecker:
         if others:
             term = self._fixed(e.function.xreplace({v: OTHER}))
             if term != 0:
-                terms.append(simplify.ClassSum(term, OTHER_CLASS, others))
+                terms.append(proof.ClassSum(term, OTHER_CLASS, others))
         return sympy.Add(*terms)
 
     def _derivative(self, e: sympy.Derivative) -> sympy.Expr:
@@ -180,17 +181,17 @@ class FixedKChecker:
         if e.expr.has(sympy.Sum):
             return self._fixed(_term_by_term(e.expr, variable))
         (index,) = variable.indices
-        # derive.d_dz differentiates through e_m and S: write z_m as log(e_m) first
+        # fixed_k.d_dz differentiates through e_m and S: write z_m as log(e_m) first
         inner = self._fixed(e.expr)
         logits = inner.free_symbols & self._exponential.keys()
         if logits:
             inner = inner.xreplace({zm: sympy.log(self._exponential[zm]) for zm in logits})
         self._class(index)  # checks the index
         j = OTHER_CLASS[2] if index == OTHER else int(index) - 1
-        return derive.d_dz(inner, j, self.sym)
+        return fixed_k.d_dz(inner, j, self.sym)
 
     def _exp(self, arg: sympy.Expr) -> sympy.Expr:
-        """exp(n z_m + rest) = e_m^n exp(rest), so that e_m stays the symbol derive.py uses."""
+        """exp(n z_m + rest) = e_m^n exp(rest), so that e_m stays the symbol fixed_k.py uses."""
         factors, rest = [], []
         for term in sympy.Add.make_args(arg):
             coefficient, base = term.as_coeff_Mul()
@@ -257,7 +258,7 @@ class FixedKChecker:
             where = "".join(f", {v} = {n}" for v, n in values.items())
             forms = [self._instance(step, values) for step in prepared]
             for n, (left, right) in enumerate(itertools.pairwise(forms)):
-                simplify.prove_entries(
+                proof.prove_entries(
                     f"{name} (equality {n + 1}{where})",
                     left,
                     right,

@@ -16,7 +16,7 @@ from functools import cache
 
 import numpy
 
-from symsoft import reference
+from symsoft.derivation import reference
 
 
 @dataclass(frozen=True)

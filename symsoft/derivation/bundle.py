@@ -6,20 +6,7 @@ from dataclasses import dataclass
 
 import sympy
 
-
-@dataclass(frozen=True)
-class Identity:
-    """An equality ``lhs == rhs`` that SymPy checked during generation.
-
-    ``name`` is a stable identifier (also used as a LaTeX label); ``method`` says in a
-    few words how the equality was checked; ``assumption`` is empty when none is needed.
-    """
-
-    name: str
-    lhs: sympy.Basic
-    rhs: sympy.Basic
-    method: str
-    assumption: str = ""
+from symsoft.proof import Identity
 
 
 class CompensatedSum(sympy.Function):
@@ -40,7 +27,7 @@ class KernelForms:
 
     Each is written in terms of the element symbols below; the templates supply the loops
     and reductions (m = max_j z_j, S = sum_j e_j, sum_y = sum_j y_j) and the printers map
-    the symbols to target names. simplify.py proves that, instantiated for every component,
+    the symbols to target names. closed_forms.py proves that, instantiated for every component,
     they equal the definitions.
     """
 

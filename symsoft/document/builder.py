@@ -1,25 +1,25 @@
 """Bundle -> Document: the derivation document as flat data, one view for every output format.
 
 The LaTeX and Markdown emitters only lay this out. Maths is printed here by
-symsoft.doc_printer from SymPy expressions; every displayed equality is either a checked
-Bundle identity (symbolic K) or a chain proved here by symsoft.doc_checks (fixed K), so a
-wrong formula raises ProofError before any text exists. Prose comes from symsoft.doc_text,
+symsoft.document.printer from SymPy expressions; every displayed equality is either a checked
+Bundle identity (symbolic K) or a chain proved here by symsoft.document.checks (fixed K), so a
+wrong formula raises ProofError before any text exists. Prose comes from symsoft.document.text,
 numbers from evaluation (mpmath, NumPy), never from typing them in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy
 import sympy
 from sympy import Derivative, KroneckerDelta, Sum, exp, log
 
-from symsoft import general_k as gk
-from symsoft import reference
-from symsoft.bundle import Bundle, CompensatedSum, Identity
-from symsoft.doc_checks import (
+from symsoft.derivation import general_k as gk
+from symsoft.derivation import reference
+from symsoft.derivation.bundle import Bundle, CompensatedSum, Identity
+from symsoft.document.checks import (
     ENTRYWISE_K_MAX,
     Check,
     FixedKChecker,
@@ -29,9 +29,9 @@ from symsoft.doc_checks import (
     m,
     normaliser,
 )
-from symsoft.doc_printer import tex
-from symsoft.doc_text import TEXT
-from symsoft.doc_view import (
+from symsoft.document.printer import tex
+from symsoft.document.text import TEXT
+from symsoft.document.view import (
     Builder,
     Code,
     Document,
@@ -55,8 +55,8 @@ from symsoft.doc_view import (
     printed,
     side_by_side,
 )
-from symsoft.emit.kernels import FUNCTIONS, c_name
 from symsoft.errors import ProofError
+from symsoft.family.members import MEMBERS, c_name
 
 # Up to this K the Jacobian is written out in full; above it, its corners and ellipses.
 EXPLICIT_MATRIX_K_MAX = 6
@@ -72,24 +72,16 @@ z, y, s = gk.z, gk.y, gk.s
 # --- the document --------------------------------------------------------------------------
 
 
+def build_documents(bundle: Bundle, langs: Iterable[str]) -> dict[str, Document]:
+    """The derivation document for bundle in each language, its maths checked once for all."""
+    checker = FixedKChecker(bundle.k)
+    return {lang: _build_document(bundle, lang, checker) for lang in langs}
+
+
 def build_document(bundle: Bundle, lang: str | None = None) -> Document:
     """The derivation document for bundle, in bundle.lang unless lang is given."""
     lang = lang or bundle.lang
-    # LaTeX and Markdown, English and Chinese lay out the same maths: check it once per
-    # Bundle (which holds mutable matrices, so it is not hashable: key on identity)
-    entry = _RECENT.get(id(bundle))
-    if entry is None or entry[0] is not bundle:
-        entry = (bundle, FixedKChecker(bundle.k), {})
-        _RECENT[id(bundle)] = entry
-        while len(_RECENT) > 4:
-            del _RECENT[next(iter(_RECENT))]
-    documents = entry[2]
-    if lang not in documents:
-        documents[lang] = _build_document(bundle, lang, entry[1])
-    return documents[lang]
-
-
-_RECENT: dict[int, tuple[Bundle, FixedKChecker, dict[str, Document]]] = {}
+    return build_documents(bundle, [lang])[lang]
 
 
 def _build_document(bundle: Bundle, lang: str, checker: FixedKChecker) -> Document:
@@ -686,16 +678,17 @@ def _identity_scope(identity: Identity, k: int) -> Check:
 # --- section 7 and the appendix --------------------------------------------------------------
 
 _V = sympy.MatrixSymbol("v", gk.K, 1)  # the vector of J v and J^T v
-_FORMULAS: dict[str, tuple[sympy.Basic, tuple[str, ...]]] = {
-    "softmax": (s[i], ("softmax-definition", "stable-softmax")),
-    "log_softmax": (log(s[i]), ("stable-log-softmax",)),
-    "softmax_jacobian": (Jij[i, j], ("jacobian-matrix",)),
-    "cross_entropy": (L, ("loss-definition",)),
-    "cross_entropy_grad": (Derivative(L, z[j]), ("cross-entropy-gradient",)),
-    "cross_entropy_index": (-log(s[c]), ("one-hot",)),
-    "cross_entropy_grad_index": (s[j] - KroneckerDelta(j, c), ("one-hot",)),
-    "softmax_jvp": (gk.J * _V, ("general-jvp",)),
-    "softmax_vjp": (gk.J.T * _V, ("general-vjp",)),
+# each member's formula in the document's notation (its equations: family.members)
+_FORMULAS: dict[str, sympy.Basic] = {
+    "softmax": s[i],
+    "log_softmax": log(s[i]),
+    "softmax_jacobian": Jij[i, j],
+    "cross_entropy": L,
+    "cross_entropy_grad": Derivative(L, z[j]),
+    "cross_entropy_index": -log(s[c]),
+    "cross_entropy_grad_index": s[j] - KroneckerDelta(j, c),
+    "softmax_jvp": gk.J * _V,
+    "softmax_vjp": gk.J.T * _V,
 }
 
 
@@ -710,17 +703,17 @@ def _code_section(b: Builder, bundle: Bundle) -> None:
         c_file=Code(f"{stem}.c"),
     )
     rows = []
-    for function in FUNCTIONS:
-        formula, keys = _FORMULAS.get(function, (None, ()))
+    for member in MEMBERS:
+        formula = _FORMULAS.get(member.name)
         refs: list[Run] = []
-        for n, key in enumerate(keys):
+        for n, key in enumerate(member.equations):
             refs.extend(([", "] if n else []) + [Ref("eq", key)])
         rows.append(
             (
                 (printed(formula),) if formula is not None else (),
                 tuple(refs),
-                (Code(function),),
-                (Code(c_name(function, k, "f64")),),
+                (Code(member.name),),
+                (Code(c_name(member.name, k, "f64")),),
             )
         )
     b.add(

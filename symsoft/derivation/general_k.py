@@ -74,7 +74,7 @@ from sympy.core.traversal import bottom_up
 from sympy.matrices.expressions.diagonal import DiagMatrix
 from sympy.matrices.expressions.matexpr import MatrixElement, MatrixExpr
 
-from symsoft.bundle import Identity
+from symsoft.derivation.bundle import Identity
 from symsoft.errors import ProofError, SpecError
 
 __all__ = [

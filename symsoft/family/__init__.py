@@ -1,0 +1,1 @@
+"""The softmax family as data: each member declared once, read by every later stage."""
