@@ -183,5 +183,8 @@ def _code_fingerprint() -> str:
     if not templates.is_dir():
         templates = package.parent / "templates"
     files = [(f"symsoft/{p.relative_to(package)}", p) for p in sorted(package.rglob("*.py"))]
-    files += [(f"templates/{p.name}", p) for p in sorted(templates.glob("*.jinja"))]
+    # rglob: the C template's parts sit in templates/c/
+    files += [
+        (f"templates/{p.relative_to(templates)}", p) for p in sorted(templates.rglob("*.jinja"))
+    ]
     return digest(*(part for name, path in files for part in (name, path.read_bytes())))
