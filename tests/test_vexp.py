@@ -1,4 +1,4 @@
-"""The C kernels' own exp (templates/exp.c.jinja), taken from the emitted source and measured
+"""The C kernels' own exp (templates/c/exp.c.jinja), taken from the emitted source and measured
 against mpmath over its domain (x <= 0: the kernels ask for exp(z_i - max z)): at most 0.75 ulp
 (normal results) and 0.8 subnormal ulp, exact special values; and the scaled exp the kernels
 call, exp(x) * 2^64 (2^32 for float), a normal number within 0.75 ulp down to the underflow
@@ -208,7 +208,7 @@ def test_kernels_print_our_exp_and_libm_log(generated):
 
 
 def test_clamping_first_and_masking_at_the_end_give_the_same_bits(generated, tmp_path):
-    """The double exp's two ways of sending x < -746 to +0 (templates/exp.c.jinja, step 1)
+    """The double exp's two ways of sending x < -746 to +0 (templates/c/exp.c.jinja, step 1)
     agree exactly, with the same fma use, over the sample, below the range and at the special
     values. (float has only the mask.)"""
     folder = generated(1).folder

@@ -57,7 +57,7 @@ FLOAT_LANE_LOOP_FROM = 32
 VECTOR_MAX = frozenset({"float32"})
 
 # The kernels' exponentials and their sums are exp(z_i - m) * 2^EXP_SCALE (the scaled exp of
-# templates/exp.c.jinja, which builds the same power of 2 into its bits).
+# templates/c/exp.c.jinja, which builds the same power of 2 into its bits).
 EXP_SCALE = {"float32": 32, "float64": 64}
 
 

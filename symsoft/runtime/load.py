@@ -183,6 +183,7 @@ def _code_fingerprint() -> str:
     if not templates.is_dir():
         templates = package.parent / "templates"
     files = [(f"symsoft/{p.relative_to(package)}", p) for p in sorted(package.rglob("*.py"))]
+    # rglob: the C template's parts sit in templates/c/
     files += [
         (f"templates/{p.relative_to(templates).as_posix()}", p)
         for p in sorted(templates.rglob("*.jinja"))
