@@ -52,6 +52,7 @@ class Report:
     worst: Outcome
     finite_differences: FiniteDifferences | None
     n_batches: int | None
+    restarts: int = 0  # worker processes started again after a crash, exit or timeout
 
     @property
     def ok(self) -> bool:
