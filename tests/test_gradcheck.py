@@ -432,6 +432,7 @@ def test_cli_exit_0_and_json_structure():
             "max_abs_error",
             "max_rel_error",
             "max_error_over_tolerance",
+            "loss_failed",
         }
     assert data["tolerance"]["c"] == C and data["diagnosis"] == []
     assert data["finite_differences"]["agrees"] is True
