@@ -24,7 +24,7 @@ from symsoft.gradcheck.settings import Settings
 from symsoft.gradcheck.tolerance import entry_tolerance
 
 TITLES = {
-    "escaped": "ends, crashes or hangs the process",
+    "escaped": "exits, crashes, hangs or takes over the process",
     "raised": "raises an exception",
     "wrong_axis": "wrong reduction axis in batched mode",
     "max_start": "running maximum starts at a finite constant",
@@ -239,22 +239,26 @@ class _Diagnosis:
                 "it as logsumexp(z) - z_c, or -sum(y * log_softmax(z)).",
             )
         rest = [o for o in lossy if o not in under]
-        ratios = [
-            o.loss_got / o.loss_expected
-            for o in rest
-            if o.loss_expected and np.isfinite(o.loss_got) and o.loss_got != 0
-        ]
-        if rest and len(ratios) == len(rest) and np.ptp(ratios) <= 1e-6 * abs(ratios[0]):
-            c = ratios[0]
-            hint = ""
-            if st.reduction != "none":
-                rows = {o.rows for o in rest}
-                if len(rows) == 1 and abs(c - rows.pop()) < 1e-6 * abs(c):
-                    hint = " (c = N: the sum over the batch where the mean was asked)"
-            self.add_loss(
-                "loss_scaled", rest, f"loss = {c:.6g} * the exact loss on {of_n(rest)}{hint}."
-            )
-            rest = []
+        ratios = np.array(
+            [
+                o.loss_got / o.loss_expected
+                for o in rest
+                if o.loss_expected and np.isfinite(o.loss_got) and o.loss_got != 0
+            ]
+        )
+        near = max(1e-6, 1e3 * float(np.finfo(st.dtype).eps))
+        if rest and ratios.size == len(rest):
+            rows = np.array([o.rows for o in rest], dtype=float)
+            text = None
+            if np.all(np.abs(ratios - ratios[0]) <= near * abs(ratios[0])):
+                text = f"loss = {ratios[0]:.6g} * the exact loss"
+            elif np.all(np.abs(ratios - rows) <= near * rows):
+                text = "loss = N * the exact loss (N = rows): the sum where the mean was asked"
+            elif np.all(np.abs(ratios * rows - 1) <= near):
+                text = "loss = the exact loss / N (N = rows): the mean where the sum was asked"
+            if text:
+                self.add_loss("loss_scaled", rest, f"{text}, on {of_n(rest)}.")
+                rest = []
         if rest:
             worst = max(rest, key=lambda o: o.loss_error / o.loss_tol)
             self.add_loss(
