@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import sysconfig
 import time
 import traceback
 import warnings
@@ -62,6 +63,27 @@ def _stdout_closed() -> bool:
     return sys.stdout is None or sys.stdout.closed
 
 
+# installed code (the standard library, site-packages) may register atexit hooks: JAX does
+LIBRARIES = tuple(
+    str(Path(p).resolve())
+    for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+)
+
+
+def _watch_atexit(hooks: list[str]) -> None:
+    """Record atexit hooks registered by the user's code (they would never run here: the
+    worker ends with os._exit, but a hook is not what a gradient may leave behind)."""
+    register = atexit.register
+
+    def watched(func: Callable, *args: object, **kwargs: object) -> Callable:
+        caller = sys._getframe(1).f_code.co_filename
+        if not str(Path(caller).resolve()).startswith(LIBRARIES):
+            hooks.append(f"{Path(caller).name}")
+        return register(func, *args, **kwargs)
+
+    atexit.register = watched
+
+
 def _serve(fn: Callable, conn: object, array: str, dtype: np.dtype) -> None:
     """The child's loop: receive arguments, call, send back NumPy results."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the checker, not fn
@@ -69,6 +91,8 @@ def _serve(fn: Callable, conn: object, array: str, dtype: np.dtype) -> None:
     me = os.getpid()
     forks: list[int] = []
     os.register_at_fork(after_in_parent=lambda: forks.append(1))
+    hooks: list[str] = []
+    _watch_atexit(hooks)
     try:
         convert = input_converter(array, dtype)
     except Exception as exc:
@@ -79,7 +103,7 @@ def _serve(fn: Callable, conn: object, array: str, dtype: np.dtype) -> None:
             args = conn.recv()
         except (EOFError, OSError):
             os._exit(0)
-        hooks = atexit._ncallbacks()
+        hooks.clear()
         forks.clear()
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # overflow warnings are part of what is judged
@@ -92,8 +116,8 @@ def _serve(fn: Callable, conn: object, array: str, dtype: np.dtype) -> None:
         events = []
         if forks:
             events.append("forked a child process (os.fork)")
-        if atexit._ncallbacks() > hooks:
-            events.append("registered an atexit hook")
+        if hooks:
+            events.append(f"registered an atexit hook (in {hooks[0]})")
         if _stdout_closed():
             events.append("closed stdout")
         if events:
