@@ -296,7 +296,12 @@ class _Diagnosis:
     def wrong_axis(self) -> None:
         st, matched = self.st, {}
         for rows in self.batches or []:
-            fail = [self.outcomes[i] for i in rows if self.outcomes[i] in self.todo]
+            # a constant factor (N for a sum where the mean was asked) is a scale, not an axis
+            fail = [
+                self.outcomes[i]
+                for i in rows
+                if self.outcomes[i] in self.todo and not self._is_scaled(self.outcomes[i])
+            ]
             if not fail:
                 continue
             for label, preds in self._batch_variants(rows).items():
@@ -310,7 +315,7 @@ class _Diagnosis:
                 continue
             if len(self.batches[o.batch]) < 2 or reruns >= MAX_RERUNS:
                 continue
-            if any(close(o, pred, scale, st) for _, pred, scale in scaled(o, st)):
+            if self._is_scaled(o):
                 continue  # e.g. divided by N: right alone, but a scale, not an axis
             reruns += 1
             single = self.alone(o.index)
@@ -324,6 +329,9 @@ class _Diagnosis:
             group,
             f"{detail}: on {self.of_n(group)}. Reduce over the last axis (axis=-1, keepdims=True).",
         )
+
+    def _is_scaled(self, o: Outcome) -> bool:
+        return any(close(o, pred, scale, self.st) for _, pred, scale in scaled(o, self.st))
 
     def _batch_variants(self, rows: list[int]) -> dict[str, dict[int, tuple]]:
         st = self.st
