@@ -438,14 +438,23 @@ class _Diagnosis:
                 f"{self.of_n(zero)}: {masked} with -inf (masked) logits{under}. Look for a "
                 "division by s_i, 0 * log(s_i) or -inf - (-inf); the derivative there is finite.",
             )
+        # NaN on ordinary inputs too: then NaN on huge or masked ones is no evidence of either
+        nan_anywhere = any(
+            o.error is None and not finite(o.got) and not _naive_breaks(o, st) and not _masked(o)
+            for o in self.outcomes
+        )
         big = [
             o
             for o in self.todo
             if o.error is None
             and _naive_breaks(o, st)
-            and (not finite(o.got) or _matches_naive(o, st))
+            and ((not finite(o.got) and not nan_anywhere) or _matches_naive(o, st))
         ]
-        nan = [o for o in self.todo if o.error is None and _masked(o) and not finite(o.got)]
+        nan = [
+            o
+            for o in self.todo
+            if o.error is None and _masked(o) and not finite(o.got) and not nan_anywhere
+        ]
         # an input both masked and huge is blamed on whichever cause shows up on its own
         big_alone = any(not _masked(o) for o in big)
         nan_alone = any(not _naive_breaks(o, st) for o in nan)
