@@ -3,6 +3,7 @@ tests/gradcheck_examples/ (copied to a temporary folder), and the Python block a
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from symsoft.gradcheck.cli import add_check_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "tests" / "gradcheck_examples"
@@ -42,10 +45,6 @@ def _env() -> dict[str, str]:
 
 
 def test_readme_documents_every_check_option():
-    from symsoft.gradcheck.cli import add_check_arguments
-
-    import argparse
-
     parser = argparse.ArgumentParser()
     add_check_arguments(parser)
     options = {s for a in parser._actions for s in a.option_strings if s.startswith("--")}

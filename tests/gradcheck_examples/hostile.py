@@ -1,6 +1,11 @@
 """Functions that try to end, hang or take over the checker, each on masked inputs only."""
 
-import atexit, ctypes, os, sys, time
+import atexit
+import ctypes
+import os
+import sys
+import time
+
 import numpy as np
 
 
