@@ -205,21 +205,14 @@ def test_torch_inputs_are_tensors_of_the_dtype():
     assert report.bugs != ("raised",) and not any(o.error for o in report.outcomes)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_jax_arrays_in_64_bit_mode_when_float64(dtype):
+def test_jax_arrays_in_64_bit_mode_when_float64():
+    # one row per call: one shape, one compile (the README runs a batched JAX check)
     report = check_gradient(
-        f"{EXAMPLES}/jax_grads.py:ce_mean",
-        3,
-        labels="index",
-        batched=True,
-        reduction="mean",
-        array="jax",
-        dtype=dtype,
-        n_random=4,
+        f"{EXAMPLES}/jax_grads.py:softmax_jacobian", 3, "softmax", array="jax", n_random=4
     )
     assert report.ok, report.text()
     # float64 only passes the float64 tolerance if JAX computed in float64
-    assert {o.out_dtype for o in report.outcomes} == {dtype}
+    assert {o.out_dtype for o in report.outcomes} == {"float64"}
 
 
 # ---- --finite ----

@@ -31,6 +31,15 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_sys_exit_0_inside_the_function_is_exit_1_with_a_report():
+    """Before issue 19, this made `symsoft check` exit 0 without a report."""
+    run = cli(f"{HOSTILE}:exits", "-k", "3", "--n-random", "4", "--json")
+    assert run.returncode == 1, run.stdout + run.stderr
+    data = json.loads(run.stdout)  # a whole report, on an untouched stdout
+    assert data["verdict"] == "wrong" and data["diagnosis"][0]["bug"] == "escaped"
+    assert "called sys.exit(0)" in data["diagnosis"][0]["message"]
+
+
 @pytest.mark.parametrize(
     ("name", "event"),
     [
@@ -45,15 +54,14 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_what_the_function_does_to_its_process_is_a_wrong_verdict(name, event):
-    run = cli(f"{HOSTILE}:{name}", "-k", "3", "--n-random", "4", "--timeout", "0.5", "--json")
-    assert run.returncode == 1, run.stdout + run.stderr
-    data = json.loads(run.stdout)  # a whole report, on an untouched stdout
-    assert data["verdict"] == "wrong"
-    (finding,) = data["diagnosis"]
-    assert finding["bug"] == "escaped" and event in finding["message"]
-    assert set(finding["kinds"]) == {"masked"}  # the input kind that caused it
+    # through the API: were the function not isolated, it would end or hang this test
+    report = check_gradient(f"{HOSTILE}:{name}", 3, n_random=4, timeout=0.5)
+    assert report.exit_code == 1
+    (finding,) = report.findings
+    assert finding.bug == "escaped" and event in finding.message, report.text()
+    assert set(dict(finding.kinds)) == {"masked"}  # the input kind that caused it
     # every other input was still checked, and passed
-    assert data["failed"] == finding["inputs"] and data["kinds"]["random"]["failed"] == 0
+    assert report.n_failed == finding.inputs and report.kinds()[0].failed == 0
 
 
 def test_segfault_in_c_code_is_reported_on_the_masked_inputs():
