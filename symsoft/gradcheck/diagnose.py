@@ -3,9 +3,11 @@
 Each bug class is a concrete hypothesis about what the function computed instead ("got =
 -expected", "got = diag(s)", "got = expected^T", "got = s - y", ...), evaluated in float64 from
 the reference softmax and tested entry by entry, within the dtype's tolerance, on the failing
-inputs. Classes tied to a kind of input (exceptions, batch rows, overflow, masks) come first and
-explain only the inputs they can; the structural classes then explain the rest, the one that
-explains the most inputs first. Whatever nothing explains is reported as such.
+inputs. What a call did to its process (exit, crash, timeout, fork) comes first; classes tied
+to a kind of input (exceptions, batch rows, a maximum started at a constant, a division by an
+underflowed s, overflow, masks) next, each explaining only the inputs it can; the structural
+classes then explain the rest, the one that explains the most inputs first. Whatever nothing
+explains is reported as such. A loss returned beside the gradient is diagnosed on its own.
 """
 
 from __future__ import annotations
