@@ -6,17 +6,19 @@ import math
 from collections.abc import Callable
 
 from symsoft.gradcheck.diagnose import diagnose
+from symsoft.gradcheck.errors import CheckUsageError
 from symsoft.gradcheck.inputs import KINDS, generate
-from symsoft.gradcheck.loader import check_signature
+from symsoft.gradcheck.loader import check_signature, load_function
 from symsoft.gradcheck.report import Report
-from symsoft.gradcheck.runner import Outcome, run, run_batch
+from symsoft.gradcheck.runner import Outcome, Runner
 from symsoft.gradcheck.second_opinion import finite_differences
-from symsoft.gradcheck.settings import make_settings
+from symsoft.gradcheck.settings import DEFAULT_CHECK_TIMEOUT, DEFAULT_TIMEOUT, make_settings
 from symsoft.gradcheck.tolerance import logit_size
+from symsoft.gradcheck.worker import Worker
 
 
 def check_gradient(
-    fn: Callable,
+    fn: Callable | str,
     k: int,
     of: str = "cross_entropy",
     *,
@@ -26,36 +28,70 @@ def check_gradient(
     seed: int | None = 0,
     n_random: int | None = None,
     name: str | None = None,
+    reduction: str = "none",
+    form: str = "jacobian",
+    array: str = "numpy",
+    finite: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    check_timeout: float = DEFAULT_CHECK_TIMEOUT,
+    cflags: str | tuple[str, ...] = (),
 ) -> Report:
     """Check a hand-written derivative against symsoft's exact one.
 
-    of: "softmax" (fn(z) -> K x K Jacobian of s), "log_softmax" (fn(z) -> Jacobian of log s)
-    or "cross_entropy" (fn(z, y) -> dL/dz). z and y are 1-D arrays of length K in `dtype`, or
-    (N, K) arrays with batched=True (then fn returns (N, K) or (N, K, K)). labels is what the
-    function assumes about y: "simplex" (y >= 0, sum 1), "one-hot" or "any" (y >= 0).
-    n_random: how many random-logit inputs (default 96; the special kinds come on top).
+    fn: a callable, or a target as the CLI takes it ("grads.py:ce_grad", "kernel.c:backward",
+    "libk.so:backward"). of: "softmax" (fn(z) -> K x K Jacobian of s), "log_softmax" (of
+    log s) or "cross_entropy" (fn(z, y) -> dL/dz, or (loss, dL/dz)). z and y are 1-D arrays
+    of length K in `dtype`, or (N, K) arrays with batched=True. labels is what the function
+    assumes about y: "simplex" (y >= 0, sum 1), "one-hot", "any" (y >= 0) or "index" (fn(z,
+    c) with an integer class; batched an int64 array (N,)). reduction "sum" / "mean": fn
+    returns the gradient of the batch's summed / mean loss. form "vjp": fn(z, g) returns
+    g^T J. array: the inputs are "numpy", "torch" or "jax" arrays. finite: the contract
+    excludes -inf logits. timeout: seconds per call; check_timeout: for the whole check.
+    cflags: compiler flags for a .c target. n_random: how many random-logit inputs (default
+    96; the special kinds come on top).
 
+    fn runs in a child process: an exit, crash, hang or fork inside it is a WRONG verdict.
     Returns a Report (truthy when correct; .text(), .to_json(), .exit_code). Raises
     CheckUsageError (a SpecError) when the check cannot run: bad options, a signature that
     cannot take the inputs, or an output of the wrong shape.
     """
     settings = make_settings(
-        of, k, batched=batched, dtype=dtype, labels=labels, seed=seed, n_random=n_random
+        of,
+        k,
+        batched=batched,
+        dtype=dtype,
+        labels=labels,
+        seed=seed,
+        n_random=n_random,
+        reduction=reduction,
+        form=form,
+        array=array,
+        finite=finite,
+        timeout=timeout,
+        check_timeout=check_timeout,
     )
+    if isinstance(fn, str):
+        fn, default_name = load_function(fn, settings, cflags)
+        name = name or default_name
+    elif cflags:
+        raise CheckUsageError("cflags is for a .c target")
     name = name or getattr(fn, "__qualname__", None) or repr(fn)
     check_signature(fn, settings, name)
     cases, batches = generate(settings)
-    outcomes = run(fn, settings, cases, batches)
+    with Worker(fn, settings.array, settings.dtype, settings.timeout, settings.check_timeout) as w:
+        runner = Runner(w, settings, cases)
+        outcomes = runner.run(batches)
 
-    def alone(index: int) -> Outcome | None:
-        try:
-            return run_batch(fn, settings, cases, [index])[0]
-        except Exception:  # a shape error on N = 1 is no evidence either way
-            return None
+        def alone(index: int) -> Outcome | None:
+            try:
+                return runner.call([index])[0]
+            except CheckUsageError:  # a shape error on N = 1 is no evidence either way
+                return None
 
-    findings = diagnose(outcomes, settings, batches, alone)
+        findings = diagnose(outcomes, settings, batches, alone)
+        restarts = w.restarts
     worst = _worst(outcomes)
-    fd = finite_differences(settings.of, worst.case.z, worst.case.y)
+    fd = finite_differences(settings.of, worst.case.z, worst.y64)
     return Report(
         name,
         settings,
@@ -64,17 +100,24 @@ def check_gradient(
         worst,
         fd,
         None if batches is None else len(batches),
+        restarts,
     )
 
 
 def _worst(outcomes: list[Outcome]) -> Outcome:
     """The input to show: the largest relative error; among errors of the same decade (all
     above 10% count as one) the most ordinary kind and the smallest logits, the clearest
-    example. With no wrong values, an exception; with no failure, the closest to failing."""
-    failing = [o for o in outcomes if o.failed]
+    example. With no wrong values, an exception; with a right gradient, the worst loss; with
+    no failure, the closest to failing."""
+    failing = [o for o in outcomes if o.grad_failed]
     computed = [o for o in failing if o.error is None]
     if not computed:
-        return (failing or [max(outcomes, key=lambda o: o.ratio)])[0]
+        if failing:
+            return failing[0]
+        lossy = [o for o in outcomes if o.loss_wrong]
+        if lossy:
+            return max(lossy, key=lambda o: (o.loss_error / o.loss_tol, -o.index))
+        return max(outcomes, key=lambda o: o.ratio)
 
     def key(o: Outcome) -> tuple[float, bool, int, float]:
         # decades of relative error; beyond 10% (NaN and inf included) it is simply wrong

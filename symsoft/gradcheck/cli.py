@@ -10,18 +10,32 @@ import sys
 from symsoft.errors import SpecError
 from symsoft.gradcheck.check import check_gradient
 from symsoft.gradcheck.loader import load_function
-from symsoft.gradcheck.settings import DTYPES, LABELS, OFS, make_settings
+from symsoft.gradcheck.settings import (
+    ARRAYS,
+    DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DTYPES,
+    FORMS,
+    LABELS,
+    OFS,
+    REDUCTIONS,
+    make_settings,
+)
 
 DESCRIPTION = (
     "Check a hand-written softmax / log-softmax / cross-entropy derivative against symsoft's "
     "exact one (50-digit reference) on random, tied, dominant, huge, masked (-inf) and batched "
-    "inputs. Exit 0: correct on every input; 1: wrong somewhere (or raised); 2: usage error."
+    "inputs. The function runs in a child process. Exit 0: correct on every input; 1: wrong "
+    "somewhere (or raised, exited, crashed, hung); 2: usage error."
 )
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "target", metavar="FILE.py:FUNCTION", help="the function to check, e.g. grads.py:ce_grad"
+        "target",
+        metavar="FILE.py:FUNCTION",
+        help="the function to check, e.g. grads.py:ce_grad; or a C function, kernel.c:backward "
+        "(compiled first) or libkernel.so:backward",
     )
     parser.add_argument("-k", dest="k", type=int, required=True, help="number of classes K")
     parser.add_argument(
@@ -40,7 +54,53 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LABELS,
         default="simplex",
         help="what fn assumes about y: simplex (y >= 0, sum 1; default), one-hot, "
-        "any (y >= 0, any sum)",
+        "any (y >= 0, any sum), index (fn(z, c) with an integer class c; batched an int64 (N,))",
+    )
+    parser.add_argument(
+        "--reduction",
+        choices=REDUCTIONS,
+        default="none",
+        help="batched cross-entropy: fn returns the gradient of the sum or mean of the row "
+        "losses (default none: per row)",
+    )
+    parser.add_argument(
+        "--form",
+        choices=FORMS,
+        default="jacobian",
+        help="softmax / log_softmax: jacobian (fn(z) -> K x K; default) or vjp (fn(z, g) -> g^T J)",
+    )
+    parser.add_argument(
+        "--array",
+        choices=ARRAYS,
+        default="numpy",
+        help="pass the inputs as numpy (default), torch or jax arrays",
+    )
+    parser.add_argument(
+        "--finite",
+        action="store_true",
+        help="fn's contract excludes -inf logits: no masked input is tried",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"time limit per call (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--check-timeout",
+        dest="check_timeout",
+        type=float,
+        default=DEFAULT_CHECK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"time limit for the whole check (default {DEFAULT_CHECK_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--cflags",
+        default="",
+        metavar="FLAGS",
+        help='compiler flags for a .c target, e.g. "-I include -DK=5" (relative paths from '
+        "the file's folder)",
     )
     parser.add_argument("--seed", type=int, default=0, help="input generator seed (default 0)")
     parser.add_argument(
@@ -62,12 +122,19 @@ def run_check(args: argparse.Namespace) -> int:
         "labels": args.labels,
         "seed": args.seed,
         "n_random": args.n_random,
+        "reduction": args.reduction,
+        "form": args.form,
+        "array": args.array,
+        "finite": args.finite,
+        "timeout": args.timeout,
+        "check_timeout": args.check_timeout,
     }
     try:
-        make_settings(k=args.k, **options)  # a bad option fails before the file is imported
+        # a bad option fails before the file is imported
+        settings = make_settings(k=args.k, **options)
         # whatever the user's code prints must not end up inside the JSON on stdout
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-            fn, name = load_function(args.target)
+            fn, name = load_function(args.target, settings, args.cflags)
             report = check_gradient(fn, args.k, name=name, **options)
     except SpecError as exc:  # CheckUsageError, bad K
         print(f"symsoft check: error: {exc}", file=sys.stderr)

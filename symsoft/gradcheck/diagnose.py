@@ -3,9 +3,11 @@
 Each bug class is a concrete hypothesis about what the function computed instead ("got =
 -expected", "got = diag(s)", "got = expected^T", "got = s - y", ...), evaluated in float64 from
 the reference softmax and tested entry by entry, within the dtype's tolerance, on the failing
-inputs. Classes tied to a kind of input (exceptions, batch rows, overflow, masks) come first and
-explain only the inputs they can; the structural classes then explain the rest, the one that
-explains the most inputs first. Whatever nothing explains is reported as such.
+inputs. What a call did to its process (exit, crash, timeout, fork) comes first; classes tied
+to a kind of input (exceptions, batch rows, a maximum started at a constant, a division by an
+underflowed s, overflow, masks) next, each explaining only the inputs it can; the structural
+classes then explain the rest, the one that explains the most inputs first. Whatever nothing
+explains is reported as such. A loss returned beside the gradient is diagnosed on its own.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from symsoft.gradcheck.settings import Settings
 from symsoft.gradcheck.tolerance import entry_tolerance
 
 TITLES = {
+    "escaped": "exits, crashes, hangs or takes over the process",
     "raised": "raises an exception",
     "wrong_axis": "wrong reduction axis in batched mode",
+    "max_start": "running maximum starts at a finite constant",
+    "divides_by_s": "divides by s_i, which is 0 here",
     "overflow": "overflow or NaN at large logits",
     "nan_at_mask": "NaN at -inf masks",
     "masked_nonzero": "wrong values at masked classes",
     "sign_flipped": "sign flipped",
+    "clipped": "probabilities clipped inside the gradient",
     "scaled": "scaled by a constant",
     "missing_term": "a term is missing",
     "transposed": "transposed Jacobian",
@@ -40,7 +46,11 @@ TITLES = {
     "permuted": "entries permuted",
     "float32_precision": "float32 precision where float64 was given",
     "unexplained": "no known bug class fits",
+    "loss_log_underflow": "loss: log of a probability that underflowed to 0",
+    "loss_scaled": "loss: scaled by a constant",
+    "loss_wrong": "loss: no known bug class fits",
 }
+LOSS_BUGS = frozenset(b for b in TITLES if b.startswith("loss_"))
 # classes judged on the size of the error alone, not its pattern: only credible when they
 # explain everything left (a constant offset of 1e-7 is not a downcast, it fails at 0 too)
 WHOLE_ONLY = frozenset({"float32_precision"})
@@ -111,6 +121,20 @@ def _nan_where_s_is_zero(o: Outcome, st: Settings) -> bool:
     return bool(np.all(o.diff[~zero] <= normwise[~zero]))
 
 
+def _softmax_in_dtype(o: Outcome, st: Settings) -> np.ndarray:
+    """exp(z - max z) / sum, computed the stable way in the checked dtype."""
+    with np.errstate(all="ignore"):
+        z = o.case.z
+        e = np.exp(z - np.max(z))
+        return (e / e.sum()).astype(np.float64)
+
+
+def _some_s_vanishes(o: Outcome, st: Settings) -> bool:
+    """Some s_i is 0 or subnormal in the checked dtype: 1/s_i is inf or overflows."""
+    s = _softmax_in_dtype(o, st)
+    return bool((s < np.finfo(st.dtype).tiny).any())
+
+
 def _masked(o: Outcome) -> bool:
     return bool(np.isneginf(o.case.z).any())
 
@@ -144,7 +168,7 @@ class _Diagnosis:
     ) -> None:
         self.outcomes, self.st = outcomes, st
         self.batches, self.alone = batches, alone
-        self.failing = [o for o in outcomes if o.failed]
+        self.failing = [o for o in outcomes if o.grad_failed]
         self.todo = list(self.failing)
         self.findings: list[Finding] = []
 
@@ -168,9 +192,12 @@ class _Diagnosis:
         return f"{len(group)} of {len(self.failing)} failing inputs ({_kinds_text(group)})"
 
     def run(self) -> list[Finding]:
+        self.escaped()
         self.raised()
         if self.batches is not None:
             self.wrong_axis()
+        self.max_start()
+        self.divides_by_s()
         self.overflow_and_masks()
         self.compete()
         if self.todo:
@@ -180,7 +207,83 @@ class _Diagnosis:
                 f"No known bug class fits {self.of_n(self.todo)}; see the entries of the "
                 "worst input.",
             )
+        self.loss()
         return self.findings
+
+    # ---- the loss returned beside the gradient ----
+
+    def loss(self) -> None:
+        st = self.st
+        lossy = [o for o in self.outcomes if o.loss_wrong]
+        if not lossy:
+            return
+        n = len(lossy)
+
+        def of_n(group: list[Outcome]) -> str:
+            return f"{len(group)} of {n} inputs with a wrong loss ({_kinds_text(group)})"
+
+        def log_zero(o: Outcome) -> bool:
+            """Some class with y_i > 0 has s_i = 0 in the dtype (any row of its batch)."""
+            rows = [o]
+            if o.loss_batch and self.batches is not None and o.batch is not None:
+                rows = [self.outcomes[i] for i in self.batches[o.batch]]
+            return any(bool(((_softmax_in_dtype(r, st) == 0) & (r.case.y > 0)).any()) for r in rows)
+
+        under = [o for o in lossy if not np.isfinite(o.loss_got) and log_zero(o)]
+        if under:
+            example = min(under, key=lambda o: o.loss_expected)
+            self.add_loss(
+                "loss_log_underflow",
+                under,
+                f"The loss is inf/NaN on {of_n(under)}, each with s_i = 0 in {st.dtype.name} at "
+                f"a class with y_i > 0, where the exact loss is finite (e.g. "
+                f"{example.loss_expected:.6g}): -log(p) was taken after p underflowed. Compute "
+                "it as logsumexp(z) - z_c, or -sum(y * log_softmax(z)).",
+            )
+        rest = [o for o in lossy if o not in under]
+        ratios = np.array(
+            [
+                o.loss_got / o.loss_expected
+                for o in rest
+                if o.loss_expected and np.isfinite(o.loss_got) and o.loss_got != 0
+            ]
+        )
+        near = max(1e-6, 1e3 * float(np.finfo(st.dtype).eps))
+        if rest and ratios.size == len(rest):
+            rows = np.array([o.rows for o in rest], dtype=float)
+            text = None
+            if np.all(np.abs(ratios - ratios[0]) <= near * abs(ratios[0])):
+                text = f"loss = {ratios[0]:.6g} * the exact loss"
+            elif np.all(np.abs(ratios - rows) <= near * rows):
+                text = "loss = N * the exact loss (N = rows): the sum where the mean was asked"
+            elif np.all(np.abs(ratios * rows - 1) <= near):
+                text = "loss = the exact loss / N (N = rows): the mean where the sum was asked"
+            if text:
+                self.add_loss("loss_scaled", rest, f"{text}, on {of_n(rest)}.")
+                rest = []
+        if rest:
+            worst = max(rest, key=lambda o: o.loss_error / o.loss_tol)
+            self.add_loss(
+                "loss_wrong",
+                rest,
+                f"No known bug class fits the loss on {of_n(rest)}; e.g. got {worst.loss_got!r}, "
+                f"exact {worst.loss_expected!r} (#{worst.index}, {worst.case.kind}).",
+            )
+
+    def add_loss(self, bug: str, group: list[Outcome], message: str) -> None:
+        self.findings.append(Finding(bug, message, len(group), _kinds(group)))
+
+    def escaped(self) -> None:
+        group = [o for o in self.todo if o.escaped]
+        events = Counter(o.error for o in group).most_common(3)
+        text = "; ".join(f"{e} ({n}x)" for e, n in events)
+        self.add(
+            "escaped",
+            group,
+            f"On {self.of_n(group)}: {text}. The function runs in a separate process, so the "
+            "check went on (a new process for the next call); calls must return normally, "
+            "within --timeout.",
+        )
 
     def raised(self) -> None:
         group = [o for o in self.todo if o.error is not None]
@@ -195,12 +298,18 @@ class _Diagnosis:
     def wrong_axis(self) -> None:
         st, matched = self.st, {}
         for rows in self.batches or []:
-            fail = [self.outcomes[i] for i in rows if self.outcomes[i] in self.todo]
+            # a constant factor (N for a sum where the mean was asked) is a scale, not an axis
+            fail = [
+                self.outcomes[i]
+                for i in rows
+                if self.outcomes[i] in self.todo and not self._is_scaled(self.outcomes[i])
+            ]
             if not fail:
                 continue
             for label, preds in self._batch_variants(rows).items():
                 for o in fail:
-                    if id(o) not in matched and close(o, *preds[o.index], st):
+                    pred = preds[o.index]
+                    if id(o) not in matched and close(o, *pred, st) and distinct(o, *pred, st):
                         matched[id(o)] = (o, label.split(" (")[0])
         reruns = 0
         for o in self.todo:
@@ -208,7 +317,7 @@ class _Diagnosis:
                 continue
             if len(self.batches[o.batch]) < 2 or reruns >= MAX_RERUNS:
                 continue
-            if any(close(o, pred, scale, st) for _, pred, scale in scaled(o, st)):
+            if self._is_scaled(o):
                 continue  # e.g. divided by N: right alone, but a scale, not an axis
             reruns += 1
             single = self.alone(o.index)
@@ -222,6 +331,9 @@ class _Diagnosis:
             group,
             f"{detail}: on {self.of_n(group)}. Reduce over the last axis (axis=-1, keepdims=True).",
         )
+
+    def _is_scaled(self, o: Outcome) -> bool:
+        return any(close(o, pred, scale, self.st) for _, pred, scale in scaled(o, self.st))
 
     def _batch_variants(self, rows: list[int]) -> dict[str, dict[int, tuple]]:
         st = self.st
@@ -260,6 +372,59 @@ class _Diagnosis:
             )
         return "rows are right alone (N = 1) but wrong inside a batch whose rows differ"
 
+    def max_start(self) -> None:
+        """NaN only on rows whose logits all lie far below 0, every higher row right (even
+        where plain exp(z) overflows, so the function does shift): the maximum it subtracts
+        never goes below a finite start value."""
+        st = self.st
+        limit = overflow_logit(st.dtype)
+        bad = [o for o in self.todo if o.error is None and not finite(o.got)]
+        if not bad:
+            return
+        top = max(float(np.max(o.z64)) for o in bad)
+        if top >= -limit:
+            return
+        above = [o for o in self.outcomes if float(np.max(o.z64)) > top]
+        huge = [o for o in above if float(np.max(o.z64)) > limit]
+        if not huge or any(o.grad_failed for o in above):
+            return
+        self.add(
+            "max_start",
+            bad,
+            f"NaN/inf (0/0) on {self.of_n(bad)}, all with every logit below {top:.6g}, while all "
+            f"{len(above)} inputs with a larger maximum pass, {len(huge)} of them where exp(z) "
+            "unshifted overflows. The maximum that is subtracted starts at a finite constant "
+            "(e.g. maxval = -10000) instead of -inf or z[0]: on rows below it every "
+            "exp(z_i - maxval) underflows to 0. Start it at -INFINITY (or the row's first entry).",
+        )
+
+    def divides_by_s(self) -> None:
+        """NaN/inf exactly on inputs where some s_i is 0 (or subnormal), every other input
+        right, including those where plain exp(z) overflows: the function shifts, and then
+        divides by s_i (the unfused chain -y/s through the softmax Jacobian, J / s)."""
+        st = self.st
+        bad = [o for o in self.todo if o.error is None and not finite(o.got)]
+        zero = [o for o in bad if _some_s_vanishes(o, st)]
+        if not zero or len(zero) < len(bad) or all(_masked(o) for o in zero):
+            return  # NaN elsewhere too, or only at -inf masks: other classes say more
+        shifted = [o for o in self.outcomes if _naive_breaks(o, st) and not _some_s_vanishes(o, st)]
+        if any(o.grad_failed for o in shifted):
+            return  # fails where only a missing shift fails: the overflow class says that
+        masked = sum(_masked(o) for o in zero)
+        where = f" ({masked} of them with -inf logits)" if masked else ""
+        safe = sum(not _some_s_vanishes(o, st) for o in self.outcomes)
+        self.add(
+            "divides_by_s",
+            zero,
+            f"NaN/inf on {self.of_n(zero)}, each with some s_i = 0 or subnormal in "
+            f"{st.dtype.name}{where}; all {safe} inputs where every s_i is normal pass"
+            + (f", {len(shifted)} of them where exp(z) unshifted overflows" if shifted else "")
+            + ". s_i underflows legitimately (z_i - max z < "
+            f"{np.log(np.finfo(st.dtype).tiny):.0f}); a division by it (the chain -y/s times "
+            "the softmax Jacobian, or d log s = ds / s) gives 0/0. Use the fused forms: "
+            "s*sum(y) - y, delta_ij - s_j.",
+        )
+
     def overflow_and_masks(self) -> None:
         st = self.st
         # NaN exactly where s_i = 0 is a division by s (or 0 * log s), not an overflow, even
@@ -275,14 +440,23 @@ class _Diagnosis:
                 f"{self.of_n(zero)}: {masked} with -inf (masked) logits{under}. Look for a "
                 "division by s_i, 0 * log(s_i) or -inf - (-inf); the derivative there is finite.",
             )
+        # NaN on ordinary inputs too: then NaN on huge or masked ones is no evidence of either
+        nan_anywhere = any(
+            o.error is None and not finite(o.got) and not _naive_breaks(o, st) and not _masked(o)
+            for o in self.outcomes
+        )
         big = [
             o
             for o in self.todo
             if o.error is None
             and _naive_breaks(o, st)
-            and (not finite(o.got) or _matches_naive(o, st))
+            and ((not finite(o.got) and not nan_anywhere) or _matches_naive(o, st))
         ]
-        nan = [o for o in self.todo if o.error is None and _masked(o) and not finite(o.got)]
+        nan = [
+            o
+            for o in self.todo
+            if o.error is None and _masked(o) and not finite(o.got) and not nan_anywhere
+        ]
         # an input both masked and huge is blamed on whichever cause shows up on its own
         big_alone = any(not _masked(o) for o in big)
         nan_alone = any(not _naive_breaks(o, st) for o in nan)
@@ -355,6 +529,7 @@ class _Diagnosis:
         """Greedy cover: a class matching a subset of another's inputs never goes first."""
         seen: dict[tuple[str, int], str | None] = {}
         matchers = self.matchers()
+        start = len(self.todo)
         while self.todo:
             best: tuple[str, list[tuple[Outcome, str]]] | None = None
             for bug, matcher in matchers:
@@ -365,7 +540,7 @@ class _Diagnosis:
                         seen[key] = matcher(o)
                     if seen[key]:
                         hits.append((o, seen[key]))
-                if bug in WHOLE_ONLY and len(hits) < len(self.todo):
+                if bug in WHOLE_ONLY and len(hits) < start:
                     continue
                 if hits and (best is None or len(hits) > len(best[1])):
                     best = (bug, hits)

@@ -35,8 +35,10 @@ def close(
     dtype: np.dtype | None = None,
     factor: float = HYP_FACTOR,
 ) -> bool:
-    """got = pred entry by entry: NaN/inf in the same places, the rest within tolerance."""
-    if o.got is None:
+    """got = pred entry by entry: NaN/inf in the same places, the rest within tolerance.
+
+    A prediction with no finite entry explains nothing: any NaN output would match it."""
+    if o.got is None or not np.isfinite(pred).any():
         return False
     bad = ~np.isfinite(o.got)
     if not np.array_equal(bad, ~np.isfinite(pred)):
@@ -46,11 +48,21 @@ def close(
 
 
 def distinct(o: Outcome, pred: np.ndarray, scale: np.ndarray, st: Settings) -> bool:
-    """The alternative is itself clearly wrong: got cannot be close to both it and expected."""
-    both = np.maximum(scale, o.ref.scale)
-    tol = 2 * HYP_FACTOR * entry_tolerance(st.dtype, st.k, o.case.z, both, o.y64)
+    """The alternative is itself clearly wrong: somewhere it is outside the tolerance of the
+    expected value (with a margin), so it cannot pass for imprecision."""
+    tol = 2 * HYP_FACTOR * entry_tolerance(st.dtype, st.k, o.case.z, o.ref.scale, o.y64)
     with np.errstate(invalid="ignore"):
         return bool(np.any(~(np.abs(pred - o.ref.values) <= tol)))
+
+
+def _project(o: Outcome, st: Settings, variants: Iterator[Variant]) -> Iterator[Variant]:
+    """Jacobian variants as what a VJP would return: g^T J_variant."""
+    if not st.vjp:
+        yield from variants
+        return
+    g = o.case.g.astype(np.float64)
+    for label, pred, scale in variants:
+        yield f"{label} (inside g^T J)", g @ pred, np.abs(g) @ scale
 
 
 def _shift_name(r: int, k: int) -> int:
@@ -67,15 +79,22 @@ def scaled(o: Outcome, st: Settings) -> Iterator[Variant]:
         return
     best = np.unravel_index(np.argmax(np.abs(e) / o.tol), e.shape)  # the most precise entry
     c = float(o.got[best] / e[best])
-    if abs(c - 1) < 1e-6:
+    if abs(c - 1) < 1e-6 or c == 0 or not np.isfinite(c):  # c = 0: the answer is all 0
         return
     label = f"got = {c:.6g} * expected"
-    if o.rows > 1 and abs(c * o.rows - 1) < 1e-6:
+    near = max(1e-6, 1e3 * float(np.finfo(st.dtype).eps))  # c is read off one rounded entry
+    if o.rows > 1 and o.divisor == 1 and abs(c * o.rows - 1) < near:
         label = "got = expected / N (N = rows in the batch): the gradient of the batch mean"
+    elif o.divisor > 1 and abs(c - o.divisor) < near * c:
+        label = "got = N * expected (N = rows in the batch): the gradient of the batch sum"
     yield label, c * e, abs(c) * o.ref.scale
 
 
 def _missing(o: Outcome, st: Settings) -> Iterator[Variant]:
+    yield from _project(o, st, _missing_terms(o, st))
+
+
+def _missing_terms(o: Outcome, st: Settings) -> Iterator[Variant]:
     s, y = o.ref.s, o.y64
     if st.of == "softmax":
         ss = np.outer(s, s)
@@ -102,8 +121,13 @@ def _missing(o: Outcome, st: Settings) -> Iterator[Variant]:
 
 
 def _transposed(o: Outcome, st: Settings) -> Iterator[Variant]:
-    if st.jacobian:  # softmax's Jacobian is symmetric, so only log-softmax can show this
+    # softmax's Jacobian is symmetric, so only log-softmax can show this
+    if st.matrix:
         yield "got = expected^T", o.ref.values.T, o.ref.scale.T
+    elif st.vjp:  # J g instead of g^T J
+        g = o.case.g.astype(np.float64)
+        jac, scale = closed_form(st.of, o.ref.s, None), term_scale(st.of, o.ref.s, None)
+        yield "got = J g, a Jacobian-vector product, not g^T J", jac @ g, scale @ np.abs(g)
 
 
 def _other_function(o: Outcome, st: Settings) -> Iterator[Variant]:
@@ -113,7 +137,8 @@ def _other_function(o: Outcome, st: Settings) -> Iterator[Variant]:
             "log_softmax": "got = I - 1 s^T, the Jacobian of log-softmax (not of softmax)",
             "softmax": "got = diag(s) - s s^T, the Jacobian of softmax (not of log-softmax)",
         }[other]
-        yield label, closed_form(other, o.ref.s, None), term_scale(other, o.ref.s, None)
+        variant = (label, closed_form(other, o.ref.s, None), term_scale(other, o.ref.s, None))
+        yield from _project(o, st, iter([variant]))
 
 
 def _sum_one(o: Outcome, st: Settings) -> Iterator[Variant]:
@@ -136,7 +161,9 @@ def _shifted(o: Outcome, st: Settings) -> Iterator[Variant]:
     # off by one or two; longer rotations are still caught as "permuted"
     for r in sorted({r % st.k for r in (1, -1, 2, -2)} - {0}):
         d = -_shift_name(r, st.k)  # np.roll(a, r)[i] == a[i - r]
-        if st.of == "cross_entropy":
+        if st.vjp:
+            yield f"entry i holds entry i{d:+d}", np.roll(e, r), np.roll(sc, r)
+        elif st.of == "cross_entropy":
             t = float(np.sum(y))
             yield f"entry i holds entry i{d:+d}", np.roll(e, r), np.roll(sc, r)
             yield f"y[i{d:+d}] used for class i", s * t - np.roll(y, r), s * abs(t) + np.roll(y, r)
@@ -168,8 +195,50 @@ def _permuted(o: Outcome, st: Settings) -> Iterator[Variant]:
     )
 
 
+# the lower bounds people clip probabilities to: 1e-1 ... 1e-40, and the dtypes' eps and tiny
+# the most common first: the first that matches names the input
+_COMMON = (15, 7, 12, 8, 10, 6, 9, 5, 16, 20, 30)
+CLIP_EPS = (
+    *(10.0**-e for e in _COMMON),
+    *(float(np.finfo(t).eps) for t in (np.float32, np.float64)),
+    *(float(np.finfo(t).tiny) for t in (np.float32, np.float64)),
+    *(10.0**-e for e in range(1, 41) if e not in _COMMON),
+)
+
+
+def _clipped(o: Outcome, st: Settings) -> Iterator[Variant]:
+    """np.clip(p, eps, 1) (or 1 - eps) inside the gradient: the chain -y/p through the clipped
+    p, the same with the clip's zero derivative where it clips (autograd), or p - y from the
+    clipped p. Where s_y < eps the first two make the gradient vanish."""
+    if st.of != "cross_entropy" or not finite(o.got):
+        return
+    s, y = o.ref.s, o.y64
+    t = float(np.sum(y))
+    live = np.isfinite(o.case.z)
+    for eps in CLIP_EPS:
+        low = s < eps
+        if not (low & live).any():  # nothing clipped but masked classes: no evidence of a clip
+            continue
+        for top, name in ((1.0, "1"), (1.0 - eps, "1 - eps")):
+            c = np.clip(s, eps, top)
+            v = -y / c
+            chain = s * (v - np.dot(s, v))
+            scale = s * np.abs(v) + s * np.dot(s, np.abs(v))
+            clip = f"clip(s, {eps:.3g}, {name})"
+            yield f"got = J^T (-y / {clip}): the chain rule through clipped p", chain, scale
+            held = np.where(low | (s > top), 0.0, v)  # d clip/d p = 0 where it clips
+            yield (
+                f"got = J^T (d{clip}/ds * -y / {clip}): autograd through the clip, "
+                "0 where it clips",
+                s * (held - np.dot(s, held)),
+                s * np.abs(held) + s * np.dot(s, np.abs(held)),
+            )
+            yield f"got = {clip} * sum(y) - y", c * t - y, c * abs(t) + np.abs(y)
+
+
 STRUCTURAL: tuple[tuple[str, Callable[[Outcome, Settings], Iterator[Variant]]], ...] = (
     ("sign_flipped", _sign),
+    ("clipped", _clipped),
     ("scaled", scaled),
     ("missing_term", _missing),
     ("transposed", _transposed),
@@ -181,6 +250,8 @@ STRUCTURAL: tuple[tuple[str, Callable[[Outcome, Settings], Iterator[Variant]]], 
 )
 
 EXPLAIN = {
+    "clipped": "Where s_i is below the clip the gradient vanishes or is wrong: clip (if at all) "
+    "inside the loss only, and compute the gradient as s*sum(y) - y from the unclipped s.",
     "transposed": "J_log = I - 1 s^T is not symmetric, so the transpose shows: row i must be "
     "the gradient of log s_i, column j the derivative by z_j.",
     "shifted": "An index is off by one.",

@@ -1,8 +1,10 @@
 """What the checker tries: logits (and labels) of several kinds, rounded to the checked dtype.
 
 Each kind targets a way hand-written backward passes go wrong: random logits for the algebra,
-ties and a dominant logit for cancellation (s_k -> 1), large magnitudes for overflow, -inf
-for masked classes, and (batched only) batches whose rows sit at very different offsets for
+ties and a dominant logit for cancellation (s_k -> 1) and for probabilities that are
+subnormal or exactly 0 (a division by s), large magnitudes for overflow and rows far below
+zero (a running maximum started at a finite constant), -inf for masked classes (not with
+--finite), and (batched only) batches whose rows sit at very different offsets for
 reductions over the wrong axis.
 """
 
@@ -20,8 +22,8 @@ KINDS = ("random", "ties", "dominant", "large", "masked", "mixed-rows")
 KIND_HELP = {
     "random": "random logits, scales 0.1 to 30",
     "ties": "equal logits",
-    "dominant": "one logit far above the rest (s_k -> 1)",
-    "large": "magnitudes 1e3, 1e4 and around exp's overflow threshold",
+    "dominant": "one logit far above the rest: s_k -> 1, the rest subnormal or 0",
+    "large": "magnitudes 1e3 to 1e6, around exp's overflow threshold, all far below 0",
     "masked": "-inf entries (masked classes, y = 0 there)",
     "mixed-rows": "batch rows at very different offsets",
 }
@@ -36,6 +38,8 @@ class Case:
     z: np.ndarray  # (K,), in the checked dtype
     y: np.ndarray | None  # (K,), in the checked dtype; None unless cross-entropy
     note: str
+    label: int | None = None  # the class index with --labels index (then y is its one-hot)
+    g: np.ndarray | None = None  # (K,), the vector of g^T J with --form vjp
 
 
 def overflow_logit(dtype: np.dtype) -> float:
@@ -48,7 +52,10 @@ LABEL_VARIANTS = {
     "one-hot": ("one-hot",),
     # some with sum 1 on purpose: they show whether only sum(y) != 1 fails
     "any": ("scaled", "one-hot", "heavy", "soft", "zero", "scaled-one-hot"),
+    "index": ("one-hot",),
 }
+# the vectors g of g^T J: g = 1 makes the softmax VJP cancel to 0 exactly
+G_VARIANTS = ("normal", "ones", "one-hot", "normal", "wide")
 
 
 class _Labels:
@@ -79,6 +86,24 @@ class _Labels:
         return y  # "zero": y = 0, a legal input when any sum is allowed
 
 
+class _Cotangents:
+    """The g of a VJP, cycling through variants."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.variants = itertools.cycle(G_VARIANTS)
+        self.rng = rng
+
+    def draw(self, k: int) -> np.ndarray:
+        variant = next(self.variants)
+        if variant == "ones":
+            return np.ones(k)
+        if variant == "one-hot":
+            g = np.zeros(k)
+            g[self.rng.integers(k)] = 1.0
+            return g
+        return self.rng.standard_normal(k) * (100.0 if variant == "wide" else 1.0)
+
+
 def _random(rng: np.random.Generator, k: int, n: int) -> Iterator[tuple[np.ndarray, str]]:
     for i in range(n):
         scale = RANDOM_SCALES[i % len(RANDOM_SCALES)]
@@ -96,20 +121,44 @@ def _ties(rng: np.random.Generator, k: int) -> Iterator[tuple[np.ndarray, str]]:
             yield z, f"{top}-way tie at the maximum"
 
 
-def _dominant(rng: np.random.Generator, k: int) -> Iterator[tuple[np.ndarray, str]]:
+def _what_underflows(z: np.ndarray, dtype: np.dtype) -> str:
+    """What the gap does to the softmax in this dtype, for the note."""
+    with np.errstate(all="ignore"):
+        zd = z.astype(dtype)
+        e = np.exp(zd - zd.max())
+        s = e / e.sum()
+    if (s == 0).any():
+        return "the other s_i are exactly 0"
+    if (s < np.finfo(dtype).tiny).any():
+        return "the other s_i are subnormal"
+    if s.max() == 1:
+        return "s_k rounds to exactly 1"
+    return "s_k -> 1"
+
+
+def _dominant(
+    rng: np.random.Generator, k: int, dtype: np.dtype
+) -> Iterator[tuple[np.ndarray, str]]:
     if k < 2:
         return
-    for i, gap in enumerate((12.0, 25.0, 40.0, 80.0, 200.0)):
+    # beyond -log(tiny) the other probabilities are subnormal, beyond it by log(2^52) they
+    # are 0: a function that divides by s_i meets 0/0 there
+    subnormal = -float(np.log(np.finfo(dtype).tiny)) + 8.0
+    gaps = (12.0, 25.0, 40.0, 80.0, 200.0, round(subnormal), 1e3, 1e4)
+    for i, gap in enumerate(gaps):
         z = rng.standard_normal(k)
         z[i % k] = z.max() + gap
-        yield z, f"z[{i % k}] above the rest by {gap:g}"
+        yield z, f"z[{i % k}] above the rest by {gap:g}: {_what_underflows(z, dtype)}"
 
 
 def _large(rng: np.random.Generator, k: int, limit: float) -> Iterator[tuple[np.ndarray, str]]:
     offsets = (1e3, -1e3, 1e4, -1e4, limit - 5, limit + 1, limit + 20, -(limit + 20))
-    offsets += (-(limit + 60), 2 * limit)
+    offsets += (-(limit + 60), 2 * limit, -1e5, -1e6)
     for offset in offsets:
-        yield offset + 2 * rng.standard_normal(k), f"offset {offset:+.6g}"
+        note = f"offset {offset:+.6g}"
+        if offset <= -1e4:  # a running maximum that starts at -1e4 or so is never updated
+            note += ": every logit far below 0"
+        yield offset + 2 * rng.standard_normal(k), note
     z = rng.standard_normal(k) * limit / 2
     yield z, f"spread ~{limit:.0f}"
     if k >= 2:
@@ -167,17 +216,22 @@ def generate(settings: Settings) -> tuple[list[Case], list[list[int]] | None]:
     raw: list[tuple[str, np.ndarray, str]] = []
     raw += [("random", z, n) for z, n in _random(rng, k, settings.n_random)]
     raw += [("ties", z, n) for z, n in _ties(rng, k)]
-    raw += [("dominant", z, n) for z, n in _dominant(rng, k)]
+    raw += [("dominant", z, n) for z, n in _dominant(rng, k, dtype)]
     raw += [("large", z, n) for z, n in _large(rng, k, limit)]
-    raw += [("masked", z, n) for z, n in _masked(rng, k)]
+    if not settings.finite:  # the contract excludes -inf logits
+        raw += [("masked", z, n) for z, n in _masked(rng, k)]
+    cotangents = _Cotangents(rng)
 
     def case(kind: str, z: np.ndarray, note: str) -> Case:
         z = z.astype(dtype)
         y = labels.draw(z).astype(dtype) if settings.takes_labels else None
-        return Case(kind, z, y, note)
+        label = int(np.argmax(y)) if settings.index_labels else None
+        g = cotangents.draw(k).astype(dtype) if settings.vjp else None
+        return Case(kind, z, y, note, label, g)
 
     per_input = k * k + 3 * k if settings.jacobian else 3 * k  # products, and 2 softmaxes
-    cases = _thin([case(*r) for r in raw], max(len(KINDS) * 2, REFERENCE_BUDGET // per_input))
+    keep = max(len(KINDS) * 2, REFERENCE_BUDGET // per_input)
+    cases = _thin([case(*r) for r in raw], keep)
     if not settings.batched:
         return cases, None
     batches = _batches(cases, k)

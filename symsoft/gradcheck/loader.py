@@ -1,4 +1,5 @@
-"""Turn "path/to/file.py:function" into the callable, with usage errors that say what is wrong."""
+"""Turn "path/to/file.py:function" (or a C target) into the callable, with usage errors that
+say what is wrong."""
 
 from __future__ import annotations
 
@@ -9,16 +10,27 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from symsoft.gradcheck.cfunction import C_SUFFIXES, CFunction, load_c_function, split_cflags
 from symsoft.gradcheck.errors import CheckUsageError
 from symsoft.gradcheck.settings import Settings
 
 
-def load_function(target: str) -> tuple[Callable, str]:
-    """The function and a display name; rpartition keeps Windows drive colons in the path."""
+def load_function(
+    target: str, settings: Settings | None = None, cflags: str | tuple[str, ...] = ()
+) -> tuple[Callable, str]:
+    """The function and a display name; rpartition keeps Windows drive colons in the path.
+
+    FILE.c:FUNCTION and LIB.so:FUNCTION are C functions (settings give their signature)."""
     path_text, sep, attr = target.rpartition(":")
     if not sep or not path_text or not attr:
         raise CheckUsageError(f"expected path/to/file.py:function, got {target!r}")
     path = Path(path_text)
+    if path.suffix in C_SUFFIXES:
+        if settings is None:
+            raise CheckUsageError(f"{path.name} is C: its signature needs the check's options")
+        return load_c_function(target, settings, split_cflags(cflags)), f"{path.name}:{attr}"
+    if cflags:
+        raise CheckUsageError("--cflags is for a .c file")
     if not path.is_file():
         raise CheckUsageError(f"no such file: {path}")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
@@ -53,11 +65,13 @@ def load_function(target: str) -> tuple[Callable, str]:
 
 def check_signature(fn: Callable, settings: Settings, name: str) -> None:
     """Refuse a function that cannot be called the way this check will call it."""
+    if isinstance(fn, CFunction):
+        return
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # some builtins have none: let the call decide
         return
-    n = 2 if settings.takes_labels else 1
+    n = 2 if settings.two_args else 1
     try:
         signature.bind(*range(n))
     except TypeError as exc:

@@ -13,7 +13,7 @@ from symsoft.gradcheck.diagnose import Finding
 from symsoft.gradcheck.inputs import KIND_HELP, KINDS
 from symsoft.gradcheck.runner import Outcome
 from symsoft.gradcheck.second_opinion import FiniteDifferences
-from symsoft.gradcheck.settings import CONTRACTS, WHAT, Settings
+from symsoft.gradcheck.settings import CONTRACTS, Settings
 
 TABLE_ALL = 16  # show every entry up to this many, else the worst ones
 TABLE_ROWS = 12
@@ -28,6 +28,7 @@ class KindStats:
     max_abs_err: float
     max_rel_err: float
     max_ratio: float  # largest error over its tolerance
+    loss_failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Report:
     worst: Outcome
     finite_differences: FiniteDifferences | None
     n_batches: int | None
+    restarts: int = 0  # worker processes started again after a crash, exit or timeout
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,27 @@ class Report:
     @property
     def n_failed(self) -> int:
         return sum(o.failed for o in self.outcomes)
+
+    @property
+    def n_grad_failed(self) -> int:
+        return sum(o.grad_failed for o in self.outcomes)
+
+    @property
+    def n_loss_failed(self) -> int:
+        return sum(o.loss_wrong for o in self.outcomes)
+
+    @property
+    def loss_checked(self) -> int:
+        """Inputs whose call returned (loss, grad)."""
+        return sum(o.loss_got is not None for o in self.outcomes)
+
+    @property
+    def wrong_parts(self) -> str:
+        """Which of the two is wrong: "gradient", "loss", "gradient and loss" or ""."""
+        parts = [
+            p for p, n in (("gradient", self.n_grad_failed), ("loss", self.n_loss_failed)) if n
+        ]
+        return " and ".join(parts)
 
     @property
     def bugs(self) -> tuple[str, ...]:
@@ -89,6 +112,7 @@ class Report:
                         max(o.abs_err for o in group),
                         max(o.rel_err for o in group),
                         max(o.ratio for o in group),
+                        sum(o.loss_wrong for o in group),
                     )
                 )
         return stats
@@ -116,21 +140,33 @@ class Report:
 
     def text(self) -> str:
         st = self.settings
-        lines = [f"symsoft check: {self.name}: {WHAT[st.of]}", "  " + self._setup()]
+        lines = [f"symsoft check: {self.name}: {st.what}", "  " + self._setup()]
+        lines.append(f"  contract: {st.contract}")
+        if st.finite:
+            lines.append("  masked (-inf) inputs: not tried (--finite: the contract excludes -inf)")
         n = len(self.outcomes)
         verdict = (
             f"verdict: CORRECT on all {n} inputs"
             if self.ok
             else f"verdict: WRONG on {self.n_failed} of {n} inputs"
         )
+        if self.loss_checked:
+            verdict += (
+                f"; the {self.wrong_parts} wrong (gradient on {self.n_grad_failed}, "
+                f"loss on {self.n_loss_failed})"
+                if not self.ok
+                else "; gradient and the returned loss both right"
+            )
         lines += [verdict, ""]
+        loss_head = f"{'loss':>6}" if self.loss_checked else ""
         lines.append(
-            f"  {'kind':<11}{'inputs':>7}{'failed':>8}{'max abs err':>13}{'max rel err':>13}"
-            f"{'err/tol':>10}   what"
+            f"  {'kind':<11}{'inputs':>7}{'failed':>8}{loss_head}{'max abs err':>13}"
+            f"{'max rel err':>13}{'err/tol':>10}   what"
         )
         for k in self.kinds():
+            loss = f"{k.loss_failed:>6}" if self.loss_checked else ""
             lines.append(
-                f"  {k.kind:<11}{k.inputs:>7}{k.failed:>8}{_num(k.max_abs_err):>13}"
+                f"  {k.kind:<11}{k.inputs:>7}{k.failed:>8}{loss}{_num(k.max_abs_err):>13}"
                 f"{_num(k.max_rel_err):>13}{_num(k.max_ratio, 2):>10}   {KIND_HELP[k.kind]}"
             )
         lines += ["", "tolerance: " + tolerance.describe(st.dtype), ""]
@@ -141,6 +177,11 @@ class Report:
         for f in self.findings:
             lines.append(f"  - {f.title}: {f.message}")
         lines += ["", self._fd_text()]
+        if self.restarts:
+            lines.append(
+                f"worker: the process running the function was started again {self.restarts} "
+                "times (after an exit, crash, timeout or fork)"
+            )
         return "\n".join(lines)
 
     def _setup(self) -> str:
@@ -149,6 +190,8 @@ class Report:
         parts.append(f"batched ({self.n_batches} batches)" if st.batched else "one row per call")
         if st.takes_labels:
             parts.append(f"labels contract: {st.labels} ({CONTRACTS[st.labels]})")
+        if st.batched and st.reduction != "none":
+            parts.append(f"reduction {st.reduction}")
         parts.append(f"seed {st.seed}")
         return ", ".join(parts)
 
@@ -159,10 +202,24 @@ class Report:
         if o.batch is not None:
             where += f", row of batch {o.batch}"
         lines = [f"{head} ({where}):", f"  z = {_vector(o.case.z)}"]
-        if o.case.y is not None:
+        if o.case.label is not None:
+            lines.append(f"  c = {o.case.label}")
+        elif o.case.y is not None:
             lines.append(f"  y = {_vector(o.case.y)}")
+        if o.case.g is not None:
+            lines.append(f"  g = {_vector(o.case.g)}")
+        if o.divisor != 1:
+            lines.append(f"  (gradient of the mean over the {o.divisor} rows of its batch)")
         if o.error is not None:
-            return [*lines, f"  raised {o.error}"]
+            verb = "" if o.escaped else "raised "
+            return [*lines, f"  {verb}{o.error}"]
+        if o.loss_got is not None:
+            whose = "the batch's loss" if o.loss_batch else "loss"
+            mark = "  WRONG" if o.loss_wrong else ""
+            lines.append(
+                f"  {whose}: expected {o.loss_expected!r}, got {o.loss_got!r}, |error| "
+                f"{_num(o.loss_error)}, tolerance {_num(o.loss_tol)}{mark}"
+            )
         entries, left_out = self.entries()
         lines.append(f"  {'entry':<10}{'expected':>25}{'got':>25}{'|error|':>11}{'tolerance':>11}")
         for e in entries:
@@ -207,6 +264,18 @@ class Report:
             "dtype": st.dtype.name,
             "batched": st.batched,
             "batches": self.n_batches,
+            "contract": st.contract,
+            "reduction": st.reduction,
+            "form": st.form,
+            "array": st.array,
+            "finite": st.finite,
+            "timeout": st.timeout,
+            "check_timeout": st.check_timeout,
+            "wrong": self.wrong_parts or None,
+            "gradient_failed": self.n_grad_failed,
+            "loss_checked": self.loss_checked,
+            "loss_failed": self.n_loss_failed,
+            "restarts": self.restarts,
             "labels": st.labels if st.takes_labels else None,
             "labels_contract": CONTRACTS[st.labels] if st.takes_labels else None,
             "seed": st.seed,
@@ -225,6 +294,7 @@ class Report:
                     "max_abs_error": _json(k.max_abs_err),
                     "max_rel_error": _json(k.max_rel_err),
                     "max_error_over_tolerance": _json(k.max_ratio),
+                    "loss_failed": k.loss_failed,
                 }
                 for k in self.kinds()
             },
@@ -235,7 +305,18 @@ class Report:
                 "batch": o.batch,
                 "z": [_json(v) for v in o.case.z.astype(float)],
                 "y": None if o.case.y is None else [_json(v) for v in o.case.y.astype(float)],
+                "label": o.case.label,
+                "g": None if o.case.g is None else [_json(v) for v in o.case.g.astype(float)],
                 "error": o.error,
+                "loss": None
+                if o.loss_got is None
+                else {
+                    "expected": _json(o.loss_expected),
+                    "got": _json(o.loss_got),
+                    "tolerance": _json(o.loss_tol),
+                    "wrong": o.loss_wrong,
+                    "of_batch": o.loss_batch,
+                },
                 "entries": [
                     {
                         "index": list(e.index),

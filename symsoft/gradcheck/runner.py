@@ -1,12 +1,8 @@
-"""Call the user's function on every case and judge each result against the reference."""
+"""Call the user's function (in the worker) on every case and judge each result."""
 
 from __future__ import annotations
 
-import traceback
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -14,7 +10,8 @@ from symsoft.gradcheck.errors import CheckUsageError
 from symsoft.gradcheck.expected import Reference, get_reference
 from symsoft.gradcheck.inputs import Case
 from symsoft.gradcheck.settings import Settings
-from symsoft.gradcheck.tolerance import entry_tolerance
+from symsoft.gradcheck.tolerance import C, entry_tolerance, logit_size, unit_roundoff
+from symsoft.gradcheck.worker import Worker
 
 
 @dataclass(eq=False)
@@ -28,6 +25,12 @@ class Outcome:
     error: str | None = None  # "ValueError: ... (at file.py:12)"
     batch: int | None = None
     rows: int = 1  # rows in the call that produced got
+    divisor: int = 1  # N for the gradient of a batch mean
+    escaped: bool = False  # the call crashed, exited, hung or changed the process
+    loss_got: float | None = None  # the loss fn returned beside the gradient (or the batch's)
+    loss_expected: float | None = None
+    loss_tol: float = 0.0
+    loss_batch: bool = False  # the loss is the batch's sum or mean, shared by its rows
     diff: np.ndarray = field(init=False)  # |got - expected|, inf where got is not finite
     wrong: np.ndarray = field(init=False)  # entries outside the tolerance
 
@@ -44,8 +47,23 @@ class Outcome:
         self.wrong = ~(self.diff <= self.tol)
 
     @property
-    def failed(self) -> bool:
+    def grad_failed(self) -> bool:
         return bool(self.wrong.any())
+
+    @property
+    def loss_error(self) -> float:
+        if self.loss_got is None or self.loss_expected is None:
+            return 0.0
+        err = abs(self.loss_got - self.loss_expected)
+        return err if np.isfinite(err) else np.inf
+
+    @property
+    def loss_wrong(self) -> bool:
+        return self.loss_got is not None and not self.loss_error <= self.loss_tol
+
+    @property
+    def failed(self) -> bool:
+        return self.grad_failed or self.loss_wrong
 
     @property
     def abs_err(self) -> float:
@@ -72,100 +90,149 @@ class Outcome:
 
     @property
     def y64(self) -> np.ndarray | None:
-        return None if self.case.y is None else self.case.y.astype(np.float64)
+        """The labels as the reference counts them (divided by N for a batch mean)."""
+        if self.case.y is None:
+            return None
+        return self.case.y.astype(np.float64) / self.divisor
 
 
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    here = str(Path(__file__).resolve().parent)
-    user = [f for f in frames if not str(Path(f.filename).resolve()).startswith(here)]
-    if not user:
-        return ""
-    last = user[-1]
-    return f" (at {Path(last.filename).name}:{last.lineno})"
+def _arguments(settings: Settings, cases: list[Case]) -> tuple:
+    """fn's arguments for these rows: one row as (K,) arrays (an int class), else stacked."""
+    z = np.stack([c.z for c in cases])
+    if settings.vjp:
+        second = np.stack([c.g for c in cases])
+    elif settings.index_labels:
+        second = np.array([c.label for c in cases], dtype=np.int64)
+    elif settings.takes_labels:
+        second = np.stack([c.y for c in cases])
+    else:
+        return (z,) if settings.batched else (z[0],)
+    if settings.batched:
+        return (z, second)
+    return (z[0], int(second[0]) if settings.index_labels else second[0])
 
 
-def _call(fn: Callable, args: tuple[np.ndarray, ...]) -> tuple[object, str | None]:
-    # copies: a function that writes into its input must not change the next case
-    args = tuple(a.copy() for a in args)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # overflow warnings are part of what is being judged
-        try:
-            return fn(*args), None
-        except Exception as exc:
-            message = str(exc).splitlines()[0][:200] if str(exc) else ""
-            return None, f"{type(exc).__name__}: {message}{_where(exc)}"
+def _shape_hint(settings: Settings, shape: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    if settings.batched and shape == settings.row_shape:
+        return " (is the function written for one row? then drop --batched)"
+    if not settings.batched and shape[1:] == settings.row_shape:
+        return " (is the function written for batches? then pass --batched)"
+    if shape == wanted[::-1]:
+        return " (transposed?)"
+    return ""
 
 
-def _as_array(out: object, shape: tuple[int, ...], settings: Settings, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(out)
-    except Exception as exc:  # e.g. a ragged list
-        raise CheckUsageError(f"{what}: the result is not an array ({exc})") from exc
+def _real(arr: np.ndarray, what: str, part: str) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
-        raise CheckUsageError(
-            f"{what}: returned {type(out).__name__} with dtype {arr.dtype}; expected real numbers"
-        )
-    if arr.shape != shape:
-        hint = ""
-        if settings.batched and arr.shape == settings.row_shape:
-            hint = " (is the function written for one row? then drop --batched)"
-        elif not settings.batched and arr.shape[1:] == settings.row_shape:
-            hint = " (is the function written for batches? then pass --batched)"
-        elif arr.shape == shape[::-1]:
-            hint = " (transposed?)"
-        raise CheckUsageError(f"{what}: returned shape {arr.shape}, expected {shape}{hint}")
+        raise CheckUsageError(f"{what}: {part} has dtype {arr.dtype}; expected real numbers")
     return arr
 
 
-def _outcome(
-    index: int, case: Case, settings: Settings, batch: int | None = None, rows: int = 1
-) -> Outcome:
-    ref = get_reference(settings.of, case.z, case.y)
-    tol = entry_tolerance(settings.dtype, settings.k, case.z, ref.scale, case.y)
-    return Outcome(index, case, ref, tol, batch=batch, rows=rows)
-
-
-def _attach(outcome: Outcome, got: np.ndarray | None, error: str | None) -> Outcome:
-    if got is not None:
-        outcome.out_dtype = got.dtype.name
-        outcome.got = got.astype(np.float64)
-    outcome.error = error
-    outcome.judge()
-    return outcome
-
-
-def run(
-    fn: Callable, settings: Settings, cases: list[Case], batches: list[list[int]] | None
-) -> list[Outcome]:
-    if batches is None:
-        outcomes = []
-        for i, case in enumerate(cases):
-            args = (case.z, case.y) if settings.takes_labels else (case.z,)
-            out, error = _call(fn, args)
-            what = f"{settings.call} on a {case.kind} input ({case.note})"
-            got = None if error else _as_array(out, settings.row_shape, settings, what)
-            outcomes.append(_attach(_outcome(i, case, settings), got, error))
-        return outcomes
-    results: dict[int, Outcome] = {}
-    for b, rows in enumerate(batches):
-        results.update(zip(rows, run_batch(fn, settings, cases, rows, b), strict=True))
-    return [results[i] for i in range(len(cases))]
-
-
-def run_batch(
-    fn: Callable, settings: Settings, cases: list[Case], rows: list[int], b: int | None = None
-) -> list[Outcome]:
-    """One call with the given rows stacked; also used to re-run a row alone (N = 1)."""
-    z = np.stack([cases[i].z for i in rows])
-    args = (z, np.stack([cases[i].y for i in rows])) if settings.takes_labels else (z,)
-    out, error = _call(fn, args)
-    kinds = sorted({cases[i].kind for i in rows})
-    what = f"{settings.call} on a batch of {len(rows)} {'/'.join(kinds)} rows"
-    got = None if error else _as_array(out, (len(rows), *settings.row_shape), settings, what)
-    return [
-        _attach(
-            _outcome(i, cases[i], settings, b, len(rows)), None if got is None else got[n], error
+def _read(
+    out: tuple, settings: Settings, n_rows: int, what: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The gradient, and the loss when fn returned (loss, grad); usage errors for the rest."""
+    grad_shape = (n_rows, *settings.row_shape) if settings.batched else settings.row_shape
+    if out[0] == "bad":
+        raise CheckUsageError(f"{what}: the result is not an array: {out[1]}")
+    if out[0] == "pair":
+        loss, grad = out[1], out[2]
+        if settings.batched and settings.reduction == "none":
+            loss_shapes = {(n_rows,)}
+        else:
+            loss_shapes = {(), (1,)}
+        if grad.shape == grad_shape and loss.shape in loss_shapes:
+            if not settings.takes_labels:
+                raise CheckUsageError(
+                    f"{what}: returned a pair; (loss, grad) is read for --of cross_entropy only"
+                )
+            return _real(grad, what, "the gradient"), _real(loss, what, "the loss").reshape(-1)
+        try:
+            whole = np.asarray([loss, grad])
+        except ValueError:
+            whole = None
+        if whole is None or whole.dtype == object or whole.shape != grad_shape:
+            raise CheckUsageError(
+                f"{what}: returned a pair with shapes {loss.shape} and {grad.shape}; "
+                f"(loss, grad) needs the loss of shape {' or '.join(map(str, loss_shapes))} "
+                f"and the gradient of shape {grad_shape}"
+            )
+        out = ("array", whole)
+    arr = _real(out[1], what, "the result")
+    if arr.shape != grad_shape:
+        raise CheckUsageError(
+            f"{what}: returned shape {arr.shape}, expected {grad_shape}"
+            + _shape_hint(settings, arr.shape, grad_shape)
         )
-        for n, i in enumerate(rows)
-    ]
+    return arr, None
+
+
+class Runner:
+    """Calls through one worker; each call's rows become Outcomes."""
+
+    def __init__(self, worker: Worker, settings: Settings, cases: list[Case]) -> None:
+        self.worker, self.settings, self.cases = worker, settings, cases
+
+    def outcome(self, index: int, batch: int | None = None, rows: int = 1) -> Outcome:
+        st, case = self.settings, self.cases[index]
+        divisor = rows if st.reduction == "mean" else 1
+        ref = get_reference(st.of, case.z, case.y, case.g, divisor)
+        y = None if case.y is None else case.y.astype(np.float64) / divisor
+        tol = entry_tolerance(st.dtype, st.k, case.z, ref.scale, y)
+        return Outcome(index, case, ref, tol, batch=batch, rows=rows, divisor=divisor)
+
+    def run(self, batches: list[list[int]] | None) -> list[Outcome]:
+        if batches is None:
+            return [self.call([i])[0] for i in range(len(self.cases))]
+        results: dict[int, Outcome] = {}
+        for b, rows in enumerate(batches):
+            results.update(zip(rows, self.call(rows, b), strict=True))
+        return [results[i] for i in range(len(self.cases))]
+
+    def call(self, rows: list[int], b: int | None = None) -> list[Outcome]:
+        """One call with the given rows stacked (batched), or one row; also re-runs a row
+        alone (N = 1)."""
+        st = self.settings
+        cases = [self.cases[i] for i in rows]
+        answer = self.worker.call(_arguments(st, cases))
+        if st.batched:
+            kinds = sorted({c.kind for c in cases})
+            what = f"{st.call} on a batch of {len(rows)} {'/'.join(kinds)} rows"
+        else:
+            what = f"{st.call} on a {cases[0].kind} input ({cases[0].note})"
+        grad, loss = (None, None)
+        if answer.error is None:
+            grad, loss = _read(answer.out, st, len(rows), what)
+        n = len(rows) if st.batched else 1
+        outcomes = [self.outcome(i, b, n) for i in rows]
+        for k, o in enumerate(outcomes):
+            o.error, o.escaped = answer.error, answer.escaped
+            if grad is not None:
+                got = grad[k] if st.batched else grad
+                o.out_dtype = got.dtype.name
+                o.got = got.astype(np.float64)
+            o.judge()
+        if loss is not None:
+            self._attach_loss(outcomes, loss.astype(np.float64))
+        return outcomes
+
+    def _attach_loss(self, outcomes: list[Outcome], loss: np.ndarray) -> None:
+        st = self.settings
+        if loss.size == len(outcomes) and not (st.batched and st.reduction != "none"):
+            for o, value in zip(outcomes, loss, strict=True):
+                o.loss_got, o.loss_expected = float(value), o.ref.loss
+                o.loss_tol = float(
+                    entry_tolerance(st.dtype, st.k, o.case.z, np.array(o.ref.loss_scale), o.y64)
+                )
+            return
+        # the batch's sum or mean: the rows' exact losses (already divided by N for a mean)
+        expected = float(sum(o.ref.loss for o in outcomes))
+        size = max(logit_size(o.case.z) for o in outcomes)
+        scale = sum(o.ref.loss_scale for o in outcomes)
+        weight = 1.0 + sum(float(np.sum(np.abs(o.y64))) for o in outcomes)
+        # the formula of tolerance.py with the batch's largest D, its summed terms and labels
+        tol = C * (st.k + size) * unit_roundoff(st.dtype) * scale
+        tol += C * float(np.finfo(st.dtype).tiny) * weight
+        for o in outcomes:
+            o.loss_got, o.loss_expected, o.loss_tol = float(loss[0]), expected, tol
+            o.loss_batch = True

@@ -1,0 +1,115 @@
+"""The checker stays in control: whatever the function does to its process, the check ends
+with a report and exit 1, naming what happened and the kind of input; one worker process
+serves all calls, so a check stays fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symsoft.gradcheck import check_gradient
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "tests" / "gradcheck_examples"
+HOSTILE = EXAMPLES / "hostile.py"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "symsoft.gradcheck.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_sys_exit_0_inside_the_function_is_exit_1_with_a_report():
+    """Before issue 19, this made `symsoft check` exit 0 without a report."""
+    run = cli(f"{HOSTILE}:exits", "-k", "3", "--n-random", "4", "--json")
+    assert run.returncode == 1, run.stdout + run.stderr
+    data = json.loads(run.stdout)  # a whole report, on an untouched stdout
+    assert data["verdict"] == "wrong" and data["diagnosis"][0]["bug"] == "escaped"
+    assert "called sys.exit(0)" in data["diagnosis"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "event"),
+    [
+        ("exits", "called sys.exit(0) (at hostile.py:"),
+        ("os_exits", "ended the process with exit code 3"),
+        ("interrupts", "raised KeyboardInterrupt (at hostile.py:"),
+        ("segfaults", "crashed with SIGSEGV (segmentation fault)"),
+        ("forks", "forked a child process (os.fork)"),
+        ("hooks", "registered an atexit hook (in hostile.py)"),
+        ("closes", "closed stdout"),
+        ("sleeps", "did not return within 0.5 s (--timeout)"),
+    ],
+)
+def test_what_the_function_does_to_its_process_is_a_wrong_verdict(name, event):
+    # through the API: were the function not isolated, it would end or hang this test
+    report = check_gradient(f"{HOSTILE}:{name}", 3, n_random=4, timeout=0.5)
+    assert report.exit_code == 1
+    (finding,) = report.findings
+    assert finding.bug == "escaped" and event in finding.message, report.text()
+    assert set(dict(finding.kinds)) == {"masked"}  # the input kind that caused it
+    # every other input was still checked, and passed
+    assert report.n_failed == finding.inputs and report.kinds()[0].failed == 0
+
+
+def test_segfault_in_c_code_is_reported_on_the_masked_inputs():
+    source = EXAMPLES / "c" / "softmax_double.c"
+    report = check_gradient(f"{source}:ce_grad_crashes_on_masks", 4, labels="any", n_random=4)
+    assert report.bugs == ("escaped",) and "SIGSEGV" in report.findings[0].message
+    assert dict(report.findings[0].kinds) == {"masked": report.n_failed}
+
+
+def test_the_whole_check_has_a_time_limit():
+    start = time.monotonic()
+    report = check_gradient(f"{HOSTILE}:slow", 3, n_random=40, check_timeout=0.5)
+    assert time.monotonic() - start < 5
+    assert report.bugs == ("escaped",)
+    assert "not run: the check's time limit (0.5 s) ran out" in report.findings[0].message
+
+
+def test_bad_timeouts_are_usage_errors():
+    run = cli(f"{HOSTILE}:slow", "-k", "3", "--timeout", "0")
+    assert run.returncode == 2 and "timeout must be a positive number" in run.stderr
+    run = cli(f"{HOSTILE}:slow", "-k", "3", "--check-timeout", "nan")
+    assert run.returncode == 2 and "check_timeout must be a positive number" in run.stderr
+
+
+def test_one_worker_process_serves_every_call():
+    checker = os.getpid()
+
+    def elsewhere(z, y):
+        if os.getpid() == checker:
+            raise RuntimeError("called in the checker's own process")
+        e = np.exp(z - np.max(z))
+        return e / np.sum(e) * np.sum(y) - y
+
+    report = check_gradient(elsewhere, 3, n_random=8)
+    assert report.ok, report.text()
+    assert report.restarts == 0
+
+
+def test_prints_go_to_stderr_and_the_json_stays_valid():
+    run = cli(f"{HOSTILE}:prints", "-k", "3", "--n-random", "4", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["verdict"] == "correct"
+    assert "debug output" in run.stderr and "raw write to fd 1" in run.stderr
+
+
+def test_a_check_at_k5_takes_under_3_seconds():
+    start = time.monotonic()
+    run = cli(f"{EXAMPLES}/grads.py:ce_grad", "-k", "5")
+    elapsed = time.monotonic() - start
+    assert run.returncode == 0, run.stderr
+    assert elapsed < 3.0, f"{elapsed:.2f} s"
