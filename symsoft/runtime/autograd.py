@@ -20,6 +20,7 @@ torch and jax are imported only when `.torch` or `.jax` is first used.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -99,9 +100,48 @@ def _torch_functions() -> dict[str, Any]:
     import torch
     from torch.autograd.function import once_differentiable
 
-    # Each takes the CKernels first (not differentiable: backward returns None for it).
-    # once_differentiable: backward is computed outside autograd, so asking for a second
-    # derivative raises instead of silently returning zero.
+    class FirstDerivativeOnly(torch.autograd.Function):
+        """A gradient computed in C, tied to the inputs it depends on: differentiating it
+        again raises instead of treating it as a constant."""
+
+        @staticmethod
+        def forward(ctx, gradient: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+            return gradient.clone()  # only under create_graph=True
+
+        @staticmethod
+        def backward(ctx, *grads: torch.Tensor) -> None:
+            raise RuntimeError(
+                "symsoft's torch functions cannot differentiate twice: their backward runs "
+                "in C, outside autograd (use torch.nn.functional for second derivatives)"
+            )
+
+    def first_order(backward: Callable) -> Callable:
+        """once_differentiable (backward under no_grad), and with create_graph=True every
+        gradient tied to what it depends on (the saved inputs and the incoming gradient):
+        once_differentiable alone ties it to detached copies, so torch.autograd.grad(...,
+        inputs=z) of a second derivative never reaches its error and silently leaves this
+        term out, and when the incoming gradient is a constant (loss.backward() of a sum) it
+        returns a constant."""
+        once = once_differentiable(backward)
+
+        @functools.wraps(backward)
+        def wrapper(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
+            results = once(ctx, *grads)
+            if not torch.is_grad_enabled():  # an ordinary backward, without create_graph
+                return results
+            sources = [*ctx.saved_tensors, *grads]
+            sources = [t for t in sources if t is not None and t.requires_grad]
+            if not sources:
+                return results
+            return tuple(
+                None if r is None else FirstDerivativeOnly.apply(r.detach(), *sources)
+                for r in results
+            )
+
+        return wrapper
+
+    # Each takes the CKernels first (not differentiable: backward returns None for it) and
+    # saves its tensor inputs (references, not copies) for first_order.
 
     class Softmax(torch.autograd.Function):
         @staticmethod
@@ -111,7 +151,7 @@ def _torch_functions() -> dict[str, Any]:
             return _tensor(kernels.softmax(_array(z)))
 
         @staticmethod
-        @once_differentiable
+        @first_order
         def backward(ctx, g: torch.Tensor) -> tuple[None, torch.Tensor]:
             (z,) = ctx.saved_tensors
             return None, _tensor(ctx.kernels.softmax_vjp(_array(z), _array(g)))
@@ -124,7 +164,7 @@ def _torch_functions() -> dict[str, Any]:
             return _tensor(kernels.log_softmax(_array(z)))
 
         @staticmethod
-        @once_differentiable
+        @first_order
         def backward(ctx, g: torch.Tensor) -> tuple[None, torch.Tensor]:
             (z,) = ctx.saved_tensors
             # g - s * sum(g) = -(s * sum(g) - g); negating is exact
@@ -137,27 +177,26 @@ def _torch_functions() -> dict[str, Any]:
         ) -> torch.Tensor:
             ctx.kernels, ctx.options = kernels, options
             z_, y_ = _array(z), _array(y)
-            grad = None
             if ctx.needs_input_grad[1]:
                 loss, grad = kernels.cross_entropy_with_grad(z_, y_, **options)
-                grad = _tensor(grad)
+                ctx.grad = _tensor(grad)
             else:
                 loss = kernels.cross_entropy(z_, y_, **options)
-            ctx.y_dtype = y.dtype
-            ctx.save_for_backward(grad, z if ctx.needs_input_grad[2] else None)
+            ctx.save_for_backward(z, y)
             return _tensor(loss)
 
         @staticmethod
-        @once_differentiable
+        @first_order
         def backward(ctx, g: torch.Tensor) -> tuple[Any, ...]:
-            grad, z = ctx.saved_tensors
+            z, y = ctx.saved_tensors
             per_row = g.unsqueeze(-1)
-            dz = grad * per_row if grad is not None else None
+            dz = ctx.grad * per_row if ctx.needs_input_grad[1] else None
             dy = None
-            if z is not None:  # dL/dy_i = -log s_i
+            if ctx.needs_input_grad[2]:  # dL/dy_i = -log s_i
                 if ctx.options:
                     raise NotImplementedError("the gradient with respect to y with options")
-                dy = (_tensor(ctx.kernels.log_softmax(_array(z))).neg_() * per_row).to(ctx.y_dtype)
+                dy = _tensor(ctx.kernels.log_softmax(_array(z))).neg_() * per_row
+                dy = dy.to(y.dtype)
             return None, dz, dy, None
 
     class CrossEntropyIndex(torch.autograd.Function):
@@ -172,16 +211,16 @@ def _torch_functions() -> dict[str, Any]:
             z_, labels_ = _array(z), _array(labels)
             if ctx.needs_input_grad[1]:
                 loss, grad = _fused_index(kernels, z_, labels_, **options)
-                ctx.save_for_backward(_tensor(grad))
+                ctx.grad = _tensor(grad)
             else:
                 loss = kernels.cross_entropy_index(z_, labels_, **options)
+            ctx.save_for_backward(z)
             return _tensor(loss)
 
         @staticmethod
-        @once_differentiable
+        @first_order
         def backward(ctx, g: torch.Tensor) -> tuple[None, torch.Tensor, None, None]:
-            (grad,) = ctx.saved_tensors
-            return None, grad * g.unsqueeze(-1), None, None
+            return None, ctx.grad * g.unsqueeze(-1), None, None
 
     return {
         "softmax": Softmax,
