@@ -253,12 +253,9 @@ class TorchKernels:
     """
 
     def __init__(self, kernels: CKernels) -> None:
-        import torch  # here, so that a missing torch fails on first use with its own message
-
-        del torch
         self.kernels = kernels
         self.k = kernels.k
-        self._functions = _torch_functions()
+        self._functions = _torch_functions()  # imports torch: without it, its ImportError
 
     def __repr__(self) -> str:
         return f"<symsoft torch functions K={self.k}>"
