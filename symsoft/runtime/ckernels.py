@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from symsoft.family.members import INPUT_KINDS, MEMBERS, Member, c_name
+
+if TYPE_CHECKING:
+    from symsoft.runtime.autograd import JaxKernels, TorchKernels
 
 _F32, _F64, _I64 = numpy.dtype(numpy.float32), numpy.dtype(numpy.float64), numpy.dtype(numpy.int64)
 _SUFFIX = {_F32: "f32", _F64: "f64"}
@@ -76,6 +80,21 @@ class CKernels:
 
     def __repr__(self) -> str:
         return f"<CKernels K={self.k}: {', '.join(self.names)}>"
+
+    # imported on first use: `import symsoft` imports neither torch nor jax
+    @cached_property
+    def torch(self) -> TorchKernels:
+        """These kernels as torch.autograd functions of CPU tensors (see runtime/autograd.py)."""
+        from symsoft.runtime.autograd import TorchKernels
+
+        return TorchKernels(self)
+
+    @cached_property
+    def jax(self) -> JaxKernels:
+        """These kernels as jax.custom_vjp functions (see runtime/autograd.py)."""
+        from symsoft.runtime.autograd import JaxKernels
+
+        return JaxKernels(self)
 
     def _method(self, library: ctypes.CDLL, member: Member) -> Callable[..., Any]:
         functions = {}
