@@ -19,7 +19,7 @@ WORKED_LABELS = ("cat", "dog", "bird")
 MASKED_ROW_POLICIES = ("nan", "zero")
 LANGUAGES = ("en", "zh")
 
-_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,31}$")
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")  # fullmatch: "$" would allow "\n"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _validate_labels(labels: Sequence[str], k: int) -> tuple[str, ...]:
     if len(names) != k:
         raise SpecError(f"--labels needs {k} names for K={k}, got {len(names)}")
     for name in names:
-        if not isinstance(name, str) or not _LABEL.match(name):
+        if not isinstance(name, str) or not _LABEL.fullmatch(name):
             raise SpecError(
                 f"label {name!r} must start with a letter and use only letters, digits, "
                 "spaces, '_' or '-' (at most 32 characters)"

@@ -70,6 +70,11 @@ def test_output_is_deterministic_and_refuses_to_overwrite(tmp_path):
     assert symsoft("generate", "--k", "4", "--out", str(second), cwd=tmp_path).returncode == 0
     assert snapshot(first) == snapshot(second)
 
+    # files symsoft wrote and nobody changed are symsoft's to replace: no --force needed
+    again = symsoft("generate", "-k", "4", "-o", str(first), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(first) == snapshot(second)
+
     (first / "softmax_k4.c").write_text("edited by hand\n")
     before = snapshot(first)
     result = symsoft("generate", "-k", "4", "-o", str(first), cwd=tmp_path)
@@ -201,3 +206,39 @@ def test_every_command_has_help_with_an_example(tmp_path):
         result = symsoft(command, "--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "example" in result.stdout
+
+
+def test_a_negative_first_logit_is_accepted(tmp_path):
+    for args in (["--example", "-1,2,3"], ["--example", "-.5,2,-3"], ["--example=-1,2,3"]):
+        result = symsoft(
+            "generate", *args, "--targets", "markdown", "-o", str(tmp_path / "o"), cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        (tmp_path / "o" / "derivation_k3.md").unlink()
+    bad = symsoft("generate", "--example", "-x,2,3", "-o", str(tmp_path / "x"), cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad.stderr
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "0", "4", "1.0", "horse"])
+def test_a_bad_true_class_is_one_line_exit_2(tmp_path, text):
+    result = symsoft("generate", "--true-class", text, "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("symsoft: error: --true-class must be a class number")
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_bare_symsoft_prints_the_usage(tmp_path):
+    result = symsoft(cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: symsoft")
+    assert "generate" in result.stderr and "check" in result.stderr
+
+
+def test_quiet_prints_nothing(tmp_path):
+    loud = symsoft("generate", "--targets", "numpy", "-o", "a", cwd=tmp_path)
+    assert loud.stdout.split() == [str(Path("a") / "softmax_k3.py")]
+    quiet = symsoft("generate", "--targets", "numpy", "-q", "-o", "b", cwd=tmp_path)
+    assert quiet.returncode == 0
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert (tmp_path / "b" / "softmax_k3.py").is_file()

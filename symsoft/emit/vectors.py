@@ -9,6 +9,7 @@ import numpy
 
 from symsoft.derivation import reference
 from symsoft.derivation.bundle import Bundle
+from symsoft.emit.render import header
 
 SEED = 20261125
 
@@ -61,6 +62,8 @@ def emit_vectors(bundle: Bundle) -> dict[str, str]:
             case["softmax_jacobian"] = _floats(reference.softmax_jacobian(z))
         cases.append(case)
     document = {
+        # "_" sorts first: the stamped header heads the file, as in the other outputs
+        "_header": header("symsoft/emit/vectors.py", k, "float64"),
         "generator": f"symsoft {bundle.version}",
         "k": k,
         "precision": f"mpmath at {reference.DIGITS} digits, rounded to the nearest float64",
