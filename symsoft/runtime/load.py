@@ -17,9 +17,17 @@ from types import ModuleType
 
 from symsoft.errors import SpecError, SymsoftError
 from symsoft.runtime.build import STRICT_FLAGS, compile_shared, find_compiler, load_library
-from symsoft.runtime.cache import ENV_VAR, cache_root, digest, publish, staging_path
+from symsoft.runtime.cache import (
+    ENV_VAR,
+    cache_root,
+    digest,
+    is_intact,
+    publish_recorded,
+    staging_path,
+)
 from symsoft.runtime.ckernels import CKernels
 from symsoft.spec import Spec, make_spec
+from symsoft.stamp import is_unchanged_output
 from symsoft.version import __version__
 
 BACKENDS = ("c", "numpy", "array-api")
@@ -94,7 +102,8 @@ def generated_sources(spec: Spec, root: Path) -> Path:
     """The folder holding softmax_k{K}.c/.h/.py for spec, generating them on first use."""
     folder = root / "src" / f"k{spec.k}-{source_key(spec)[:32]}"
     names = [f"softmax_k{spec.k}.c", f"softmax_k{spec.k}.h", f"softmax_k{spec.k}.py"]
-    if not all((folder / name).is_file() for name in names):
+    # each file carries the digest of its content (symsoft.stamp): a damaged one is remade
+    if not all(_is_intact_source(folder / name) for name in names):
         # imported here: SymPy takes a second to import, and a cache hit needs none of it
         from symsoft.pipeline import prove, render_all
         from symsoft.writer import write_files
@@ -113,7 +122,9 @@ def compiled_library(sources: Path, k: int, compiler: str, root: Path) -> Path:
         source.read_bytes(), (sources / f"softmax_k{k}.h").read_bytes(), compiler, flags
     )
     library = root / "lib" / f"softmax_k{k}-{key[:32]}{_LIBRARY_SUFFIX}"
-    if not library.is_file():
+    # a missing, damaged or foreign library (size, hash or key not those recorded when it was
+    # published) is rebuilt: loading it could crash the interpreter or compute the wrong thing
+    if not is_intact(library, key):
         # compile beside the final name, then rename: concurrent builds never tear the file
         staged = staging_path(library)
         try:
@@ -121,8 +132,15 @@ def compiled_library(sources: Path, k: int, compiler: str, root: Path) -> Path:
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
-        publish(staged, library)
+        publish_recorded(staged, library, key)
     return library
+
+
+def _is_intact_source(path: Path) -> bool:
+    try:
+        return is_unchanged_output(path.read_bytes())
+    except OSError:
+        return False
 
 
 def _open_library(path: Path) -> ctypes.CDLL:
