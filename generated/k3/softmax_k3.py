@@ -149,6 +149,17 @@ def cross_entropy(z, y):
     return loss
 
 
+def cross_entropy_grad(z, y):
+    """dL/dz_i = s_i sum_j y_j - y_i (which is s_i - y_i when y sums to 1)."""
+    xp, z = _as_array(z, "z")
+    y = _targets(y, z)
+    e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
+    s = e/S
+    sum_y = xp.sum(y, axis=-1, keepdims=True)
+    grad = s*sum_y - y
+    return grad
+
+
 def cross_entropy_index(z, labels):
     """L = -log s_c for integer class labels c of shape (...), computed as log S + m - z_c."""
     xp, z = _as_array(z, "z")
@@ -171,17 +182,6 @@ def cross_entropy_grad_index(z, labels):
     is_label = xp.arange(K, device=array_api_compat.device(z)) == c
     rest = xp.sum(xp.where(is_label, 0, e), axis=-1, keepdims=True)
     grad = _out_of_range(xp.where(is_label, -rest/S, e/S), c)
-    return grad
-
-
-def cross_entropy_grad(z, y):
-    """dL/dz_i = s_i sum_j y_j - y_i (which is s_i - y_i when y sums to 1)."""
-    xp, z = _as_array(z, "z")
-    y = _targets(y, z)
-    e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
-    s = e/S
-    sum_y = xp.sum(y, axis=-1, keepdims=True)
-    grad = s*sum_y - y
     return grad
 
 

@@ -130,6 +130,10 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
     lane_count = lanes(k, dtype)
     float_suffix = "F" if ctype == "float" else ""
+    signatures = {
+        member.name: f"{c_name(member.name, k, suffix)}({member.c_params(ctype)})"
+        for member in MEMBERS
+    }
     return {
         "dtype": dtype,
         "ctype": ctype,
@@ -172,12 +176,9 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "nan": "NAN" if ctype == "float" else "(double)NAN",
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
         "names": {member.name: c_name(member.name, k, suffix) for member in MEMBERS},
+        "signatures": signatures,
         "functions": [
-            {
-                "signature": f"{c_name(member.name, k, suffix)}({member.c_params(ctype)})",
-                "doc": member.doc,
-            }
-            for member in MEMBERS
+            {"signature": signatures[member.name], "doc": member.doc} for member in MEMBERS
         ],
     }
 
@@ -202,6 +203,8 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             dtypes,
             header_file=f"{stem}.h",
             types=types,
+            # each member's body is templates/c/kernels/<name>.c.jinja
+            kernels=[member.name for member in MEMBERS],
             rows=block_rows(k),
             block=BLOCK,
             masked_rows=bundle.masked_rows,
