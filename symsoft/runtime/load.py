@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from symsoft.errors import SpecError, SymsoftError
+from symsoft.runtime.arrays import tensors_in_tensors_out
 from symsoft.runtime.build import STRICT_FLAGS, compile_shared, find_compiler, load_library
 from symsoft.runtime.cache import (
     ENV_VAR,
@@ -77,8 +78,11 @@ def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | 
 
 def _build(spec: Spec, backend: str, root: Path, compiler: str) -> CKernels | ModuleType:
     sources = generated_sources(spec, root)
-    if backend != "c":
+    if backend == "array-api":
         return _import_module(sources / f"softmax_k{spec.k}.py")
+    if backend == "numpy":  # CPU torch tensors in, tensors out, as from the other backends
+        module = _import_module(sources / f"softmax_k{spec.k}.py")
+        return tensors_in_tensors_out(module, tuple(module.__all__), backend)
     library = compiled_library(sources, spec.k, compiler, root)
     return CKernels(_open_library(library), spec.k)
 
