@@ -104,3 +104,16 @@ def test_readme_says_how_to_get_what_skipped_tests_need():
     assert command is not None
     assert f"`{command.group(1)}`" in text
     assert "symsoft generate --force" not in text  # the first command needs no --force
+
+
+def test_readme_states_the_subnormal_floor_of_the_softmax_bound():
+    """The floor below the normal range, as accuracy.py adds it: four subnormal steps."""
+    import numpy
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    for dtype in (numpy.float64, numpy.float32):
+        finfo = numpy.finfo(dtype)
+        floor = 4 * float(finfo.tiny) * float(finfo.eps)
+        assert f"+ {floor:.1e} in {finfo.dtype}" in text
+    source = (ROOT / "symsoft" / "runtime" / "accuracy.py").read_text()
+    assert "floor = float(finfo.tiny) * float(finfo.eps) * 4" in source
