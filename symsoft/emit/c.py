@@ -127,6 +127,7 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     # at the price of one more rounding, inside the accuracy budgets (tests/test_accuracy.py).
     by_inverse = {**names, f.S: 1 / sympy.Symbol("inv_S")}
     lane_z = sympy.IndexedBase("zr", shape=(k,))[i + j]
+    lane_free_z, half = names[f.z_i], sympy.Rational(1, 2)
     suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
     lane_count = lanes(k, dtype)
     float_suffix = "F" if ctype == "float" else ""
@@ -152,6 +153,13 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "log_probability": c_code(f.log_probability, dtype, names),
         "jacobian": c_code(f.jacobian, dtype, jacobian_names),
         "loss_term": c_code(f.loss_term, dtype, names),
+        # the loss terms at half scale (d_i holding (z_i - m)/2, summed and doubled): z_i - m
+        # overflows for finite logits of both signs near the largest float, where the loss is
+        # finite; halving is exact, so elsewhere the result is the same to the bit
+        "half_shifted": c_code(
+            f.shifted, dtype, {**names, f.z_i: half * lane_free_z, f.m: half * f.m}
+        ),
+        "half_loss_term": c_code(f.loss_term, dtype, {**names, f.log_S: half * f.log_S}),
         "gradient": c_code(f.gradient, dtype, names),
         "loss_index": c_code(f.loss_index, dtype, names),
         "gradient_true_class": c_code(f.gradient_true_class, dtype, by_inverse),
