@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "vectors_k{K}.json.",
         epilog="examples:\n  symsoft generate -k 10 -o out/k10\n"
         "  symsoft generate -k 4 --example 1,2,3,4 --labels apple,pear,plum,fig\n"
-        "  symsoft generate -k 128 --targets c,numpy --masked-rows zero",
+        "  symsoft generate -k 128 --targets c,numpy --masked-rows zero --prefix padded",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("-k", "--k", type=_int, default=3, help="number of classes (default 3)")
@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch) or zero (the row is ignored: probabilities, loss and gradient 0)",
     )
 
+    gen.add_argument(
+        "--prefix",
+        default="",
+        metavar="NAME",
+        help="prepend NAME to the kernels' C symbols (NAME_softmax_k{K}_f64), file names and "
+        "header guard (NAME_softmax_k{K}.c/.h/.py) and Python module name, so that several "
+        "builds of one K (e.g. both --masked-rows policies) link into one program; NAME must "
+        "be a C and Python identifier",
+    )
     gen.add_argument(
         "--numpy-only",
         action="store_true",
@@ -155,6 +164,7 @@ def _generate(args: argparse.Namespace) -> int:
         masked_rows=args.masked_rows,
         lang=args.lang,
         numpy_only=args.numpy_only,
+        prefix=args.prefix,
     )
     spec = replace(spec, true_class=_true_class(args.true_class, spec.labels))
     out = args.out if args.out is not None else Path("generated") / f"k{spec.k}"

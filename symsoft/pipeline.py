@@ -20,7 +20,8 @@ from symsoft.emit.c import emit_c
 from symsoft.emit.latex import emit_latex
 from symsoft.emit.markdown import emit_markdown
 from symsoft.emit.numpy import emit_numpy
-from symsoft.emit.vectors import emit_vectors
+from symsoft.emit.vectors import emit_vectors, vectors_name
+from symsoft.family.members import stem
 from symsoft.spec import Spec
 from symsoft.stamp import PLACEHOLDER, stamp
 from symsoft.version import __version__
@@ -57,13 +58,13 @@ TARGETS = (*EMITTERS, "pdf")
 
 def output_names(spec: Spec, targets: Iterable[str] = TARGETS) -> list[str]:
     """The files generate() writes, known before any work is done."""
-    k = spec.k
+    k, base = spec.k, stem(spec.k, spec.prefix)
     names = {
-        "numpy": [f"softmax_k{k}.py"],
-        "c": [f"softmax_k{k}.h", f"softmax_k{k}.c"],
+        "numpy": [f"{base}.py"],
+        "c": [f"{base}.h", f"{base}.c"],
         "latex": [document_name(k, spec.lang, "tex")],
         "markdown": [document_name(k, spec.lang, "md")],
-        "vectors": [f"vectors_k{k}.json"],
+        "vectors": [vectors_name(k, spec.prefix)],
         "pdf": [document_name(k, spec.lang, "pdf")],
     }
     return sorted(name for target in targets for name in names[target])
@@ -102,6 +103,7 @@ def build_bundle(spec: Spec) -> Bundle:
         general_identities=general_k.general_k_identities(),
         kernel=kernel,
         worked=worked_example(spec),
+        prefix=spec.prefix,
     )
 
 

@@ -33,6 +33,7 @@ class Spec:
     masked_rows: str = "nan"
     lang: str = "en"
     numpy_only: bool = False  # the Python module calls NumPy instead of an array-API namespace
+    prefix: str = ""  # prepended to the kernels' C symbols, file names and module name
 
 
 def validate_k(k: object) -> int:
@@ -104,6 +105,7 @@ def make_spec(
     masked_rows: str = "nan",
     lang: str = "en",
     numpy_only: bool = False,
+    prefix: str = "",
 ) -> Spec:
     """Validate everything up front, so that a bad request fails before any work is done."""
     k = validate_k(k)
@@ -111,6 +113,8 @@ def make_spec(
         raise SpecError(f"masked-rows policy must be one of {MASKED_ROW_POLICIES}")
     if lang not in LANGUAGES:
         raise SpecError(f"language must be one of {LANGUAGES}, got {lang!r}")
+    if not isinstance(prefix, str) or (prefix and not validate_identifier(prefix, "prefix")):
+        raise SpecError(f"prefix must be a string, got {prefix!r}")
     if not isinstance(numpy_only, bool):
         raise SpecError(f"numpy_only must be True or False, got {numpy_only!r}")
     if isinstance(true_class, bool) or not isinstance(true_class, int) or not 0 <= true_class < k:
@@ -123,4 +127,5 @@ def make_spec(
         masked_rows=masked_rows,
         lang=lang,
         numpy_only=numpy_only,
+        prefix=prefix,
     )

@@ -8,7 +8,7 @@ import sympy
 from symsoft.derivation.bundle import Bundle
 from symsoft.emit.printers import numpy_code
 from symsoft.emit.render import render
-from symsoft.family.members import NAMES
+from symsoft.family.members import NAMES, masked_rows_note, stem
 
 
 def emit_numpy(bundle: Bundle) -> dict[str, str]:
@@ -59,6 +59,8 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         jvp=code(f.jvp),
         vjp=code(f.vjp),
         masked_rows=bundle.masked_rows,
+        masked_rows_notes={name: masked_rows_note(bundle.masked_rows, name) for name in NAMES},
+        masked_rows_note=masked_rows_note(bundle.masked_rows),
         numpy_only=bundle.numpy_only,
     )
-    return {f"softmax_k{bundle.k}.py": text}
+    return {f"{stem(bundle.k, bundle.prefix)}.py": text}

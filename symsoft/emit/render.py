@@ -19,7 +19,7 @@ def templates_dir() -> Path:
 
 
 def _environment(**delimiters: str) -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # HTML escaping would corrupt `<` and `&` in C and LaTeX
@@ -28,6 +28,9 @@ def _environment(**delimiters: str) -> jinja2.Environment:
         keep_trailing_newline=True,
         **delimiters,
     )
+    # Jinja's capitalize lowers the rest, which would turn "NaN" into "nan"
+    environment.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
+    return environment
 
 
 @cache

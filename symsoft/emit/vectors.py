@@ -69,4 +69,8 @@ def emit_vectors(bundle: Bundle) -> dict[str, str]:
         "precision": f"mpmath at {reference.DIGITS} digits, rounded to the nearest float64",
         "cases": cases,
     }
-    return {f"vectors_k{k}.json": json.dumps(document, indent=1, sort_keys=True) + "\n"}
+    return {vectors_name(k, bundle.prefix): json.dumps(document, indent=1, sort_keys=True) + "\n"}
+
+
+def vectors_name(k: int, prefix: str = "") -> str:
+    return f"{prefix}_vectors_k{k}.json" if prefix else f"vectors_k{k}.json"

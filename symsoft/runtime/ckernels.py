@@ -72,8 +72,8 @@ class CKernels:
     label inputs are integer class indices of shape z.shape[:-1], passed to C as int64.
     """
 
-    def __init__(self, library: ctypes.CDLL, k: int) -> None:
-        self.k = k
+    def __init__(self, library: ctypes.CDLL, k: int, prefix: str = "") -> None:
+        self.k, self.prefix = k, prefix
         self.names = tuple(member.name for member in MEMBERS)
         for member in MEMBERS:
             setattr(self, member.name, self._method(library, member))
@@ -90,7 +90,7 @@ class CKernels:
                 _CTYPE[_I64 if _converter(name) == "label" else dtype] for name in member.inputs
             ]
             buffers += [_CTYPE[dtype]] * len(ranks)
-            function = getattr(library, c_name(member.name, self.k, suffix))
+            function = getattr(library, c_name(member.name, self.k, suffix, self.prefix))
             function.argtypes = [*(ctypes.POINTER(c) for c in buffers), ctypes.c_size_t]
             function.restype = None
             functions[dtype] = (function, buffers)
@@ -128,7 +128,7 @@ class CKernels:
         }
         exec(compile(source, f"<symsoft kernel {member.name}>", "exec"), namespace)
         call = namespace[member.name]
-        call.__doc__ = f"{member.doc} (C: {c_name(member.name, self.k, 'f32/f64')})"
+        call.__doc__ = f"{member.doc} (C: {c_name(member.name, self.k, 'f32/f64', self.prefix)})"
         return call
 
     # Each converter returns its input untouched when C can take it as is (checked first and
