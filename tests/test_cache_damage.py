@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,9 +50,14 @@ def load_in_a_process(
 
 
 def library(cache: Path, k: int = K, policy: str = "nan") -> Path:
-    """The library in cache for (k, policy), told apart by what it gives for a masked row."""
+    """The library in cache for (k, policy), told apart by what it gives for a masked row.
+
+    A copy is loaded, never the file itself: the tests damage that file afterwards, and a
+    library this process had mapped would then crash it (SIGBUS) when it is unloaded."""
     for path in sorted((cache / "lib").glob(f"softmax_k{k}-*.so")):
-        function = getattr(ctypes.CDLL(str(path)), f"softmax_k{k}_f64")
+        copy = Path(tempfile.mkdtemp(prefix="symsoft-probe-")) / path.name
+        shutil.copyfile(path, copy)
+        function = getattr(ctypes.CDLL(str(copy)), f"softmax_k{k}_f64")
         z = numpy.full(k, -numpy.inf)
         s = numpy.empty(k)
         function(z.ctypes.data_as(ctypes.c_void_p), s.ctypes.data_as(ctypes.c_void_p), 1)
