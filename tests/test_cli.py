@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from symsoft import cli
 from symsoft.version import __version__
 from tests.conftest import ON_CI
 
@@ -208,24 +209,47 @@ def test_every_command_has_help_with_an_example(tmp_path):
         assert "example" in result.stdout
 
 
-def test_a_negative_first_logit_is_accepted(tmp_path):
-    for args in (["--example", "-1,2,3"], ["--example", "-.5,2,-3"], ["--example=-1,2,3"]):
-        result = symsoft(
-            "generate", *args, "--targets", "markdown", "-o", str(tmp_path / "o"), cwd=tmp_path
-        )
-        assert result.returncode == 0, result.stderr
-        (tmp_path / "o" / "derivation_k3.md").unlink()
-    bad = symsoft("generate", "--example", "-x,2,3", "-o", str(tmp_path / "x"), cwd=tmp_path)
-    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad.stderr
+@pytest.fixture
+def requested(monkeypatch):
+    """cli.main in this process, with generate() recording the Spec it was given instead of
+    deriving anything (what these tests check is decided before)."""
+    specs = []
+
+    def generate(spec, out, **kwargs):
+        specs.append(spec)
+        return [out / "softmax_k3.py"]
+
+    monkeypatch.setattr("symsoft.pipeline.generate", generate)
+    return specs
+
+
+@pytest.mark.parametrize(
+    "args, example",
+    [
+        (["--example", "-1,2,3"], (-1.0, 2.0, 3.0)),
+        (["--example", "-.5,2,-3"], (-0.5, 2.0, -3.0)),
+        (["--example=-1,2,3"], (-1.0, 2.0, 3.0)),
+        (["--example", "-1e2,0,1", "-q"], (-100.0, 0.0, 1.0)),
+    ],
+)
+def test_a_negative_first_logit_is_accepted(requested, capsys, args, example):
+    assert cli.main(["generate", *args]) == 0, capsys.readouterr().err
+    assert requested[0].example == example
+
+
+def test_a_value_that_is_not_numbers_is_one_line_exit_2(requested, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", "--example", "-x,2,3"])
+    assert exit_.value.code == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1 and not requested
 
 
 @pytest.mark.parametrize("text", ["\u00b2", "\u0663", "0", "4", "1.0", "horse"])
-def test_a_bad_true_class_is_one_line_exit_2(tmp_path, text):
-    result = symsoft("generate", "--true-class", text, "-o", str(tmp_path / "o"), cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith("symsoft: error: --true-class must be a class number")
-    assert len(result.stderr.splitlines()) == 1
-    assert not (tmp_path / "o").exists()
+def test_a_bad_true_class_is_one_line_exit_2(requested, capsys, text):
+    assert cli.main(["generate", "--true-class", text]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("symsoft: error: --true-class must be a class number")
+    assert len(err.splitlines()) == 1 and not requested
 
 
 def test_bare_symsoft_prints_the_usage(tmp_path):
@@ -235,10 +259,8 @@ def test_bare_symsoft_prints_the_usage(tmp_path):
     assert "generate" in result.stderr and "check" in result.stderr
 
 
-def test_quiet_prints_nothing(tmp_path):
-    loud = symsoft("generate", "--targets", "numpy", "-o", "a", cwd=tmp_path)
-    assert loud.stdout.split() == [str(Path("a") / "softmax_k3.py")]
-    quiet = symsoft("generate", "--targets", "numpy", "-q", "-o", "b", cwd=tmp_path)
-    assert quiet.returncode == 0
-    assert (quiet.stdout, quiet.stderr) == ("", "")
-    assert (tmp_path / "b" / "softmax_k3.py").is_file()
+def test_quiet_prints_nothing(requested, capsys):
+    assert cli.main(["generate", "--targets", "numpy", "-o", "a"]) == 0
+    assert capsys.readouterr().out.split() == [str(Path("a") / "softmax_k3.py")]
+    assert cli.main(["generate", "--targets", "numpy", "-q", "-o", "b"]) == 0
+    assert capsys.readouterr() == ("", "")

@@ -12,6 +12,7 @@ import numpy
 import pytest
 
 import symsoft
+from symsoft import pipeline
 from symsoft.errors import SpecError
 from symsoft.spec import make_spec
 from tests.conftest import require_tool
@@ -46,10 +47,8 @@ def both(tmp_path_factory) -> Path:
     """The nan and zero policies of K = 4 in one folder, under two prefixes."""
     out = tmp_path_factory.mktemp("both")
     for prefix, policy in (("padded", "zero"), ("strict", "nan")):
-        done = generate(
-            out, "--targets", "c,numpy,vectors", "--prefix", prefix, "--masked-rows", policy
-        )
-        assert done.returncode == 0, done.stderr
+        spec = make_spec(K, masked_rows=policy, prefix=prefix)
+        pipeline.generate(spec, out, targets=["c", "numpy", "vectors"])
     return out
 
 

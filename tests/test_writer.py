@@ -229,7 +229,7 @@ def test_a_concurrent_runs_staging_is_left_alone(tmp_path):
         def slow(path, data):
             real(path, data)
             print("staged", flush=True)
-            time.sleep(3)
+            time.sleep(1)
         writer._write_synced = slow
         writer.write_files(Path(sys.argv[1]), {"a.txt": "from the slow run\\n"}, force=True)
         """
