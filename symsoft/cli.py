@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from symsoft.errors import ProofError, SymsoftError
+from symsoft.errors import ProofError, SymsoftError, WriteError
 from symsoft.version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "vectors_k{K}.json.",
         epilog="examples:\n  symsoft generate -k 10 -o out/k10\n"
         "  symsoft generate -k 4 --example 1,2,3,4 --labels apple,pear,plum,fig\n"
-        "  symsoft generate -k 128 --targets c,numpy --masked-rows zero",
+        "  symsoft generate -k 128 --targets c,numpy --masked-rows zero --prefix padded",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("-k", "--k", type=_int, default=3, help="number of classes (default 3)")
@@ -95,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the worked example's true class for the gradient: 1..K or a label (default 1)",
     )
     gen.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar (it shows only on a terminal)"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors and notes: no progress bar (it shows only on a "
+        "terminal), no list of the files written",
     )
     gen.add_argument(
         "--masked-rows",
@@ -105,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch) or zero (the row is ignored: probabilities, loss and gradient 0)",
     )
 
+    gen.add_argument(
+        "--prefix",
+        default="",
+        metavar="NAME",
+        help="prepend NAME to the kernels' C symbols (NAME_softmax_k{K}_f64), file names and "
+        "header guard (NAME_softmax_k{K}.c/.h/.py) and Python module name, so that several "
+        "builds of one K (e.g. both --masked-rows policies) link into one program; NAME must "
+        "be a C and Python identifier",
+    )
     gen.add_argument(
         "--numpy-only",
         action="store_true",
@@ -130,7 +144,8 @@ def _true_class(text: str, labels: Sequence[str]) -> int:
 
     if text in labels:
         return labels.index(text)
-    if text.isdigit() and 1 <= int(text) <= len(labels):
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
+    if re.fullmatch(r"[0-9]+", text) and 1 <= int(text) <= len(labels):
         return int(text) - 1
     raise SpecError(
         f"--true-class must be a class number 1..{len(labels)} or one of the labels, got {text!r}"
@@ -149,6 +164,7 @@ def _generate(args: argparse.Namespace) -> int:
         masked_rows=args.masked_rows,
         lang=args.lang,
         numpy_only=args.numpy_only,
+        prefix=args.prefix,
     )
     spec = replace(spec, true_class=_true_class(args.true_class, spec.labels))
     out = args.out if args.out is not None else Path("generated") / f"k{spec.k}"
@@ -165,13 +181,41 @@ def _generate(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
-    for path in written:
-        print(path)
+    if not args.quiet:
+        for path in written:
+            print(path)
     return EXIT_OK
 
 
+_VALUE_OPTIONS = ("--example",)  # options whose value may start with '-': a negative logit
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--example -1,2,3` -> `--example=-1,2,3`: argparse takes a value starting with '-' for
+    an option unless it is one plain negative number."""
+    joined: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _VALUE_OPTIONS:
+            value = next(tokens, None)
+            if value is None:
+                joined.append(token)
+            elif value.startswith("-") and re.fullmatch(r"-[0-9.]", value[:2]):
+                joined.append(f"{token}={value}")
+            else:
+                joined += [token, value]
+        else:
+            joined.append(token)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:  # bare `symsoft`: what it can do, rather than a missing-argument error
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(_join_negative_values(argv))
     if args.command == "check":
         from symsoft.gradcheck.cli import run_check
 
@@ -180,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _generate(args)
     except ProofError as error:
         print(f"symsoft: proof failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except WriteError as error:  # the disk, not the request: nothing was changed
+        print(f"symsoft: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except SymsoftError as error:
         print(f"symsoft: error: {error}", file=sys.stderr)

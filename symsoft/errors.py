@@ -11,3 +11,11 @@ class SpecError(SymsoftError, ValueError):
 
 class ProofError(SymsoftError):
     """A closed form could not be proved equal to its definition: generation stops."""
+
+
+class OutputError(SymsoftError):
+    """The output folder cannot be used: an impossible path, or files symsoft may not replace."""
+
+
+class WriteError(SymsoftError):
+    """Writing failed part way (a full disk, an I/O error); no output file was changed."""

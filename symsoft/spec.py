@@ -19,7 +19,7 @@ WORKED_LABELS = ("cat", "dog", "bird")
 MASKED_ROW_POLICIES = ("nan", "zero")
 LANGUAGES = ("en", "zh")
 
-_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,31}$")
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")  # fullmatch: "$" would allow "\n"
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Spec:
     masked_rows: str = "nan"
     lang: str = "en"
     numpy_only: bool = False  # the Python module calls NumPy instead of an array-API namespace
+    prefix: str = ""  # prepended to the kernels' C symbols, file names and module name
 
 
 def validate_k(k: object) -> int:
@@ -75,7 +76,7 @@ def _validate_labels(labels: Sequence[str], k: int) -> tuple[str, ...]:
     if len(names) != k:
         raise SpecError(f"--labels needs {k} names for K={k}, got {len(names)}")
     for name in names:
-        if not isinstance(name, str) or not _LABEL.match(name):
+        if not isinstance(name, str) or not _LABEL.fullmatch(name):
             raise SpecError(
                 f"label {name!r} must start with a letter and use only letters, digits, "
                 "spaces, '_' or '-' (at most 32 characters)"
@@ -104,6 +105,7 @@ def make_spec(
     masked_rows: str = "nan",
     lang: str = "en",
     numpy_only: bool = False,
+    prefix: str = "",
 ) -> Spec:
     """Validate everything up front, so that a bad request fails before any work is done."""
     k = validate_k(k)
@@ -111,6 +113,8 @@ def make_spec(
         raise SpecError(f"masked-rows policy must be one of {MASKED_ROW_POLICIES}")
     if lang not in LANGUAGES:
         raise SpecError(f"language must be one of {LANGUAGES}, got {lang!r}")
+    if not isinstance(prefix, str) or (prefix and not validate_identifier(prefix, "prefix")):
+        raise SpecError(f"prefix must be a string, got {prefix!r}")
     if not isinstance(numpy_only, bool):
         raise SpecError(f"numpy_only must be True or False, got {numpy_only!r}")
     if isinstance(true_class, bool) or not isinstance(true_class, int) or not 0 <= true_class < k:
@@ -123,4 +127,5 @@ def make_spec(
         masked_rows=masked_rows,
         lang=lang,
         numpy_only=numpy_only,
+        prefix=prefix,
     )

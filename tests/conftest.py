@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +21,27 @@ from symsoft.spec import make_spec
 from symsoft.writer import write_files
 
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+_CACHE_DIR = "SYMSOFT_CACHE_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every symsoft.load() of the session, in this process and in those the tests start
+    (benchmark scripts, CLI runs), caches in a temporary folder, never in the user's cache.
+    Set before collection, so that no import can see the user's setting."""
+    config.stash[_saved_cache] = os.environ.get(_CACHE_DIR)
+    os.environ[_CACHE_DIR] = tempfile.mkdtemp(prefix="symsoft-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ[_CACHE_DIR], ignore_errors=True)
+    saved = config.stash.get(_saved_cache, None)
+    if saved is None:
+        os.environ.pop(_CACHE_DIR, None)
+    else:
+        os.environ[_CACHE_DIR] = saved
+
+
+_saved_cache = pytest.StashKey[str | None]()
 
 
 def require_tool(name: str) -> str:

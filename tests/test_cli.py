@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from symsoft import cli
 from symsoft.version import __version__
 from tests.conftest import ON_CI
 
@@ -68,6 +69,11 @@ def test_output_is_deterministic_and_refuses_to_overwrite(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     assert symsoft("generate", "-k", "4", "-o", str(first), cwd=tmp_path).returncode == 0
     assert symsoft("generate", "--k", "4", "--out", str(second), cwd=tmp_path).returncode == 0
+    assert snapshot(first) == snapshot(second)
+
+    # files symsoft wrote and nobody changed are symsoft's to replace: no --force needed
+    again = symsoft("generate", "-k", "4", "-o", str(first), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
     assert snapshot(first) == snapshot(second)
 
     (first / "softmax_k4.c").write_text("edited by hand\n")
@@ -201,3 +207,60 @@ def test_every_command_has_help_with_an_example(tmp_path):
         result = symsoft(command, "--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "example" in result.stdout
+
+
+@pytest.fixture
+def requested(monkeypatch):
+    """cli.main in this process, with generate() recording the Spec it was given instead of
+    deriving anything (what these tests check is decided before)."""
+    specs = []
+
+    def generate(spec, out, **kwargs):
+        specs.append(spec)
+        return [out / "softmax_k3.py"]
+
+    monkeypatch.setattr("symsoft.pipeline.generate", generate)
+    return specs
+
+
+@pytest.mark.parametrize(
+    "args, example",
+    [
+        (["--example", "-1,2,3"], (-1.0, 2.0, 3.0)),
+        (["--example", "-.5,2,-3"], (-0.5, 2.0, -3.0)),
+        (["--example=-1,2,3"], (-1.0, 2.0, 3.0)),
+        (["--example", "-1e2,0,1", "-q"], (-100.0, 0.0, 1.0)),
+    ],
+)
+def test_a_negative_first_logit_is_accepted(requested, capsys, args, example):
+    assert cli.main(["generate", *args]) == 0, capsys.readouterr().err
+    assert requested[0].example == example
+
+
+def test_a_value_that_is_not_numbers_is_one_line_exit_2(requested, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", "--example", "-x,2,3"])
+    assert exit_.value.code == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1 and not requested
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "0", "4", "1.0", "horse"])
+def test_a_bad_true_class_is_one_line_exit_2(requested, capsys, text):
+    assert cli.main(["generate", "--true-class", text]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("symsoft: error: --true-class must be a class number")
+    assert len(err.splitlines()) == 1 and not requested
+
+
+def test_bare_symsoft_prints_the_usage(tmp_path):
+    result = symsoft(cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: symsoft")
+    assert "generate" in result.stderr and "check" in result.stderr
+
+
+def test_quiet_prints_nothing(requested, capsys):
+    assert cli.main(["generate", "--targets", "numpy", "-o", "a"]) == 0
+    assert capsys.readouterr().out.split() == [str(Path("a") / "softmax_k3.py")]
+    assert cli.main(["generate", "--targets", "numpy", "-q", "-o", "b"]) == 0
+    assert capsys.readouterr() == ("", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import warnings
 
 import numpy
@@ -60,6 +61,25 @@ def test_fully_masked_row_is_nan_by_default(generated, backend):
     ):
         assert numpy.all(numpy.isnan(out[0])) and numpy.all(numpy.isfinite(out[1]))
     assert numpy.isnan(kern.cross_entropy(z, y)[0]) and numpy.isnan(loss[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_fully_masked_row_is_nan_whatever_its_targets(generated, backend, dtype):
+    """y = 0 on the whole row: its terms are all skipped, but the row is still NaN (loss and
+    gradient alike), as the edge table says; other rows with y = 0 have loss 0."""
+    kern = kernels(generated, 3, backend)
+    z = numpy.array([[-INF, -INF, -INF], [0.0, 1.0, 2.0]], dtype=dtype)
+    y = numpy.zeros_like(z)
+    loss, grad = kern.cross_entropy_with_grad(z, y)
+    for got in (kern.cross_entropy(z, y), loss):
+        assert numpy.isnan(got[0]) and got[1] == 0
+    for got in (kern.cross_entropy_grad(z, y), grad):
+        assert numpy.all(numpy.isnan(got[0])) and numpy.all(got[1] == 0)
+    # the zero policy ignores the row, whatever its targets
+    zero = generated(3, "zero").backend(backend)
+    loss, grad = zero.cross_entropy_with_grad(z, y)
+    assert zero.cross_entropy(z, y)[0] == loss[0] == 0 and numpy.all(grad[0] == 0)
 
 
 @pytest.mark.parametrize(
@@ -144,11 +164,27 @@ def test_label_out_of_range(generated):
             module.cross_entropy_grad_index(z, labels)
     with pytest.raises(TypeError, match="integers"):
         module.cross_entropy_index(z, [0.0, 1.0])
-    # C cannot raise: the documented result is a NaN row for that label only
-    c = generated(3).c
-    loss = c.cross_entropy_index(z, [0, 3])
+    # the C library through symsoft.load's wrapper raises the same error
+    g = generated(3)
+    for labels in ([0, 3], [-1, 0]):
+        with pytest.raises(IndexError, match=r"0\.\.2"):
+            g.c.cross_entropy_index(z, labels)
+        with pytest.raises(IndexError, match=r"0\.\.2"):
+            g.c.cross_entropy_grad_index(z, labels)
+    # C itself cannot raise: the documented result is a NaN row for that label only
+    library = ctypes.CDLL(str(g.folder / "libsoftmax_k3.so"))
+    loss, grad = numpy.empty(2), numpy.empty((2, 3))
+    pointer = ctypes.c_void_p
+    calls = (("cross_entropy_index", [0, 3], loss), ("cross_entropy_grad_index", [-1, 1], grad))
+    for name, labels, out in calls:
+        classes = numpy.array(labels, dtype=numpy.int64)  # kept alive through the call
+        getattr(library, f"{name}_k3_f64")(
+            pointer(z.ctypes.data),
+            pointer(classes.ctypes.data),
+            pointer(out.ctypes.data),
+            ctypes.c_size_t(2),
+        )
     assert loss[0] == pytest.approx(numpy.log(3)) and numpy.isnan(loss[1])
-    grad = c.cross_entropy_grad_index(z, [-1, 1])
     assert numpy.all(numpy.isnan(grad[0])) and numpy.all(numpy.isfinite(grad[1]))
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).parent.parent
 BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
@@ -37,18 +41,23 @@ def with_checked_comments(code: str) -> str:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index, tmp_path):
+    """Each block runs as a script file, as a user pastes it: worker processes (Dask's)
+    import the main module again, which `python -c` would hide."""
     code = BLOCKS[index]
     for big, small in SHRINK.items():
         code = code.replace(big, small)
-    script = PRELUDE.format(examples=str(ROOT / "tests" / "gradcheck_examples"))
-    script += with_checked_comments(code)
+    script = tmp_path / f"readme_block_{index}.py"
+    script.write_text(
+        PRELUDE.format(examples=str(ROOT / "tests" / "gradcheck_examples"))
+        + with_checked_comments(code)
+    )
     result = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, str(script)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "SYMSOFT_CACHE_DIR": str(tmp_path / "cache")},
+        env={**os.environ, "SYMSOFT_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert result.returncode == 0, f"README block {index}:\n{code}\n{result.stderr}"
 
@@ -56,3 +65,55 @@ def test_readme_python_block_runs(index, tmp_path):
 def test_readme_has_the_examples():
     assert len(BLOCKS) >= 4
     assert any("symsoft.load" in block for block in BLOCKS)
+
+
+APP = """
+#include <stdio.h>
+#include "softmax_k3.h"
+int main(void) {
+    const double z[3] = {2.0, 1.0, 0.1};
+    double loss;
+    const int64_t label[1] = {0};
+    cross_entropy_index_k3_f64(z, label, &loss, 1);
+    printf("%.6f\\n", loss);
+    return 0;
+}
+"""
+
+
+def test_readme_compile_line_builds_and_links_a_program(tmp_path):
+    """The README's compile line, run as written on a program calling a kernel (which calls
+    libm's log): it must link, so it must say -lm."""
+    require_tool("cc")
+    sh = "\n".join(re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S))
+    lines = [line for line in sh.splitlines() if line.startswith("cc ") and "app.c" in line]
+    assert len(lines) == 1, "the README shows one line that builds app.c"
+    shutil.copytree(ROOT / "generated" / "k3", tmp_path / "generated" / "k3")
+    (tmp_path / "app.c").write_text(APP)
+    built = subprocess.run(lines[0], shell=True, cwd=tmp_path, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(tmp_path / "app")], capture_output=True, text=True, check=True)
+    assert ran.stdout == "0.417030\n"  # -log(0.659001...): the worked example's loss
+
+
+def test_readme_says_how_to_get_what_skipped_tests_need():
+    """A test that skips names what to install; the README must say the same."""
+    text = (ROOT / "README.md").read_text()
+    conftest = (ROOT / "tests" / "test_document.py").read_text()
+    command = re.search(r"\((npm install [^)]*)\)", conftest)
+    assert command is not None
+    assert f"`{command.group(1)}`" in text
+    assert "symsoft generate --force" not in text  # the first command needs no --force
+
+
+def test_readme_states_the_subnormal_floor_of_the_softmax_bound():
+    """The floor below the normal range, as accuracy.py adds it: four subnormal steps."""
+    import numpy
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    for dtype in (numpy.float64, numpy.float32):
+        finfo = numpy.finfo(dtype)
+        floor = 4 * float(finfo.tiny) * float(finfo.eps)
+        assert f"+ {floor:.1e} in {finfo.dtype}" in text
+    source = (ROOT / "symsoft" / "runtime" / "accuracy.py").read_text()
+    assert "floor = float(finfo.tiny) * float(finfo.eps) * 4" in source

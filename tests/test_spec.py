@@ -35,6 +35,8 @@ def test_other_k_get_defaults_of_the_right_length():
         ({"labels": ["a", "b", "a"]}, "repeated: a"),
         ({"labels": ["a", "b"]}, "needs 3 names"),
         ({"labels": ["a", "b", "c}"]}, "must start with a letter"),
+        ({"labels": ["cat\n", "dog", "bird"]}, "must start with a letter"),
+        ({"labels": ["cat", "dog\r\n", "bird"]}, "must start with a letter"),
         ({"true_class": 3}, "true class"),
         ({"lang": "fr"}, "language"),
     ],

@@ -90,3 +90,4 @@ class Bundle:
     general_identities: tuple[Identity, ...]  # checked symbolic-K steps
     kernel: KernelForms
     worked: WorkedExample
+    prefix: str = ""  # of the kernels' C symbols, file names and module name

@@ -18,25 +18,33 @@ def _mp(values: Sequence[float]) -> list[mpmath.mpf]:
     return [mpmath.mpf(v) for v in values]
 
 
+def _shifted(z: Sequence[float]) -> tuple[list[mpmath.mpf], mpmath.mpf]:
+    """(z_i - m for each i, log sum_j e^(z_j - m)), m = max z. Kept apart: at |z| ~ 1e308, m +
+    log(...) has no digit left for the logarithm (log 2 vanishes next to 1e308 at 50 digits),
+    so softmax as exp(z_i - (m + log S)) would give [1, 1] for [1e308, 1e308]."""
+    zs = _mp(z)
+    m = max(zs)
+    if m == mpmath.ninf:
+        raise ValueError("softmax of a row whose entries are all -inf is undefined")
+    d = [v - m for v in zs]
+    return d, mpmath.log(mpmath.fsum(mpmath.exp(v) for v in d))
+
+
 def log_sum_exp(z: Sequence[float]) -> mpmath.mpf:
     with mpmath.workdps(DIGITS):
-        zs = _mp(z)
-        m = max(zs)
-        if m == mpmath.ninf:
-            raise ValueError("softmax of a row whose entries are all -inf is undefined")
-        return m + mpmath.log(mpmath.fsum(mpmath.exp(v - m) for v in zs))
+        return max(_mp(z)) + _shifted(z)[1]
 
 
 def softmax(z: Sequence[float]) -> list[mpmath.mpf]:
     with mpmath.workdps(DIGITS):
-        lse = log_sum_exp(z)
-        return [mpmath.exp(v - lse) for v in _mp(z)]
+        d, log_s = _shifted(z)
+        return [mpmath.exp(v - log_s) for v in d]
 
 
 def log_softmax(z: Sequence[float]) -> list[mpmath.mpf]:
     with mpmath.workdps(DIGITS):
-        lse = log_sum_exp(z)
-        return [v - lse for v in _mp(z)]
+        d, log_s = _shifted(z)
+        return [v - log_s for v in d]
 
 
 def softmax_jacobian(z: Sequence[float]) -> list[list[mpmath.mpf]]:

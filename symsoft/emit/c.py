@@ -7,7 +7,7 @@ import sympy
 from symsoft.derivation.bundle import Bundle
 from symsoft.emit.printers import C_SUFFIXES, C_TYPES, c_code
 from symsoft.emit.render import render
-from symsoft.family.members import MEMBERS, c_name
+from symsoft.family.members import MEMBERS, c_name, masked_rows_note, stem
 
 DTYPES = ("float32", "float64")
 # Values per block of rows (see the C template): small enough for the L1 cache.
@@ -127,11 +127,12 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     # at the price of one more rounding, inside the accuracy budgets (tests/test_accuracy.py).
     by_inverse = {**names, f.S: 1 / sympy.Symbol("inv_S")}
     lane_z = sympy.IndexedBase("zr", shape=(k,))[i + j]
+    lane_free_z, half = names[f.z_i], sympy.Rational(1, 2)
     suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
     lane_count = lanes(k, dtype)
     float_suffix = "F" if ctype == "float" else ""
     signatures = {
-        member.name: f"{c_name(member.name, k, suffix)}({member.c_params(ctype)})"
+        member.name: f"{c_name(member.name, k, suffix, bundle.prefix)}({member.c_params(ctype)})"
         for member in MEMBERS
     }
     return {
@@ -152,6 +153,13 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "log_probability": c_code(f.log_probability, dtype, names),
         "jacobian": c_code(f.jacobian, dtype, jacobian_names),
         "loss_term": c_code(f.loss_term, dtype, names),
+        # the loss terms at half scale (d_i holding (z_i - m)/2, summed and doubled): z_i - m
+        # overflows for finite logits of both signs near the largest float, where the loss is
+        # finite; halving is exact, so elsewhere the result is the same to the bit
+        "half_shifted": c_code(
+            f.shifted, dtype, {**names, f.z_i: half * lane_free_z, f.m: half * f.m}
+        ),
+        "half_loss_term": c_code(f.loss_term, dtype, {**names, f.log_S: half * f.log_S}),
         "gradient": c_code(f.gradient, dtype, names),
         "loss_index": c_code(f.loss_index, dtype, names),
         "gradient_true_class": c_code(f.gradient_true_class, dtype, by_inverse),
@@ -175,38 +183,43 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         # NAN and INFINITY are float constants: cast so double code does not promote
         "nan": "NAN" if ctype == "float" else "(double)NAN",
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
-        "names": {member.name: c_name(member.name, k, suffix) for member in MEMBERS},
+        "names": {member.name: c_name(member.name, k, suffix, bundle.prefix) for member in MEMBERS},
         "signatures": signatures,
         "functions": [
-            {"signature": signatures[member.name], "doc": member.doc} for member in MEMBERS
+            {"signature": signatures[member.name], "doc": member.doc, "name": member.name}
+            for member in MEMBERS
         ],
     }
 
 
 def emit_c(bundle: Bundle) -> dict[str, str]:
     k = bundle.k
-    stem = f"softmax_k{k}"
+    base = stem(k, bundle.prefix)
+    notes = {member.name: masked_rows_note(bundle.masked_rows, member.name) for member in MEMBERS}
     types = [_type_view(bundle, dtype) for dtype in DTYPES]
     dtypes = ", ".join(DTYPES)
     return {
-        f"{stem}.h": render(
+        f"{base}.h": render(
             "softmax.h.jinja",
             k,
             dtypes,
-            guard=f"SYMSOFT_{stem.upper()}_H",
-            prefix=stem,
+            guard=f"SYMSOFT_{base.upper()}_H",
+            prefix=base,
             types=types,
+            masked_rows_note=masked_rows_note(bundle.masked_rows),
+            masked_rows_notes=notes,
         ),
-        f"{stem}.c": render(
+        f"{base}.c": render(
             "softmax.c.jinja",
             k,
             dtypes,
-            header_file=f"{stem}.h",
+            header_file=f"{base}.h",
             types=types,
             # each member's body is templates/c/kernels/<name>.c.jinja
             kernels=[member.name for member in MEMBERS],
             rows=block_rows(k),
             block=BLOCK,
             masked_rows=bundle.masked_rows,
+            masked_rows_notes=notes,
         ),
     }

@@ -8,7 +8,7 @@ import sympy
 from symsoft.derivation.bundle import Bundle
 from symsoft.emit.printers import numpy_code
 from symsoft.emit.render import render
-from symsoft.family.members import NAMES
+from symsoft.family.members import NAMES, masked_rows_note, stem
 
 
 def emit_numpy(bundle: Bundle) -> dict[str, str]:
@@ -28,6 +28,7 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         f.s_j: sympy.Symbol("s[..., None, :]"),
         f.delta_ij: sympy.Symbol("eye"),
     }
+    half = sympy.Rational(1, 2)
     # the integer-label loss reads the label's logit, picked out into z_c
     at_label = {**array, f.z_i: sympy.Symbol("z_c")}
 
@@ -46,6 +47,11 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         log_probability=code(f.log_probability),
         jacobian=code(f.jacobian, outer),
         loss_term=code(f.loss_term),
+        # at half scale, as in the C (see emit/c.py): no overflow of z - m for finite z
+        half_shifted=code(f.shifted, {**array, f.z_i: half * array[f.z_i], f.m: half * f.m}),
+        half_loss_term=code(
+            f.loss_term, {**array, f.d_i: sympy.Symbol("h"), f.log_S: half * f.log_S}
+        ),
         gradient=code(f.gradient),
         loss_index=code(f.loss_index, at_label),
         gradient_true_class=code(f.gradient_true_class),
@@ -53,6 +59,8 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         jvp=code(f.jvp),
         vjp=code(f.vjp),
         masked_rows=bundle.masked_rows,
+        masked_rows_notes={name: masked_rows_note(bundle.masked_rows, name) for name in NAMES},
+        masked_rows_note=masked_rows_note(bundle.masked_rows),
         numpy_only=bundle.numpy_only,
     )
-    return {f"softmax_k{bundle.k}.py": text}
+    return {f"{stem(bundle.k, bundle.prefix)}.py": text}

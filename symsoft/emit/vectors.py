@@ -9,6 +9,7 @@ import numpy
 
 from symsoft.derivation import reference
 from symsoft.derivation.bundle import Bundle
+from symsoft.emit.render import header
 
 SEED = 20261125
 
@@ -61,9 +62,15 @@ def emit_vectors(bundle: Bundle) -> dict[str, str]:
             case["softmax_jacobian"] = _floats(reference.softmax_jacobian(z))
         cases.append(case)
     document = {
+        # "_" sorts first: the stamped header heads the file, as in the other outputs
+        "_header": header("symsoft/emit/vectors.py", k, "float64"),
         "generator": f"symsoft {bundle.version}",
         "k": k,
         "precision": f"mpmath at {reference.DIGITS} digits, rounded to the nearest float64",
         "cases": cases,
     }
-    return {f"vectors_k{k}.json": json.dumps(document, indent=1, sort_keys=True) + "\n"}
+    return {vectors_name(k, bundle.prefix): json.dumps(document, indent=1, sort_keys=True) + "\n"}
+
+
+def vectors_name(k: int, prefix: str = "") -> str:
+    return f"{prefix}_vectors_k{k}.json" if prefix else f"vectors_k{k}.json"

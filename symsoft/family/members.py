@@ -175,5 +175,19 @@ NAMES = tuple(member.name for member in MEMBERS)
 BY_NAME = {member.name: member for member in MEMBERS}
 
 
-def c_name(function: str, k: int, suffix: str) -> str:
-    return f"{function}_k{k}_{suffix}"
+def c_name(function: str, k: int, suffix: str, prefix: str = "") -> str:
+    """The C symbol of a member; a prefix (--prefix) keeps builds of one K apart in a program."""
+    return f"{prefix}_{function}_k{k}_{suffix}" if prefix else f"{function}_k{k}_{suffix}"
+
+
+def stem(k: int, prefix: str = "") -> str:
+    """The kernels' file stem and Python module name: softmax_k{K}, or {prefix}_softmax_k{K}."""
+    return f"{prefix}_softmax_k{k}" if prefix else f"softmax_k{k}"
+
+
+def masked_rows_note(policy: str, function: str = "") -> str:
+    """What a fully masked row (every logit -inf) gives under policy, for comments."""
+    if policy == "nan":
+        return "a fully masked row (every z_i = -inf) gives NaN (--masked-rows nan)"
+    fill = "-inf" if function == "log_softmax" else "0" if function else "0 (log_softmax: -inf)"
+    return f"a fully masked row (every z_i = -inf) is ignored: {fill} (--masked-rows zero)"

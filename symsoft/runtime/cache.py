@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -67,3 +68,56 @@ def publish(staged: Path, final: Path) -> Path:
     finally:
         staged.unlink(missing_ok=True)
     return final
+
+
+# Each published library has a record beside it: its key, size and SHA-256, taken after the
+# library was synced to disk. A library is loaded only if it matches its record: a truncated
+# or zeroed file (a crash, a full disk, a damaged disk) would kill the process in dlopen or
+# at its first call (SIGBUS, SIGSEGV), and one of another K or policy at this name would
+# compute the wrong thing.
+
+
+def record_path(final: Path) -> Path:
+    return final.with_name(final.name + ".json")
+
+
+def _measure(path: Path, key: str) -> dict[str, object]:
+    data = path.read_bytes()
+    return {"key": key, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def is_intact(final: Path, key: str) -> bool:
+    """Whether final exists and matches the record published with it for key."""
+    try:
+        record = json.loads(record_path(final).read_text(encoding="utf-8"))
+        if record.get("key") != key or final.stat().st_size != record.get("size"):
+            return False  # the size first: no need to read a truncated file
+        return record == _measure(final, key)
+    except (OSError, ValueError, AttributeError):  # missing, unreadable, not a JSON object
+        return False
+
+
+def publish_recorded(staged: Path, final: Path, key: str) -> Path:
+    """publish() staged as final, then the record of what was published: its size and hash,
+    taken once staged is on disk (fsync), so that a crash cannot leave a record of bytes
+    that never reached the disk. Until the record is in place, final counts as damaged."""
+    _sync(staged)
+    record = _measure(staged, key)
+    publish(staged, final)
+    staged_record = staging_path(record_path(final))
+    try:
+        staged_record.write_text(json.dumps(record, sort_keys=True) + "\n", encoding="utf-8")
+        _sync(staged_record)
+    except BaseException:
+        staged_record.unlink(missing_ok=True)
+        raise
+    publish(staged_record, record_path(final))
+    return final
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

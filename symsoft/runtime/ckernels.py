@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy
 
 from symsoft.family.members import INPUT_KINDS, MEMBERS, Member, c_name
+from symsoft.runtime.arrays import is_tensor, to_tensor
 
 if TYPE_CHECKING:
     from symsoft.runtime.autograd import JaxKernels, TorchKernels
@@ -51,12 +52,15 @@ def _float_dtype(dtype: numpy.dtype, name: str) -> numpy.dtype:
 # from_buffer() costs a fraction of array.ctypes.data_as(); _as_c makes sure it applies.
 _CALL = """\
 def {name}({params}):
+    _tensors = type(z) is not _ndarray and _is_tensor(z, "z", "c")
     {converts}
     {allocations}
     _rows = z.size // _k
     if _rows:  # from_buffer refuses empty buffers, and there is nothing to compute
         _function, _c = _functions[z.dtype]
         _function({pointers}, {out_pointers}, _rows)
+    if _tensors:  # CPU torch tensors in, tensors out, as from the array-API module
+        return _to_tensor(({outs},))
     return {results}
 """
 
@@ -72,8 +76,8 @@ class CKernels:
     label inputs are integer class indices of shape z.shape[:-1], passed to C as int64.
     """
 
-    def __init__(self, library: ctypes.CDLL, k: int) -> None:
-        self.k = k
+    def __init__(self, library: ctypes.CDLL, k: int, prefix: str = "") -> None:
+        self.k, self.prefix = k, prefix
         self.names = tuple(member.name for member in MEMBERS)
         for member in MEMBERS:
             setattr(self, member.name, self._method(library, member))
@@ -105,7 +109,7 @@ class CKernels:
                 _CTYPE[_I64 if _converter(name) == "label" else dtype] for name in member.inputs
             ]
             buffers += [_CTYPE[dtype]] * len(ranks)
-            function = getattr(library, c_name(member.name, self.k, suffix))
+            function = getattr(library, c_name(member.name, self.k, suffix, self.prefix))
             function.argtypes = [*(ctypes.POINTER(c) for c in buffers), ctypes.c_size_t]
             function.restype = None
             functions[dtype] = (function, buffers)
@@ -128,8 +132,12 @@ class CKernels:
                 f"_c[{len(names) + o}].from_buffer({out})" for o, out in enumerate(outs)
             ),
             results=", ".join(results) if len(results) > 1 else results[0],
+            outs=", ".join(outs),
         )
         namespace: dict[str, Any] = {
+            "_ndarray": numpy.ndarray,
+            "_is_tensor": is_tensor,
+            "_to_tensor": to_tensor if len(outs) > 1 else lambda one: to_tensor(one[0]),
             "_empty": numpy.empty,
             "_k": self.k,
             "_functions": functions,
@@ -139,7 +147,7 @@ class CKernels:
         }
         exec(compile(source, f"<symsoft kernel {member.name}>", "exec"), namespace)
         call = namespace[member.name]
-        call.__doc__ = f"{member.doc} (C: {c_name(member.name, self.k, 'f32/f64')})"
+        call.__doc__ = f"{member.doc} (C: {c_name(member.name, self.k, 'f32/f64', self.prefix)})"
         return call
 
     # Each converter returns its input untouched when C can take it as is (checked first and
@@ -153,6 +161,7 @@ class CKernels:
             and x.shape[-1:] == (self.k,)
         ):
             return x
+        is_tensor(x, "z", "c")
         array = numpy.asarray(x)
         self._check_last_axis(array, "z")
         dtype = array.dtype if array.dtype in _SUFFIX else _float_dtype(array.dtype, "z")
@@ -166,6 +175,7 @@ class CKernels:
             and x.shape == z.shape
         ):
             return x
+        is_tensor(x, name, "c")  # refuses arrays NumPy cannot read as they are
         array = numpy.asarray(x)
         self._check_last_axis(array, name)
         if array.shape != z.shape:
@@ -181,7 +191,8 @@ class CKernels:
             and x.flags.carray
             and x.shape == z.shape[:-1]
         ):
-            return x
+            return self._check_range(x, name)
+        is_tensor(x, name, "c")
         array = numpy.asarray(x)
         if array.dtype.kind not in "iu":
             raise TypeError(f"{name} must be integer class indices, got {array.dtype}")
@@ -190,7 +201,14 @@ class CKernels:
                 f"{name} must have shape {z.shape[:-1]} (one class index per row of z), "
                 f"got {array.shape}"
             )
-        return _as_c(array, _I64)
+        return self._check_range(_as_c(array, _I64), name)
+
+    def _check_range(self, labels: numpy.ndarray, name: str) -> numpy.ndarray:
+        """IndexError for a label outside 0..K-1, as the NumPy and array-API modules raise (the
+        C kernels would give that row NaN)."""
+        if labels.size and (labels.min() < 0 or labels.max() >= self.k):
+            raise IndexError(f"{name} must be class indices in 0..{self.k - 1}")
+        return labels
 
     def _check_last_axis(self, array: numpy.ndarray, name: str) -> None:
         if array.ndim == 0 or array.shape[-1] != self.k:

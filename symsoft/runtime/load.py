@@ -16,10 +16,20 @@ from pathlib import Path
 from types import ModuleType
 
 from symsoft.errors import SpecError, SymsoftError
+from symsoft.family.members import stem
+from symsoft.runtime.arrays import tensors_in_tensors_out
 from symsoft.runtime.build import STRICT_FLAGS, compile_shared, find_compiler, load_library
-from symsoft.runtime.cache import ENV_VAR, cache_root, digest, publish, staging_path
+from symsoft.runtime.cache import (
+    ENV_VAR,
+    cache_root,
+    digest,
+    is_intact,
+    publish_recorded,
+    staging_path,
+)
 from symsoft.runtime.ckernels import CKernels
 from symsoft.spec import Spec, make_spec
+from symsoft.stamp import is_unchanged_output
 from symsoft.version import __version__
 
 BACKENDS = ("c", "numpy", "array-api")
@@ -40,14 +50,18 @@ _loaded: dict[tuple[object, ...], CKernels | ModuleType] = {}
 _loading = threading.Lock()  # threads asking for the same kernels build them once
 
 
-def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | ModuleType:
+def load(
+    k: int, backend: str = "c", *, masked_rows: str = "nan", prefix: str = ""
+) -> CKernels | ModuleType:
     """The kernels for K classes, taking arrays of shape (..., K), float32 or float64.
 
     backend="c" compiles the emitted C with the system compiler ($CC, else cc/gcc/clang) on
     first use and returns a CKernels; backend="numpy" returns the emitted NumPy-only module
     and needs no compiler; backend="array-api" returns the emitted array-API module, which
     also takes PyTorch, JAX, CuPy and Dask arrays (it needs array_api_compat). Each has one
-    function per kernel (see symsoft.family.members).
+    function per kernel (see symsoft.family.members). masked_rows is the policy for rows whose
+    logits are all -inf ("nan" or "zero", as --masked-rows); prefix, as --prefix, names the C
+    symbols, files and module ({prefix}_softmax_k{K}).
     Generated source and libraries are cached under $SYMSOFT_CACHE_DIR (default: the user
     cache folder), so later calls, in this process or another, neither generate nor compile.
 
@@ -56,7 +70,7 @@ def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | 
     """
     if backend not in BACKENDS:
         raise SpecError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    spec = make_spec(k, masked_rows=masked_rows, numpy_only=backend != "array-api")
+    spec = make_spec(k, masked_rows=masked_rows, numpy_only=backend != "array-api", prefix=prefix)
     root = cache_root()
     compiler = _compiler(os.environ.get("CC"), os.environ.get("PATH")) if backend == "c" else ""
     key = (spec, backend, root, compiler)
@@ -69,10 +83,14 @@ def load(k: int, backend: str = "c", *, masked_rows: str = "nan") -> CKernels | 
 
 def _build(spec: Spec, backend: str, root: Path, compiler: str) -> CKernels | ModuleType:
     sources = generated_sources(spec, root)
-    if backend != "c":
-        return _import_module(sources / f"softmax_k{spec.k}.py")
-    library = compiled_library(sources, spec.k, compiler, root)
-    return CKernels(_open_library(library), spec.k)
+    base = stem(spec.k, spec.prefix)
+    if backend == "array-api":
+        return _import_module(sources / f"{base}.py")
+    if backend == "numpy":  # CPU torch tensors in, tensors out, as from the other backends
+        module = _import_module(sources / f"{base}.py")
+        return tensors_in_tensors_out(module, tuple(module.__all__), backend)
+    library = compiled_library(sources, base, compiler, root)
+    return CKernels(_open_library(library), spec.k, spec.prefix)
 
 
 def source_key(spec: Spec) -> str:
@@ -93,8 +111,10 @@ def library_key(source: bytes, header: bytes, compiler: str, flags: tuple[str, .
 def generated_sources(spec: Spec, root: Path) -> Path:
     """The folder holding softmax_k{K}.c/.h/.py for spec, generating them on first use."""
     folder = root / "src" / f"k{spec.k}-{source_key(spec)[:32]}"
-    names = [f"softmax_k{spec.k}.c", f"softmax_k{spec.k}.h", f"softmax_k{spec.k}.py"]
-    if not all((folder / name).is_file() for name in names):
+    base = stem(spec.k, spec.prefix)
+    names = [f"{base}.c", f"{base}.h", f"{base}.py"]
+    # each file carries the digest of its content (symsoft.stamp): a damaged one is remade
+    if not all(_is_intact_source(folder / name) for name in names):
         # imported here: SymPy takes a second to import, and a cache hit needs none of it
         from symsoft.pipeline import prove, render_all
         from symsoft.writer import write_files
@@ -105,15 +125,16 @@ def generated_sources(spec: Spec, root: Path) -> Path:
     return folder
 
 
-def compiled_library(sources: Path, k: int, compiler: str, root: Path) -> Path:
-    """The shared library built from sources with compile_flags(), compiling on first use."""
-    source = sources / f"softmax_k{k}.c"
+def compiled_library(sources: Path, base: str, compiler: str, root: Path) -> Path:
+    """The shared library built from sources/{base}.c with compile_flags(), compiling on first
+    use; base is the file stem, softmax_k{K} or {prefix}_softmax_k{K}."""
+    source = sources / f"{base}.c"
     flags = compile_flags(compiler)
-    key = library_key(
-        source.read_bytes(), (sources / f"softmax_k{k}.h").read_bytes(), compiler, flags
-    )
-    library = root / "lib" / f"softmax_k{k}-{key[:32]}{_LIBRARY_SUFFIX}"
-    if not library.is_file():
+    key = library_key(source.read_bytes(), (sources / f"{base}.h").read_bytes(), compiler, flags)
+    library = root / "lib" / f"{base}-{key[:32]}{_LIBRARY_SUFFIX}"
+    # a missing, damaged or foreign library (size, hash or key not those recorded when it was
+    # published) is rebuilt: loading it could crash the interpreter or compute the wrong thing
+    if not is_intact(library, key):
         # compile beside the final name, then rename: concurrent builds never tear the file
         staged = staging_path(library)
         try:
@@ -121,8 +142,15 @@ def compiled_library(sources: Path, k: int, compiler: str, root: Path) -> Path:
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
-        publish(staged, library)
+        publish_recorded(staged, library, key)
     return library
+
+
+def _is_intact_source(path: Path) -> bool:
+    try:
+        return is_unchanged_output(path.read_bytes())
+    except OSError:
+        return False
 
 
 def _open_library(path: Path) -> ctypes.CDLL:

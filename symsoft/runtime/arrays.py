@@ -1,0 +1,74 @@
+"""Arrays of other libraries at the NumPy-facing backends (C and NumPy-only), so that one call
+gives the same kind of result on every backend: CPU torch tensors in, tensors out (as from
+the array-API module); arrays these backends cannot take are refused by name."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+_ARRAY_API = "load(k, backend='array-api') takes them"
+
+
+def is_tensor(x: object, name: str, backend: str) -> bool:
+    """Whether x is a torch tensor that the backend takes through NumPy (on the CPU, without
+    autograd); TypeError for one it cannot take and for another library's array. Lists,
+    scalars and NumPy arrays are not tensors."""
+    kind = type(x)
+    if kind is numpy.ndarray or isinstance(x, numpy.generic | list | tuple | int | float):
+        return False
+    library = kind.__module__.partition(".")[0]
+    if library == "torch":
+        if x.device.type != "cpu":  # type: ignore[attr-defined]
+            raise TypeError(
+                f"{name} is a torch tensor on {x.device}: the {backend} backend computes on "  # type: ignore[attr-defined]
+                f"the CPU; move it with .cpu(), or {_ARRAY_API}"
+            )
+        if x.requires_grad:  # type: ignore[attr-defined]
+            raise TypeError(
+                f"{name} requires grad: the {backend} backend does not record gradients for "
+                f"autograd; pass .detach(), or {_ARRAY_API}"
+            )
+        return True
+    if hasattr(x, "__array_namespace__") or hasattr(x, "__dlpack__"):
+        raise TypeError(
+            f"{name} is a {library} array ({kind.__name__}): the {backend} backend takes "
+            f"NumPy arrays and CPU torch tensors; {_ARRAY_API}"
+        )
+    return False
+
+
+def to_tensor(result: Any) -> Any:
+    """A kernel's NumPy result (an array, a NumPy scalar for one row, or a tuple of them) as
+    torch tensors; NumPy and torch share the memory."""
+    import torch  # imported already: the caller passed a tensor
+
+    if isinstance(result, tuple):
+        return tuple(torch.from_numpy(numpy.asarray(r)) for r in result)
+    return torch.from_numpy(numpy.asarray(result))
+
+
+def tensors_in_tensors_out(module: ModuleType, names: tuple[str, ...], backend: str) -> ModuleType:
+    """A module like module whose functions names give tensors for tensors."""
+    wrapped = ModuleType(module.__name__, module.__doc__)
+    wrapped.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    wrapped.__file__ = module.__file__
+    for name in names:
+        setattr(wrapped, name, _wrap(getattr(module, name), backend))
+    return wrapped
+
+
+def _wrap(function: Callable[..., Any], backend: str) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def call(z: object, *args: object) -> Any:
+        if type(z) is numpy.ndarray or not is_tensor(z, "z", backend):
+            return function(z, *args)
+        for index, arg in enumerate(args):
+            is_tensor(arg, f"argument {index + 2}", backend)  # refuses what it cannot take
+        return to_tensor(function(z.numpy(), *args))  # type: ignore[attr-defined]
+
+    return call
