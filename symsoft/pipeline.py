@@ -15,9 +15,9 @@ from symsoft.derivation import closed_forms, fixed_k, general_k, reference
 from symsoft.derivation.bundle import Bundle, WorkedExample
 from symsoft.document.builder import build_document
 from symsoft.document.pdf import INSTALL_HINT, PdfError, build_pdf, pdflatex_available
-from symsoft.document.view import Document, document_name
+from symsoft.document.view import Document, document_name, figure_names
 from symsoft.emit.c import emit_c
-from symsoft.emit.latex import emit_latex
+from symsoft.emit.latex import emit_latex, figure_files, latex_text
 from symsoft.emit.markdown import emit_markdown
 from symsoft.emit.numpy import emit_numpy
 from symsoft.emit.vectors import emit_vectors
@@ -41,7 +41,7 @@ def _document(proved: Proved) -> Document:
     return proved.document
 
 
-Emitter = Callable[[Proved], dict[str, str]]
+Emitter = Callable[[Proved], dict[str, str] | dict[str, str | bytes]]
 EMITTERS: dict[str, Emitter] = {
     "numpy": lambda proved: emit_numpy(proved.bundle),
     "c": lambda proved: emit_c(proved.bundle),
@@ -60,8 +60,9 @@ def output_names(spec: Spec, targets: Iterable[str] = TARGETS) -> list[str]:
     names = {
         "numpy": [f"softmax_k{k}.py"],
         "c": [f"softmax_k{k}.h", f"softmax_k{k}.c"],
-        "latex": [document_name(k, spec.lang, "tex")],
-        "markdown": [document_name(k, spec.lang, "md")],
+        # the figures sit beside the document that includes or links them
+        "latex": [document_name(k, spec.lang, "tex"), *figure_names(k, spec.lang, "pdf")],
+        "markdown": [document_name(k, spec.lang, "md"), *figure_names(k, spec.lang, "svg")],
         "vectors": [f"vectors_k{k}.json"],
         "pdf": [document_name(k, spec.lang, "pdf")],
     }
@@ -129,9 +130,10 @@ def prove(spec: Spec, targets: Iterable[str] = TARGETS) -> Proved:
 
 def render_all(
     proved: Proved, targets: Iterable[str] = EMITTERS, progress: Step = _no_progress
-) -> dict[str, str]:
-    """The text files of the emitter targets (the PDF is not one: see generate)."""
-    files: dict[str, str] = {}
+) -> dict[str, str | bytes]:
+    """The files of the emitter targets: text, and the LaTeX's figures as PDF bytes (the
+    document's PDF is not one: see generate)."""
+    files: dict[str, str | bytes] = {}
     for target in targets:
         if target in EMITTERS:
             progress(f"emitting {target}")
@@ -157,12 +159,12 @@ def generate(
     check_writable(out, output_names(spec, targets), force)  # fail before the slow part
     progress(f"deriving and proving for K={spec.k}")
     proved = prove(spec, targets)
-    files: dict[str, str | bytes] = dict(render_all(proved, targets, progress))
+    files = render_all(proved, targets, progress)
     if "pdf" in targets:
         progress(f"compiling {pdf_name}")
-        tex = emit_latex(_document(proved))[document_name(spec.k, spec.lang, "tex")]
+        document = _document(proved)
         try:
-            files[pdf_name] = build_pdf(tex, pdf_name)
+            files[pdf_name] = build_pdf(latex_text(document), pdf_name, figure_files(document))
         except PdfError as error:
             notes(f"{pdf_name} not written: {error}")
     progress(f"writing {out}")

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,13 @@ def pdflatex_available() -> bool:
     return shutil.which(PDFLATEX) is not None
 
 
-def build_pdf(tex: str, name: str) -> bytes:
-    """The PDF for the LaTeX source tex; name is the output's file name (for messages)."""
-    return compile_tex(tex, name).pdf
+def build_pdf(tex: str, name: str, files: Mapping[str, bytes] | None = None) -> bytes:
+    """The PDF for the LaTeX source tex; name is the output's file name (for messages);
+    files are what the source includes (the figures), by name."""
+    return compile_tex(tex, name, files).pdf
 
 
-def compile_tex(tex: str, name: str) -> PdfResult:
+def compile_tex(tex: str, name: str, files: Mapping[str, bytes] | None = None) -> PdfResult:
     """Run pdflatex until references settle (at most MAX_RUNS times); raise PdfError."""
     executable = shutil.which(PDFLATEX)
     if executable is None:
@@ -67,6 +69,8 @@ def compile_tex(tex: str, name: str) -> PdfResult:
     with tempfile.TemporaryDirectory(prefix="symsoft-pdf-") as folder:
         work = Path(folder)
         (work / f"{stem}.tex").write_text(tex, encoding="utf-8")
+        for file, data in (files or {}).items():
+            (work / Path(file).name).write_bytes(data)
         command = [
             executable,
             "-interaction=nonstopmode",

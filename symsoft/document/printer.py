@@ -93,6 +93,13 @@ class TextbookLatexPrinter(LatexPrinter):
         return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
     def _print_Derivative(self, expr: sympy.Derivative) -> str:
+        if len(expr.variable_count) > 1:  # d^2 L / dz_i dz_j: the last variable first
+            order = sum(count for _, count in expr.variable_count)
+            below = " ".join(
+                rf"\partial {self._print(v)}" + ("" if n == 1 else f"^{{{n}}}")
+                for v, n in reversed(expr.variable_count)
+            )
+            return rf"\frac{{\partial^{{{order}}} {self._print(expr.expr)}}}{{{below}}}"
         ((variable, count),) = expr.variable_count
         inner = expr.expr
         simple = isinstance(inner, sympy.Symbol | sympy.Indexed) or (
