@@ -889,22 +889,9 @@ def _two_classes_section(b: Builder) -> None:
     complement = two.chain("softmax-complement", [s[2], 1 - s[1]])
     b.para("two_sigmoid", t=Math(rf"t = {tex(z[1] - z[2])}"))
     _proved(b, "sigmoid", sigmoid, complement)
+    terms = (sympy.Mul(y[1], log(s[1]), evaluate=False), sympy.Mul(1 - y[1], log(s[2])))
     loss = two.chain(
-        "two-class-loss",
-        [
-            L,
-            sympy.Mul(  # kept in the order a textbook writes it
-                -1,
-                sympy.Add(
-                    sympy.Mul(y[1], log(s[1]), evaluate=False),
-                    sympy.Mul(1 - y[1], log(s[2]), evaluate=False),
-                    evaluate=False,
-                ),
-                evaluate=False,
-            ),
-        ],
-        simplex=True,
-        logs=True,
+        "two-class-loss", [L, sympy.Mul(-1, sympy.Add(*terms, evaluate=False), evaluate=False)], simplex=True, logs=True
     )
     b.para("two_loss", y_2=eq(y[2], 1 - y[1]))
     _proved(b, "two-class-loss", loss)

@@ -122,7 +122,7 @@ def _temperature(fig: Figure, data: FigureData) -> None:
         ax.plot(data.x, row, label=name, linewidth=1.5)
     ax.set_xscale("log")
     ax.axvline(1.0, color="0.6", linewidth=0.8, linestyle="--")
-    ax.set_xlabel("temperature $T$")
+    ax.set_xlabel("$T$")
     ax.set_ylabel("$s_i(z / T)$")
     ax.set_ylim(0.0, _top(data.values))
     ax.legend(frameon=False, fontsize=8)
@@ -145,7 +145,7 @@ def _probabilities(fig: Figure, data: FigureData) -> None:
         for x, h in zip(data.x, heights, strict=True):
             ax.text(x, h + 0.02, f"{h:.3f}", ha="center", fontsize=8)
     else:
-        ax.set_xlabel("class $i$")
+        ax.set_xlabel("$i$")
 
 
 def _jacobian(fig: Figure, data: FigureData) -> None:

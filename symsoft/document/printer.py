@@ -17,6 +17,8 @@ from sympy.simplify.radsimp import fraction
 def _factor_rank(factor: sympy.Basic) -> int:
     if factor.is_Number:
         return 0
+    if isinstance(factor, sympy.log):
+        return 5  # (1 - y) log s, as a textbook writes it; y_i log s_i keeps its order
     if isinstance(factor, sympy.Add):
         return 4
     if factor.has(sympy.Sum):
@@ -65,6 +67,8 @@ class TextbookLatexPrinter(LatexPrinter):
         keep = isinstance(expr, sympy.Mul) and expr.args != sympy.Mul(*expr.args).args
         if keep and expr.args[0] is sympy.S.NegativeOne:
             rest = list(expr.args[1:])
+            if len(rest) == 1 and isinstance(rest[0], sympy.Add):  # -(a + b), not -a + b
+                return rf"- \left({self._print(rest[0])}\right)"
             return "- " + self._product(rest, keep_order=True)
         if expr.could_extract_minus_sign():
             return "- " + self._print(-expr)
