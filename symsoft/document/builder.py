@@ -891,7 +891,10 @@ def _two_classes_section(b: Builder) -> None:
     _proved(b, "sigmoid", sigmoid, complement)
     terms = (sympy.Mul(y[1], log(s[1]), evaluate=False), sympy.Mul(1 - y[1], log(s[2])))
     loss = two.chain(
-        "two-class-loss", [L, sympy.Mul(-1, sympy.Add(*terms, evaluate=False), evaluate=False)], simplex=True, logs=True
+        "two-class-loss",
+        [L, sympy.Mul(-1, sympy.Add(*terms, evaluate=False), evaluate=False)],
+        simplex=True,
+        logs=True,
     )
     b.para("two_loss", y_2=eq(y[2], 1 - y[1]))
     _proved(b, "two-class-loss", loss)

@@ -98,9 +98,7 @@ def jacobian_data(worked: WorkedExample) -> FigureData:
     k = len(worked.logits)
     classes = tuple(range(min(k, MAX_HEATMAP)))
     p = worked.probabilities
-    rows = tuple(
-        tuple(p[a] * (float(a == b) - p[b]) for b in classes) for a in classes
-    )
+    rows = tuple(tuple(p[a] * (float(a == b) - p[b]) for b in classes) for a in classes)
     return FigureData(
         "jacobian",
         classes,
@@ -187,4 +185,3 @@ def render(data: FigureData) -> RenderedFigure:
 
 def figure_data(worked: WorkedExample) -> list[FigureData]:
     return [temperature_data(worked), probability_data(worked), jacobian_data(worked)]
-

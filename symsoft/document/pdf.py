@@ -24,11 +24,12 @@ MAX_RUNS = 3  # two for references; a third only if LaTeX still asks (longtable 
 
 INSTALL_HINT = (
     "install TeX Live (Debian/Ubuntu: apt-get install texlive-latex-base "
-    "texlive-latex-recommended; for --lang zh also latex-cjk-chinese "
+    "texlive-latex-recommended lmodern; for --lang zh also latex-cjk-chinese "
     "latex-cjk-chinese-arphic-gbsn00lp; macOS: MacTeX; Windows: TeX Live or MiKTeX)"
 )
 # TeX files whose absence has a known remedy
 _PROVIDERS = {
+    "lmodern.sty": "apt-get install lmodern (TeX Live: tlmgr install lm)",
     "CJKutf8.sty": "apt-get install latex-cjk-chinese (TeX Live: tlmgr install cjk)",
     "c70gbsn.fd": (
         "apt-get install latex-cjk-chinese-arphic-gbsn00lp (TeX Live: tlmgr install arphic)"

@@ -170,8 +170,7 @@ EN: dict[str, str] = {
         "{fig:jacobian} shows it as a heat map),"
     ),
     "fig_jacobian": (
-        "The worked example's Jacobian as a heat map: red entries are positive, blue ones "
-        "negative."
+        "The worked example's Jacobian as a heat map: red entries are positive, blue ones negative."
     ),
     "fig_jacobian_part": (
         "The worked example's Jacobian as a heat map, for the first {shown} classes: red "
@@ -268,8 +267,9 @@ EN: dict[str, str] = {
     "ce_fd_lead": "A finite-difference check.",
     "ce_fd": (
         "An implementation of a gradient is tested by comparing it with difference quotients "
-        "of the loss. With {h_value} and {e_j} the unit vector of class {j}, the central difference "
-        "{quotient}, computed in float64 from the definition of the loss, against {eq:one-hot}:"
+        "of the loss. With {h_value} and {e_j} the unit vector of class {j}, the central "
+        "difference {quotient}, computed in float64 from the definition of the loss, against "
+        "{eq:one-hot}:"
     ),
     "col_central": "central difference",
     "col_difference": "difference",
@@ -412,22 +412,23 @@ ZH: dict[str, str] = {
     "title": "Softmax、其雅可比矩阵与交叉熵梯度",
     "author": "附 {K_value} 个类别算例的推导",
     "footnote": (
-        "由 symsoft {version} 生成。文中展示的每一个等式都在生成本文档时得到证明；"
-        "证明方式见附录 {sec:checks}。"
+        "由 symsoft {version} 生成。文中展示的每一个等式都在生成本文档时得到证明；证明方式见附录 "
+        "{sec:checks}。"
     ),
     "intro": (
-        "本讲义对任意类别数 {K} 一次性推导 softmax 函数、它的雅可比矩阵以及交叉熵损失的梯度，"
-        "并用一个 {K_value} 个类别的算例给出具体的矩阵、数值和图。下标从 1 取到 {K}，"
-        "logits 为 {z_seq}，log 表示自然对数（以 e 为底）。"
+        "本讲义对任意类别数 {K} 一次性推导 softmax 函数、它的雅可比矩阵以及交叉熵损失的梯度，并用"
+        "一个 {K_value} 个类别的算例给出具体的矩阵、数值和图。下标从 1 取到 {K}，logits 为 "
+        "{z_seq}，log 表示自然对数（以 e 为底）。"
     ),
     "intro_checked": (
-        "下文展示的每一个等式都在生成本文档时由 symsoft 用精确的符号运算检验过，"
-        "任何一项检验失败都会中止生成：带下标的公式在 {K_full} 时对每一个元素证明，"
-        "否则对第一个、第二个、中间和最后一个下标证明（其余元素通过重新标记类别得到）；"
-        "一般推导的各步还对符号 {K} 作了证明。"
+        "下文展示的每一个等式都在生成本文档时由 symsoft 用精确的符号运算检验过，任何一项检验失败"
+        "都会中止生成：带下标的公式在 {K_full} 时对每一个元素证明，否则对第一个、第二个、中间和最"
+        "后一个下标证明（其余元素通过重新标记类别得到）；一般推导的各步还对符号 {K} 作了证明。"
     ),
     "intro_here_all": "这里 {K_value}，因此每一个元素都得到了证明。",
-    "intro_here_some": "这里 {K_value}：在这个 {K} 下证明了代表性的元素，一般各步则对所有 {K} 成立。",
+    "intro_here_some": (
+        "这里 {K_value}：在这个 {K} 下证明了代表性的元素，一般各步则对所有 {K} 成立。"
+    ),
     "intro_k1": "只有一个类别时 softmax 恒等于 1：下面的公式仍然成立，但所有导数都为 0。",
     "part_implementation": "实现说明",
     "all_entries": "全部 {count} 个",
@@ -439,63 +440,68 @@ ZH: dict[str, str] = {
     "sec_softmax": "Softmax 函数",
     "softmax_def": "softmax 把 {K} 个实数得分，即 logits {z_seq}，变成 {K} 个概率：",
     "softmax_def_after": (
-        "其中 {i_range}。指数函数使每一项都为正，再除以它们的和 {S} 进行归一化。"
-        "以下五个性质使 softmax 成为分类器常用的输出层。"
+        "其中 {i_range}。指数函数使每一项都为正，再除以它们的和 {S} 进行归一化。以下五个性质使 so"
+        "ftmax 成为分类器常用的输出层。"
     ),
     "prob_lead": "概率。",
-    "prob": "因为 {exp_pos} 且 {S_pos}，每个 {s_i} 都是正数。分母 {S} 正是各分子之和，所以输出之和为 1：",
+    "prob": (
+        "因为 {exp_pos} 且 {S_pos}，每个 {s_i} 都是正数。分母 {S} 正是各分子之和，所以输出之和为 "
+        "1："
+    ),
     "prob_after": "因此每个 {s_i} 都严格介于 0 和 1 之间，{s} 可以看作各类别上的概率分布。",
     "prob_after_k1": "只有一个类别时，唯一的输出为 {s_1_value}。",
     "diff_lead": "可微。",
     "diff": (
-        "softmax 由指数函数、求和以及除以 {S_pos} 构成，它们都可微，所以 {s} 在每一点 {z} "
-        "处都可微；第 {sec:jacobian} 节计算它的导数。基于梯度的训练正需要这一点。"
+        "softmax 由指数函数、求和以及除以 {S_pos} 构成，它们都可微，所以 {s} 在每一点 {z} 处都可"
+        "微；第 {sec:jacobian} 节计算它的导数。基于梯度的训练正需要这一点。"
     ),
     "sens_lead": "敏感。",
     "sens": "两个概率之比只取决于它们 logits 的差：",
     "sens_after": (
-        "logits 领先 1，概率就相差 {e_value} 倍，所以一个较大的 logit 会占据主导。"
-        "在第 {sec:example} 节的算例中，把最大的 logit（{winner} 的）增加 {bump}，从 {z_w} "
-        "变为 {z_w_bumped}，它的概率就从 {p_w} 升到 {p_w_bumped}。"
+        "logits 领先 1，概率就相差 {e_value} 倍，所以一个较大的 logit 会占据主导。在第 "
+        "{sec:example} 节的算例中，把最大的 logit（{winner} 的）增加 {bump}，从 {z_w} 变为 "
+        "{z_w_bumped}，它的概率就从 {p_w} 升到 {p_w_bumped}。"
     ),
     "shift_lead": "平移不变。",
     "shift": (
-        "把每个 logit 都加上同一个数 {a} 不改变 softmax，因为公因子 {exp_minus_a} "
-        "在分子和分母中约去："
+        "把每个 logit 都加上同一个数 {a} 不改变 softmax，因为公因子 {exp_minus_a} 在分子和分母中"
+        "约去："
     ),
     "shift_after": "起作用的只是 logits 之间的差。第 {sec:stability} 节利用这一点避免上溢。",
     "argmax_lead": "柔和的 argmax。",
     "argmax": (
         "softmax 是 argmax（最大 logit 处为 1 的 one-hot 向量）的光滑版本。把 logits 除以温度 "
-        "{T_pos} 得到 {s_z_T}：{T} 趋于 0 时最大的 logit 取得全部概率（即 argmax），{T_one} "
-        "时就是 softmax 本身，{T} 增大时每个类别都趋于 {uniform}。在算例中，{winner} 在 {T_one} "
-        "时的概率为 {p_one}，在 {T_low} 时为 {p_low}，在 {T_high} 时为 {p_high}"
-        "（图 {fig:temperature}）。"
+        "{T_pos} 得到 {s_z_T}：{T} 趋于 0 时最大的 logit 取得全部概率（即 argmax），{T_one} 时就"
+        "是 softmax 本身，{T} 增大时每个类别都趋于 {uniform}。在算例中，{winner} 在 {T_one} 时的"
+        "概率为 {p_one}，在 {T_low} 时为 {p_low}，在 {T_high} 时为 {p_high}（图 {fig:temperature}"
+        "）。"
     ),
     "fig_temperature": "算例的 logits 除以温度 {T} 之后的 softmax；虚线为 {T_one}。",
     "sec_example": "算例",
     "example_small": "取 {K_value} 个类别 {labels}，logits 为 {z_value}。",
-    "example_large": "取 {K_value} 个类别，logits 见下表；表中列出前 {shown} 个类别和最后一个类别。",
+    "example_large": (
+        "取 {K_value} 个类别，logits 见下表；表中列出前 {shown} 个类别和最后一个类别。"
+    ),
     "example_steps": "对每个 logit 取指数，把这些指数相加得到归一化常数，再用每个指数除以它：",
     "col_class": "类别",
     "col_percent": "百分比",
     "row_sum": "合计",
     "row_sum_all": "所有类别合计",
     "example_sum_differs": (
-        "表中每个值都舍入到三位小数，指数一列相加得 {rounded_sum}，与计算器上的结果相同。"
-        "精确的和为 {exact}，舍入后为 {exact_rounded}：先舍入各项改变了最后一位。"
-        "概率由精确的和算出。"
+        "表中每个值都舍入到三位小数，指数一列相加得 {rounded_sum}，与计算器上的结果相同。精确的和"
+        "为 {exact}，舍入后为 {exact_rounded}：先舍入各项改变了最后一位。概率由精确的和算出。"
     ),
     "example_sum_exact": "精确的和为 {exact}；概率由它算出，而不是由舍入后的值算出。",
     "example_winner": (
-        "最大的 logit 属于 {winner}，因此它的概率也最大，为 {p_w}，即 {pct_w}（图 {fig:probabilities}）。"
+        "最大的 logit 属于 {winner}，因此它的概率也最大，为 {p_w}，即 {pct_w}（图 "
+        "{fig:probabilities}）。"
     ),
     "fig_probabilities": "算例的各类别概率。",
     "sec_jacobian": "雅可比矩阵",
     "jac_def": "softmax 的雅可比矩阵 {J} 由每个输出对每个 logit 的导数组成：",
     "jac_parts": (
-        "每个 {s_i} 都是一个商，其分母 {S} 依赖于所有 logits。记克罗内克 δ 函数为 "
-        "{delta_ij}（{i_eq_j} 时为 1，否则为 0），分子和分母的导数为"
+        "每个 {s_i} 都是一个商，其分母 {S} 依赖于所有 logits。记克罗内克 δ 函数为 {delta_ij}（"
+        "{i_eq_j} 时为 1，否则为 0），分子和分母的导数为"
     ),
     "jac_case_diag_lead": "同一类别。",
     "jac_case_diag": "当 {i_eq_j} 时分子和分母都依赖于这个 logit，由商的求导法则得",
@@ -510,14 +516,16 @@ ZH: dict[str, str] = {
         "写成矩阵形式，其中 {diag_s} 是对角线为 {s} 的对角矩阵；{K_value} 时只写出前两行、前两列"
         "和最后一行、最后一列："
     ),
-    "jac_signs": "对角元为正，其余元素为负：增大一个 logit 会提高它自己的概率，并降低其他所有概率。",
+    "jac_signs": (
+        "对角元为正，其余元素为负：增大一个 logit 会提高它自己的概率，并降低其他所有概率。"
+    ),
     "jac_example": "在算例处，雅可比矩阵舍入到三位小数为（图 {fig:jacobian} 用热图表示）",
     "fig_jacobian": "算例的雅可比矩阵热图：红色元素为正，蓝色为负。",
     "fig_jacobian_part": "算例的雅可比矩阵热图（前 {shown} 个类别）：红色元素为正，蓝色为负。",
     "jac_rows_lead": "行和为零。",
     "jac_rows": (
-        "平移不变性 {eq:shift-invariance} 说明对每个 {t} 都有 {shifted}。对 {t} 求导得到 "
-        "{J1}：{J} 的每一行之和都为 0。由 {eq:sums-to-one}，闭式也证实了这一点："
+        "平移不变性 {eq:shift-invariance} 说明对每个 {t} 都有 {shifted}。对 {t} 求导得到 {J1}："
+        "{J} 的每一行之和都为 0。由 {eq:sums-to-one}，闭式也证实了这一点："
     ),
     "jac_symmetric_lead": "对称。",
     "jac_symmetric": "交换 {i} 与 {j} 不改变非对角元，所以",
@@ -525,22 +533,27 @@ ZH: dict[str, str] = {
     "jac_kernel": "作用在向量 {v} 上，闭式给出雅可比-向量积，它不需要构造矩阵：",
     "jac_rank": (
         "由于每个 {s_pos}，{J}{v} 为零当且仅当对每个 {i} 都有 {v_i_eq}，也就是 {v} 的各分量相等。"
-        "所以 {J} 的核由 {ones} 张成，{J} 的秩为 {rank}。{J} 是奇异的，但概率丢失的只是一个公共平移："
-        "{recover}（第 {sec:cross-entropy} 节），所以概率确定了 logits，至多相差一个所有类别共同的常数。"
+        "所以 {J} 的核由 {ones} 张成，{J} 的秩为 {rank}。{J} 是奇异的，但概率丢失的只是一个公共平"
+        "移：{recover}（第 {sec:cross-entropy} 节），所以概率确定了 logits，至多相差一个所有类别"
+        "共同的常数。"
     ),
     "jac_psd_lead": "半正定。",
     "jac_psd": "对任意向量 {v}，由雅可比-向量积 {eq:general-jvp} 得",
     "jac_psd_after": (
-        "最后的形式是 {v} 的各分量以 {s} 为权的方差，永远不为负：{J} 是对称半正定矩阵，"
-        "其二次型只在 {ones} 的方向上为 0。"
+        "最后的形式是 {v} 的各分量以 {s} 为权的方差，永远不为负：{J} 是对称半正定矩阵，其二次型只"
+        "在 {ones} 的方向上为 0。"
     ),
     "jac_cov_lead": "协方差。",
-    "jac_cov": "按概率 {s} 抽取一个类别 {Y}，并把它写成 one-hot 向量 {e_Y}。它的均值为 {s}，协方差为",
-    "jac_cov_after": "所以 {J_matrix} 就是 one-hot 类别向量的协方差矩阵，这从另一个角度说明它是对称半正定的。",
+    "jac_cov": (
+        "按概率 {s} 抽取一个类别 {Y}，并把它写成 one-hot 向量 {e_Y}。它的均值为 {s}，协方差为"
+    ),
+    "jac_cov_after": (
+        "所以 {J_matrix} 就是 one-hot 类别向量的协方差矩阵，这从另一个角度说明它是对称半正定的。"
+    ),
     "sec_cross_entropy": "交叉熵与 softmax",
     "ce_def": (
-        "设目标 {y} 是各类别上的概率分布（训练数据通常是 one-hot 的：真实类别为 1，其余为 0），"
-        "预测 {s} 的交叉熵损失为"
+        "设目标 {y} 是各类别上的概率分布（训练数据通常是 one-hot 的：真实类别为 1，其余为 0），预"
+        "测 {s} 的交叉熵损失为"
     ),
     "ce_def_after": "其中 log 为自然对数。预测在目标所在之处给出的概率越大，损失越小。",
     "ce_log": "softmax 输出的对数很简单，",
@@ -548,34 +561,44 @@ ZH: dict[str, str] = {
     "ce_grad": "由链式法则得到损失的梯度：",
     "ce_grad_after": "这对任意目标都成立。当目标之和为 1，即 {sum_y_is_1} 时，它化为熟知的",
     "ce_simplex_after": "也就是说，对 logits 的梯度等于预测减去目标：{s_minus_y}。",
-    "ce_one_hot": "对于把全部权重放在真实类别 {c} 上的 one-hot 目标，即 {y_one_hot}，损失及其梯度为",
-    "ce_one_hot_after": (
-        "由于 {s_c_lt_1}，真实类别的分量 {grad_c} 为负：梯度下降的一步会提高真实类别的 logit，"
-        "并按概率大小降低其他 logits。"
+    "ce_one_hot": (
+        "对于把全部权重放在真实类别 {c} 上的 one-hot 目标，即 {y_one_hot}，损失及其梯度为"
     ),
-    "ce_one_hot_after_k1": "只有一个类别时分量 {grad_c} 为 0：无论 logit 取何值损失都为 0，梯度下降不会改变它。",
+    "ce_one_hot_after": (
+        "由于 {s_c_lt_1}，真实类别的分量 {grad_c} 为负：梯度下降的一步会提高真实类别的 logit，并"
+        "按概率大小降低其他 logits。"
+    ),
+    "ce_one_hot_after_k1": (
+        "只有一个类别时分量 {grad_c} 为 0：无论 logit 取何值损失都为 0，梯度下降不会改变它。"
+    ),
     "ce_hessian_lead": "二阶导数。",
-    "ce_hessian": "对 {eq:cross-entropy-gradient-simplex} 再求一次导，可见损失对 logits 的黑塞矩阵就是 softmax 的雅可比矩阵：",
+    "ce_hessian": (
+        "对 {eq:cross-entropy-gradient-simplex} 再求一次导，可见损失对 logits 的黑塞矩阵就是 soft"
+        "max 的雅可比矩阵："
+    ),
     "ce_convex": (
-        "由于 {J} 是半正定的（第 {sec:jacobian} 节），损失是 logits 的凸函数：沿 logit 空间中的"
-        "任意直线它都向上弯曲，梯度为零的 logit 向量就是全局最小点。"
+        "由于 {J} 是半正定的（第 {sec:jacobian} 节），损失是 logits 的凸函数：沿 logit 空间中的任"
+        "意直线它都向上弯曲，梯度为零的 logit 向量就是全局最小点。"
     ),
     "ce_example_lead": "算例。",
     "ce_example": "取真实类别 {c_value}（{true_label}），损失为 {loss_value}，梯度为",
     "ce_example_after": "由于概率与目标之和都为 1，各分量之和恰好为 0。",
     "ce_fd_lead": "有限差分检验。",
     "ce_fd": (
-        "检验梯度实现的办法是与损失的差商比较。取 {h_value}，{e_j} 为类别 {j} 的单位向量，"
-        "用 float64 按损失的定义计算中心差分 {quotient}，并与 {eq:one-hot} 比较："
+        "检验梯度实现的办法是与损失的差商比较。取 {h_value}，{e_j} 为类别 {j} 的单位向量，用 floa"
+        "t64 按损失的定义计算中心差分 {quotient}，并与 {eq:one-hot} 比较："
     ),
     "col_central": "中心差分",
     "col_difference": "差",
     "ce_fd_after": (
-        "最大的差为 {largest}，与截断误差（{h_squared} 量级）和舍入误差预期的大小一致，"
-        "所以推导出的梯度通过了检验。"
+        "最大的差为 {largest}，与截断误差（{h_squared} 量级）和舍入误差预期的大小一致，所以推导出"
+        "的梯度通过了检验。"
     ),
     "ce_init_lead": "初始化时。",
-    "ce_init": "刚初始化、权重很小的网络给出的 logits 几乎相等。当 {equal} 时，每个类别的概率相同，损失为 {log_K}：",
+    "ce_init": (
+        "刚初始化、权重很小的网络给出的 logits 几乎相等。当 {equal} 时，每个类别的概率相同，损失"
+        "为 {log_K}："
+    ),
     "ce_init_after": (
         "这里 {log_k}：如果第一次算出的损失远离这个值，多半有错误或初始化不当。算例的损失为 "
         "{loss_value} {less} {log_K}，因为它的 logits 偏向真实类别。"
@@ -583,11 +606,15 @@ ZH: dict[str, str] = {
     "ce_linear_lead": "线性层。",
     "ce_linear": (
         "分类器的 logits 通常来自线性层 {z_layer}，其中 {W} 是 {W_shape} 的权重矩阵，{x} 是 {D} "
-        "个输入，{b} 是偏置。经由 logits 使用链式法则，并利用梯度 {eq:cross-entropy-gradient-simplex}，得"
+        "个输入，{b} 是偏置。经由 logits 使用链式法则，并利用梯度 "
+        "{eq:cross-entropy-gradient-simplex}，得"
     ),
     "ce_linear_after": "写成矩阵形式为 {matrix_form}：每个权重的梯度等于其类别的误差乘以其输入。",
     "sec_two_classes": "两个类别：逻辑回归",
-    "two_sigmoid": "只有两个类别时，只有 logits 之差 {t} 起作用：第一个概率是它的 logistic sigmoid 函数，第二个概率是余下的部分，",
+    "two_sigmoid": (
+        "只有两个类别时，只有 logits 之差 {t} 起作用：第一个概率是它的 logistic sigmoid 函数，第"
+        "二个概率是余下的部分，"
+    ),
     "two_loss": "两个类别的目标是一个数及其补数 {y_2}，交叉熵变为",
     "two_loss_after": (
         "取 {p_value}，这就是 {logistic}，即逻辑回归的损失；它的梯度 {gradient} 是 "
@@ -601,36 +628,43 @@ ZH: dict[str, str] = {
     "col_subnormal": "{x} 小于此值时 {exp_x} 为次正规数",
     "col_underflow": "{x} 小于此值时 {exp_x} 为 0",
     "stab_naive": (
-        "按定义直接计算时，在任何一个 logit 达到上溢界限之前 softmax 就会失败：和 {S} 先上溢。"
-        "{K} 个相等的 logits 超过 {sum_limit} 时和就上溢：在 float64 中，{many} 个 logits 时为 "
+        "按定义直接计算时，在任何一个 logit 达到上溢界限之前 softmax 就会失败：和 {S} 先上溢。{K}"
+        " 个相等的 logits 超过 {sum_limit} 时和就上溢：在 float64 中，{many} 个 logits 时为 "
         "{many_limit}，{this_k} 个时为 {this_limit}。此时概率算成 0，一旦某个指数也上溢，则为 "
-        "{inf_over_inf}，即 NaN。另一端，指数在 {subnormal} 以下成为次正规数并失去精度，在 {zero} "
-        "以下为 0；当所有 logits 都这样小时，公式会出现 0 除以 0。取 {a} 为最大的 logit {m}，"
-        "由 {eq:shift-invariance} 得到代码使用的形式："
+        "{inf_over_inf}，即 NaN。另一端，指数在 {subnormal} 以下成为次正规数并失去精度，在 {zero}"
+        " 以下为 0；当所有 logits 都这样小时，公式会出现 0 除以 0。取 {a} 为最大的 logit {m}，由 "
+        "{eq:shift-invariance} 得到代码使用的形式："
     ),
     "stab_why": (
-        "此时每个指数 {d_nonpositive}，所以没有一个指数值超过 1，也不会上溢；最大的一项恰好等于 1，"
-        "所以和至少为 1、至多为 {K}：它永远不为 0，其对数也是有限的。同样的平移给出 log-sum-exp 形式，"
+        "此时每个指数 {d_nonpositive}，所以没有一个指数值超过 1，也不会上溢；最大的一项恰好等于 1"
+        "，所以和至少为 1、至多为 {K}：它永远不为 0，其对数也是有限的。同样的平移给出 log-sum-exp"
+        " 形式，"
     ),
     "stab_log": "并由此得到 softmax 的对数：",
     "stab_example": (
-        "例如，把算例中每个 logit 都加上 {shift}，由 {eq:shift-invariance} 概率不变，"
-        "但 {exp_big} 即使在 float64 中也会上溢：直接按公式计算得到 {winner} 的概率为 {naive}，"
-        "稳定形式给出 {stable}。"
+        "例如，把算例中每个 logit 都加上 {shift}，由 {eq:shift-invariance} 概率不变，但 {exp_big}"
+        " 即使在 float64 中也会上溢：直接按公式计算得到 {winner} 的概率为 {naive}，稳定形式给出 "
+        "{stable}。"
     ),
     "sec_code": "生成的代码计算什么",
     "code_intro": (
-        "这一部分供阅读生成代码和检验的读者参考，上面的推导不依赖于它。symsoft 在本文档旁边写出 "
-        "Python 模块 {py_file} 以及 C 文件 {h_file} 和 {c_file}。"
+        "这一部分供阅读生成代码和检验的读者参考，上面的推导不依赖于它。symsoft 在本文档旁边写出 P"
+        "ython 模块 {py_file} 以及 C 文件 {h_file} 和 {c_file}。"
     ),
-    "code_steps": "对一行 logits 和目标 {y}，各函数依次计算如下各量，其中 {u_i} 是平移后的指数，{U} 是它们的和：",
+    "code_steps": (
+        "对一行 logits 和目标 {y}，各函数依次计算如下各量，其中 {u_i} 是平移后的指数，{U} 是它们"
+        "的和："
+    ),
     "code_label": (
-        "对于整数标签 {c}（one-hot 目标），它们计算损失 {ell_c}，即 {loss_c}，以及标签处的梯度分量 "
-        "{g_c}，即 {grad_c}；后者由其他类别平移后的指数之和 {r_c} 算出。{log_U} 在计算时舍入一次，"
-        "{ell_c} 的三项随后只经一次舍入相加（Knuth 的 TwoSum），而不是两次。标签的概率接近 1 时，"
-        "{g_c} 避免了 {cancel} 中的相消。"
+        "对于整数标签 {c}（one-hot 目标），它们计算损失 {ell_c}，即 {loss_c}，以及标签处的梯度分"
+        "量 {g_c}，即 {grad_c}；后者由其他类别平移后的指数之和 {r_c} 算出。{log_U} 在计算时舍入一"
+        "次，{ell_c} 的三项随后只经一次舍入相加（Knuth 的 TwoSum），而不是两次。标签的概率接近 1 "
+        "时，{g_c} 避免了 {cancel} 中的相消。"
     ),
-    "code_vjp": "{jvp} 计算 {eq:general-jvp}，{vjp} 计算与转置的乘积；由于 {J} 对称，两者相同，都不构造矩阵：",
+    "code_vjp": (
+        "{jvp} 计算 {eq:general-jvp}，{vjp} 计算与转置的乘积；由于 {J} 对称，两者相同，都不构造矩"
+        "阵："
+    ),
     "code_table": "各函数及其计算的公式：",
     "col_formula": "公式",
     "col_equation": "式",
@@ -639,15 +673,19 @@ ZH: dict[str, str] = {
     "code_after": "float 版本的 C 函数以 {f32} 而不是 {f64} 结尾。矩阵按行存储。",
     "sec_checks": "各等式的检验方式",
     "checks_intro": (
-        "带下标的公式在固定的 {K_value} 下检验：把下标取为具体的值，{exp_z_k} 和 {S} 作为正的符号，"
-        "导数用链式法则计算，然后精确地证明每个等式；{K_full} 时检验每一个元素，否则检验第一个、"
-        "第二个、中间和最后一个下标（其余元素通过重新标记类别得到）。"
+        "带下标的公式在固定的 {K_value} 下检验：把下标取为具体的值，{exp_z_k} 和 {S} 作为正的符号"
+        "，导数用链式法则计算，然后精确地证明每个等式；{K_full} 时检验每一个元素，否则检验第一个"
+        "、第二个、中间和最后一个下标（其余元素通过重新标记类别得到）。"
     ),
     "checks_sympy": (
-        "对于符号 {K}，SymPy 把求和 {sum_k} 当作一个独立的对象，把克罗内克 δ 当作两个整数下标的函数；"
-        "逐项对求和求导得到一个关于 δ 的和，其中只有 {k_eq_j} 的一项保留下来。一般推导的每一步都这样证明。"
+        "对于符号 {K}，SymPy 把求和 {sum_k} 当作一个独立的对象，把克罗内克 δ 当作两个整数下标的函"
+        "数；逐项对求和求导得到一个关于 δ 的和，其中只有 {k_eq_j} 的一项保留下来。一般推导的每一"
+        "步都这样证明。"
     ),
-    "checks_agree": "SymPy 还在 {K_value} 时展开求和、实例化这些一般闭式，并与它直接对 {k} 类 softmax 求出的导数比较：",
+    "checks_agree": (
+        "SymPy 还在 {K_value} 时展开求和、实例化这些一般闭式，并与它直接对 {k} 类 softmax 求出的"
+        "导数比较："
+    ),
     "checks_table": "每个展示的等式的检验：",
     "col_quantity": "量",
     "col_closed_form": "闭式",
