@@ -937,8 +937,8 @@ def _stability_section(
 ) -> None:
     k, w = bundle.k, bundle.worked
     b.section("stability", "sec_stability")
-    b.para("stab_overflow")
     x = sympy.Symbol("x", real=True)
+    b.para("stab_overflow", x=printed(x))
     limits = _limits()
     b.add(
         Table(

@@ -314,14 +314,14 @@ EN: dict[str, str] = {
     # 6
     "sec_stability": "Numerical stability",
     "stab_overflow": (
-        "The exponential leaves the floating-point range quickly. The limits, computed from "
-        "NumPy's finfo:"
+        "The exponential leaves the floating-point range quickly. The limits for {x}, computed "
+        "from NumPy's finfo:"
     ),
     "col_type": "type",
     "col_largest": "largest number",
-    "col_overflow": "{exp_x} overflows for {x} above",
-    "col_subnormal": "{exp_x} is subnormal for {x} below",
-    "col_underflow": "{exp_x} is 0 for {x} below",
+    "col_overflow": "{exp_x} overflows above",
+    "col_subnormal": "{exp_x} is subnormal below",
+    "col_underflow": "{exp_x} is 0 below",
     "stab_naive": (
         "Computed as written, the softmax fails before any single logit reaches the overflow "
         "limit: the sum {S} overflows first. With {K} equal logits it overflows once they pass "
@@ -621,12 +621,12 @@ ZH: dict[str, str] = {
         "{eq:cross-entropy-gradient-simplex} 在 {K_two} 时的情形。"
     ),
     "sec_stability": "数值稳定性",
-    "stab_overflow": "指数函数很快就会超出浮点数的范围。由 NumPy 的 finfo 计算出的界限为：",
+    "stab_overflow": "指数函数很快就会超出浮点数的范围。由 NumPy 的 finfo 计算出的 {x} 的界限为：",
     "col_type": "类型",
-    "col_largest": "最大的数",
-    "col_overflow": "{x} 大于此值时 {exp_x} 上溢",
-    "col_subnormal": "{x} 小于此值时 {exp_x} 为次正规数",
-    "col_underflow": "{x} 小于此值时 {exp_x} 为 0",
+    "col_largest": "最大值",
+    "col_overflow": "大于此值 {exp_x} 上溢",
+    "col_subnormal": "小于此值 {exp_x} 为次正规数",
+    "col_underflow": "小于此值 {exp_x} 为 0",
     "stab_naive": (
         "按定义直接计算时，在任何一个 logit 达到上溢界限之前 softmax 就会失败：和 {S} 先上溢。{K}"
         " 个相等的 logits 超过 {sum_limit} 时和就上溢：在 float64 中，{many} 个 logits 时为 "
