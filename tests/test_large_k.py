@@ -46,8 +46,7 @@ FIGURES = ("jacobian", "probabilities", "temperature")
 
 def test_every_default_target_is_written(large):
     assert sorted(large.files) == [
-        *(f"derivation_k{K}-{name}.pdf" for name in FIGURES),
-        *(f"derivation_k{K}-{name}.svg" for name in FIGURES),
+        *(f"derivation_k{K}-{name}.{ext}" for name in FIGURES for ext in ("pdf", "svg")),
         f"derivation_k{K}.md",
         f"derivation_k{K}.tex",
         f"softmax_k{K}.c",
@@ -60,7 +59,8 @@ def test_every_default_target_is_written(large):
 
 def test_document_checks_representative_entries(large):
     doc = large.proved.document  # the one the emitters laid out
-    assert all(e.proofs for e in doc.equations() if e.kind != "definition")
+    # every equation is proved, but for definitions and the example's Jacobian in numbers
+    assert all(e.proofs for e in doc.equations() if e.kind not in ("definition", "evaluation"))
     md = large.files[f"derivation_k{K}.md"]
     # i and j each at 1, 2, K/2 + 1 and K: 16 of the K^2 entries; i alone: 4 of K
     assert f"$16$ of ${K * K}$" in md and f"$4$ of ${K}$" in md

@@ -23,7 +23,7 @@ from symsoft.document.view import (
     document_name,
     figure_name,
 )
-from symsoft.emit.render import render
+from symsoft.emit.render import header, render
 
 _SPECIAL = set("\\`*_[]<>#|$")
 _ALIGN = {"l": ":---", "r": "---:", "c": ":---:"}
@@ -104,5 +104,15 @@ def markdown_text(doc: Document) -> str:
 def emit_markdown(doc: Document) -> dict[str, str]:
     """The .md and, beside it, the figures it links as SVG."""
     files = {document_name(doc.k, doc.lang, "md"): markdown_text(doc)}
-    files.update({figure_name(doc.k, doc.lang, f.key, "svg"): f.svg for f in doc.figures()})
+    for figure in doc.figures():
+        name = figure_name(doc.k, doc.lang, figure.key, "svg")
+        files[name] = _with_header(
+            figure.svg, header(f"figures.py ({figure.key})", doc.k, "float64")
+        )
     return files
+
+
+def _with_header(svg: str, text: str) -> str:
+    """The generated-by line as the first comment, right after the XML declaration."""
+    declaration, rest = svg.split("\n", 1)
+    return f"{declaration}\n<!-- {text} -->\n{rest}"
