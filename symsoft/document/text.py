@@ -192,7 +192,8 @@ EN: dict[str, str] = {
     "jac_rank": (
         "Since every {s_pos}, {J}{v} is zero exactly when {v_i_eq} for every {i}, that is when "
         "all entries of {v} are equal. So the kernel of {J} is spanned by {ones}, and {J} has "
-        "rank {rank}. {J} is singular, but all the probabilities forget is a common shift: "
+        "rank {rank} (rank plus nullity is {K}). {J} is singular, but all the probabilities "
+        "forget is a common shift: "
         "{recover} (Section {sec:cross-entropy}), so the probabilities determine the logits up "
         "to one additive constant shared by all classes."
     ),
@@ -533,9 +534,9 @@ ZH: dict[str, str] = {
     "jac_kernel": "作用在向量 {v} 上，闭式给出雅可比-向量积，它不需要构造矩阵：",
     "jac_rank": (
         "由于每个 {s_pos}，{J}{v} 为零当且仅当对每个 {i} 都有 {v_i_eq}，也就是 {v} 的各分量相等。"
-        "所以 {J} 的核由 {ones} 张成，{J} 的秩为 {rank}。{J} 是奇异的，但概率丢失的只是一个公共平"
-        "移：{recover}（第 {sec:cross-entropy} 节），所以概率确定了 logits，至多相差一个所有类别"
-        "共同的常数。"
+        "所以 {J} 的核由 {ones} 张成，{J} 的秩为 {rank}（秩与零化度之和为 {K}）。{J} 是奇异的，但"
+        "概率丢失的只是一个公共平移：{recover}（第 {sec:cross-entropy} 节），所以概率确定了 logit"
+        "s，至多相差一个所有类别共同的常数。"
     ),
     "jac_psd_lead": "半正定。",
     "jac_psd": "对任意向量 {v}，由雅可比-向量积 {eq:general-jvp} 得",
