@@ -213,12 +213,12 @@ def _shown_rows(k: int) -> list[int | None]:
     return [*range(HEAD_ROWS), None, k - 1]
 
 
-def _table_rows(k: int, row: object, columns: int) -> tuple[tuple[Text, ...], ...]:
+def _table_rows(
+    k: int, row: Callable[[int], tuple[Text, ...]], columns: int
+) -> tuple[tuple[Text, ...], ...]:
+    """The table's rows for the classes shown, with a row of dots for those left out."""
     dots = (Math(r"\vdots"),)
-    return tuple(
-        tuple((dots,) * columns) if n is None else row(n)  # type: ignore[operator]
-        for n in _shown_rows(k)
-    )
+    return tuple(tuple((dots,) * columns) if n is None else row(n) for n in _shown_rows(k))
 
 
 def _rounded_sum(values: Sequence[float], places: int = 3) -> Decimal | None:
