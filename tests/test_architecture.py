@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "family": {"errors"},
     "proof": {"errors"},
     "derivation": {"errors", "family", "proof"},
-    "document": {"derivation", "errors", "family", "proof"},
+    "document": {"derivation", "errors", "family", "proof", "stamp"},
     "emit": {"derivation", "document", "errors", "family", "stamp", "version"},
     "writer": {"errors", "stamp"},
     "pipeline": {

@@ -25,6 +25,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
 
 
+FIGURES = sorted(("temperature", "probabilities", "jacobian"))
+
+
 def test_version(tmp_path):
     result = symsoft("--version", cwd=tmp_path)
     assert result.returncode == 0
@@ -35,7 +38,9 @@ def test_default_generates_k3_into_generated(tmp_path):
     result = symsoft("generate", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in (tmp_path / "generated" / "k3").iterdir())
+    figures = [f"derivation_k3-{f}.{e}" for f in FIGURES for e in ("pdf", "svg")]
     expected = [
+        *figures,
         "derivation_k3.md",
         "derivation_k3.tex",
         "softmax_k3.c",
@@ -44,7 +49,7 @@ def test_default_generates_k3_into_generated(tmp_path):
         "vectors_k3.json",
     ]
     if shutil.which("pdflatex") or ON_CI:
-        expected.insert(1, "derivation_k3.pdf")
+        expected.insert(len(figures) + 1, "derivation_k3.pdf")
     else:
         assert "pdflatex is not installed" in result.stderr
     assert names == expected
@@ -62,7 +67,11 @@ def test_without_pdflatex_a_note_says_how_to_get_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "derivation_k3.pdf not written: pdflatex is not installed" in result.stderr
     assert "apt-get install texlive-latex-base" in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["derivation_k3.tex"]
+    # the .tex and the figures it includes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        *(f"derivation_k3-{f}.pdf" for f in FIGURES),
+        "derivation_k3.tex",
+    ]
 
 
 def test_output_is_deterministic_and_refuses_to_overwrite(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 import symsoft.document.builder as document
 from symsoft.derivation.bundle import Bundle
 from symsoft.document import checks, pdf
-from symsoft.emit.latex import emit_latex, latex_text
+from symsoft.emit.latex import emit_latex, figure_files, latex_text
 from symsoft.emit.markdown import emit_markdown, markdown_text
 from symsoft.errors import ProofError
 from symsoft.pipeline import build_bundle
@@ -64,39 +64,61 @@ def laid_out(b: Bundle, lang: str | None = None) -> document.Document:
     return _DOCUMENTS[key]
 
 
+def compile_document(doc: document.Document) -> pdf.PdfResult:
+    """The document's PDF, its figures beside the .tex as the LaTeX target writes them."""
+    return pdf.compile_tex(latex_text(doc), f"derivation_k{doc.k}", figure_files(doc))
+
+
+def pdf_text(data: bytes) -> str:
+    """The PDF's text (pdftotext -layout); pages end with a form feed."""
+    pdftotext = require_tool("pdftotext")
+    return subprocess.run(
+        [pdftotext, "-layout", "-", "-"], input=data, capture_output=True, check=True
+    ).stdout.decode()
+
+
+def page_count(data: bytes) -> int:
+    pdfinfo = require_tool("pdfinfo")
+    info = subprocess.run([pdfinfo, "-"], input=data, capture_output=True, check=True)
+    return int(re.search(r"^Pages:\s+(\d+)", info.stdout.decode(), re.M).group(1))
+
+
+_COMPILED: dict[tuple[object, str], tuple[str, str, bytes]] = {}
+
+
 @pytest.fixture(scope="module")
 def compiled(bundle):
     """compiled(k, lang) -> (log, text of the PDF), each compiled once."""
-    cache: dict[tuple[object, str], tuple[str, str]] = {}
 
     def get(k: int | str, lang: str = "en") -> tuple[str, str]:
-        if (k, lang) not in cache:
-            require_tool("pdflatex")
-            pdftotext = require_tool("pdftotext")
-            _, b = bundle(custom=True) if k == "custom" else bundle(k)
-            result = pdf.compile_tex(latex_text(laid_out(b, lang)), f"derivation_k{b.k}")
-            text = subprocess.run(
-                [pdftotext, "-layout", "-", "-"],
-                input=result.pdf,
-                capture_output=True,
-                check=True,
-            ).stdout.decode()
-            cache[(k, lang)] = (result.log, text)
-        return cache[(k, lang)]
+        log, text, _ = compiled_pdf(bundle, k, lang)
+        return log, text
 
     return get
 
 
+def compiled_pdf(bundle, k: int | str, lang: str = "en") -> tuple[str, str, bytes]:
+    """(log, text, PDF bytes) of the document for k ("custom": the custom example)."""
+    if (k, lang) not in _COMPILED:
+        require_tool("pdflatex")
+        _, b = bundle(custom=True) if k == "custom" else bundle(k)
+        result = compile_document(laid_out(b, lang))
+        _COMPILED[(k, lang)] = (result.log, pdf_text(result.pdf), result.pdf)
+    return _COMPILED[(k, lang)]
+
+
 def expected_numbers(spec: Spec) -> list[str]:
-    """The worked example's numbers as the tutorial shows them, computed independently."""
+    """The worked example's numbers as the tutorial shows them, computed independently; above
+    8 classes the tables show the first three rows and the last one."""
     exps = [math.exp(v) for v in spec.example]
     total = math.fsum(exps)
     probs = [e / total for e in exps]
     winner = max(range(spec.k), key=lambda n: probs[n])
+    shown = range(spec.k) if spec.k <= 8 else [0, 1, 2, spec.k - 1]
     return [
-        *(f"{e:.3f}" for e in exps),
+        *(f"{exps[n]:.3f}" for n in shown if exps[n] < 1e6),
         f"{total:.3f}",
-        *(f"{p:.3f}" for p in probs),
+        *(f"{probs[n]:.3f}" for n in shown if probs[n] >= 1e-3),
         f"{100 * probs[winner]:.1f}",
         f"{-math.log(probs[spec.true_class]) + 0.0:.3f}",  # the loss for the true class
     ]
@@ -113,7 +135,7 @@ def test_tex_compiles_cleanly_and_shows_the_worked_example(k, bundle, compiled):
     flat = " ".join(text.split())
     for value in expected_numbers(spec):
         assert value in flat, f"{value} missing from the PDF text for K={k}"
-    assert "every equality displayed below was checked by sympy" in flat.lower()
+    assert "every equality displayed below was checked by symsoft" in flat.lower()
 
 
 def test_tex_numbers_are_the_tutorials(bundle, compiled):
@@ -159,8 +181,11 @@ def test_tex_is_standalone_and_uses_base_packages_only(bundle):
     packages = set()
     for names in re.findall(r"\\usepackage(?:\[[^]]*\])?\{([^}]*)\}", tex):
         packages.update(name.strip() for name in names.split(","))
-    # texlive-latex-base / -recommended (and CJKutf8 for zh only)
-    assert packages <= {"amsmath", "amssymb", "geometry", "booktabs", "longtable", "parskip"}
+    # texlive-latex-base / -recommended, lmodern (and CJKutf8 for zh only)
+    base = {"amsmath", "amssymb", "geometry", "booktabs", "longtable", "parskip", "graphicx"}
+    assert packages <= base | {"fontenc", "lmodern"}
+    # T1 encoding, so that copied names keep their underscores
+    assert "\\usepackage[T1]{fontenc}" in tex and "\\usepackage{lmodern}" in tex
 
 
 # --- Markdown --------------------------------------------------------------------------------
@@ -252,6 +277,8 @@ def test_every_displayed_equality_was_checked(k, bundle):
     for equation in equations:
         if equation.key in definitions:
             assert equation.kind == "definition" and not equation.proofs
+        elif equation.key == "jacobian-example":  # numbers, evaluated (an approximation)
+            assert equation.kind == "evaluation" and r"\approx" in equation.body
         else:
             assert equation.proofs, f"({equation.number}) {equation.key} shows no check"
     # the general-K section presents the Bundle's own checked steps
@@ -283,12 +310,21 @@ def test_output_is_deterministic_and_named_by_language():
     first = document.build_document(build_bundle(make_spec(3)))
     second = document.build_document(build_bundle(make_spec(3)))
     for emit in (emit_latex, emit_markdown):
-        assert emit(first) == emit(second)
-    assert set(emit_latex(first)) == {"derivation_k3.tex"}
-    assert set(emit_markdown(first)) == {"derivation_k3.md"}
+        assert emit(first) == emit(second)  # the figures' bytes included
+    figures = ("temperature", "probabilities", "jacobian")
+    assert set(emit_latex(first)) == {"derivation_k3.tex"} | {
+        f"derivation_k3-{f}.pdf" for f in figures
+    }
+    assert set(emit_markdown(first)) == {"derivation_k3.md"} | {
+        f"derivation_k3-{f}.svg" for f in figures
+    }
     zh = document.build_document(build_bundle(make_spec(3, lang="zh")))
-    assert set(emit_latex(zh)) == {"derivation_k3.zh.tex"}
-    assert set(emit_markdown(zh)) == {"derivation_k3.zh.md"}
+    assert set(emit_latex(zh)) == {"derivation_k3.zh.tex"} | {
+        f"derivation_k3.zh-{f}.pdf" for f in figures
+    }
+    assert set(emit_markdown(zh)) == {"derivation_k3.zh.md"} | {
+        f"derivation_k3.zh-{f}.svg" for f in figures
+    }
     assert "\\begin{CJK}{UTF8}{gbsn}" in emit_latex(zh)["derivation_k3.zh.tex"]
 
 
@@ -302,5 +338,9 @@ def test_missing_pdflatex_is_explained(monkeypatch):
 def test_pdf_is_reproducible(bundle):
     require_tool("pdflatex")
     _, b = bundle(2)
-    tex = latex_text(laid_out(b))
-    assert pdf.build_pdf(tex, "derivation_k2.pdf") == pdf.build_pdf(tex, "derivation_k2.pdf")
+    doc = laid_out(b)
+    tex, figures = latex_text(doc), figure_files(doc)
+    first = pdf.build_pdf(tex, "derivation_k2.pdf", figures)
+    assert first == pdf.build_pdf(tex, "derivation_k2.pdf", figures)
+    # the figures are in it: one image XObject per figure, from matplotlib's PDFs
+    assert first.count(b"/Subtype /Form") >= len(figures)

@@ -17,9 +17,13 @@ import symsoft.document.builder as document
 from symsoft.derivation import closed_forms, fixed_k, reference
 from symsoft.derivation import general_k as gk
 from symsoft.document import checks, pdf
+from symsoft.emit.latex import figure_files, latex_text
 from symsoft.errors import ProofError
+from symsoft.pipeline import build_bundle
+from symsoft.spec import make_spec
 from tests.conftest import Generated, require_tool
 from tests.references import assert_clean_log, assert_softmax_within_budget, rows
+from tests.test_document import page_count
 
 K = 1024
 
@@ -37,8 +41,12 @@ def test_every_identity_is_proved(large):
     assert all(i.lhs.shape[0] <= 4 for i in matrices)  # representative entries, never K^2
 
 
+FIGURES = ("jacobian", "probabilities", "temperature")
+
+
 def test_every_default_target_is_written(large):
     assert sorted(large.files) == [
+        *(f"derivation_k{K}-{name}.{ext}" for name in FIGURES for ext in ("pdf", "svg")),
         f"derivation_k{K}.md",
         f"derivation_k{K}.tex",
         f"softmax_k{K}.c",
@@ -51,20 +59,30 @@ def test_every_default_target_is_written(large):
 
 def test_document_checks_representative_entries(large):
     doc = large.proved.document  # the one the emitters laid out
-    assert all(e.proofs for e in doc.equations() if e.kind != "definition")
+    # every equation is proved, but for definitions and the example's Jacobian in numbers
+    assert all(e.proofs for e in doc.equations() if e.kind not in ("definition", "evaluation"))
     md = large.files[f"derivation_k{K}.md"]
     # i and j each at 1, 2, K/2 + 1 and K: 16 of the K^2 entries; i alone: 4 of K
     assert f"$16$ of ${K * K}$" in md and f"$4$ of ${K}$" in md
-    # the worked example lists every class, the explicit matrix only its corners
-    assert md.count("| class ") >= K
+    # tables list the first rows, an ellipsis and the last row; the matrix only its corners
+    assert md.count("| class ") < 20
+    assert f"| class {K} |" in md and "| class 4 |" not in md
     assert r"\ddots" in md
 
 
-def test_document_compiles(large):
+def test_document_compiles_and_stays_in_proportion(large):
+    """K = 1024 is no longer than K = 3 plus 2 pages (it was 49 pages against 9)."""
     require_tool("pdflatex")
-    result = pdf.compile_tex(large.files[f"derivation_k{K}.tex"], f"derivation_k{K}")
+    figures = {
+        f"derivation_k{K}-{name}.pdf": large.files[f"derivation_k{K}-{name}.pdf"]
+        for name in FIGURES
+    }
+    result = pdf.compile_tex(large.files[f"derivation_k{K}.tex"], f"derivation_k{K}", figures)
     assert result.pdf.startswith(b"%PDF")
     assert_clean_log(result.log)  # also no overfull box from the longest C names
+    small = document.build_document(build_bundle(make_spec(3)))
+    reference_pdf = pdf.compile_tex(latex_text(small), "derivation_k3", figure_files(small)).pdf
+    assert page_count(result.pdf) <= page_count(reference_pdf) + 2
 
 
 def test_a_wrong_displayed_equality_stops_the_document(large, monkeypatch):

@@ -180,18 +180,20 @@ def _linearity_node(e: sympy.Basic) -> sympy.Basic:
     return Add(*out)
 
 
-def _sift_node(e: sympy.Basic) -> sympy.Basic:
+def _sift_node(
+    e: sympy.Basic, upper: sympy.Expr = K, in_range: frozenset[sympy.Symbol] = _IN_RANGE
+) -> sympy.Basic:
     lim = _single_limit(e)
     if lim is None:
         return e
     v, lo, hi = lim
-    if lo != 1 or hi != K:
+    if lo != 1 or hi != upper:
         return e
     factors = Mul.make_args(e.function)
     for n, f in enumerate(factors):
         if isinstance(f, KroneckerDelta) and v in f.args:
             other = f.args[1] if f.args[0] == v else f.args[0]
-            if other in _IN_RANGE:
+            if other in in_range:
                 rest = Mul(*factors[:n], *factors[n + 1 :])
                 return rest.subs(v, other)
     return e
@@ -753,3 +755,154 @@ def _check_fixed_k_agrees(n: int) -> tuple[Identity, ...]:
             Identity(name, ImmutableMatrix(*shape, lhs), ImmutableMatrix(*shape, rhs), method)
         )
     return tuple(result)
+
+
+# --- what the lesson adds: second-order facts, initialisation, a linear layer ---------------
+
+W = IndexedBase("W", real=True)  # the weights of a linear layer z = W x + b (K x D)
+x = IndexedBase("x", real=True)  # its D inputs
+b = IndexedBase("b", real=True)  # its K biases
+D = Symbol("D", integer=True, positive=True)  # the number of inputs
+_n = Symbol("n", integer=True)  # summation index over the inputs
+
+
+def sift_inputs(expr: sympy.Basic) -> sympy.Basic:
+    """Sifting over the inputs of a linear layer, ``n = 1..D``, onto ``j`` (an input here)."""
+    return bottom_up(expr, lambda e: _sift_node(e, D, frozenset({j})))
+
+
+def equal_logits(expr: sympy.Basic) -> sympy.Basic:
+    """Assumption ``z_1 = ... = z_K = a`` (a network at initialisation)."""
+    return expr.replace(lambda e: isinstance(e, sympy.Indexed) and e.base == z, lambda e: a)
+
+
+def _substituted(
+    name: str,
+    lhs: sympy.Basic,
+    rhs: sympy.Basic,
+    derived: sympy.Basic,
+    method: str,
+    assumption: str = "",
+    given: Iterable[Rule] = (),
+) -> Identity:
+    """A step whose left side becomes ``derived`` by substituting earlier proved steps
+    (``_use``); only ``derived == rhs`` is reduced, as the rules cannot unfold ``lhs``."""
+    check_equal(name, derived, rhs, given)
+    return Identity(name, lhs, rhs, method, assumption)
+
+
+@cache
+def lesson_identities() -> tuple[Identity, ...]:
+    """Further steps the document teaches, each checked for symbolic K."""
+    by_name = {step.name: step for step in general_k_identities()}
+    s_i, s_j = s[i], s[j]
+    delta = KroneckerDelta(i, j)
+    closed = s_i * (delta - s_j)
+    steps: list[Identity] = []
+
+    # v^T J v: J v from the Jacobian-vector product step, then a weighted variance
+    jvp = by_name["general-k-softmax-jvp"]
+    mean = Sum(s_j * v[j], (j, 1, K))
+    quadratic = Sum(v[i] * jvp.lhs, (i, 1, K))
+    weighted = Sum(s_i * v[i] * (v[i] - mean), (i, 1, K))
+    steps.append(
+        _substituted(
+            "general-k-jacobian-quadratic-form",
+            quadratic,
+            weighted,
+            _use("general-k-jacobian-quadratic-form", quadratic, jvp.lhs, jvp.rhs),
+            "the Jacobian-vector product step substituted under the sum over i",
+        )
+    )
+    expanded = Sum(s_i * v[i] ** 2, (i, 1, K)) - mean**2
+    variance = Sum(s_i * (v[i] - mean) ** 2, (i, 1, K))
+    for name, rhs in (("expanded", expanded), ("variance", variance)):
+        steps.append(
+            _step(
+                f"general-k-jacobian-quadratic-{name}",
+                weighted,
+                rhs,
+                linearity(rhs),
+                "definitions substituted; linearity; sum_i s_i = 1 after renaming the bound "
+                "variable",
+            )
+        )
+
+    # the covariance of the one-hot class vector
+    covariance = Sum(s[k] * (KroneckerDelta(i, k) - s_i) * (KroneckerDelta(j, k) - s_j), (k, 1, K))
+    steps.append(
+        _step(
+            "general-k-one-hot-covariance",
+            covariance,
+            closed,
+            sift(linearity(expand(covariance))),
+            "expanded; linearity; sifting collapses sum_k s_k delta_ik delta_jk to s_i delta_ij; "
+            "sum_k s_k = 1",
+            r"$1 \le i, j \le K$",
+        )
+    )
+
+    # the Hessian of the loss: the derivative of the proved gradient s_j - y_j
+    loss = -Sum(y[i] * log(s_i), (i, 1, K))
+    gradient = by_name["general-k-cross-entropy-gradient-normalized"]
+    hessian = Derivative(loss, z[j], z[i])  # SymPy merges d/dz_i (dL/dz_j) into one
+    steps.append(
+        _substituted(
+            "general-k-cross-entropy-hessian",
+            hessian,
+            s_j * (delta - s_i),
+            Derivative(gradient.rhs, z[i]),
+            "d/dz_i of the gradient step (targets summing to one), differentiated by SymPy",
+            r"$\sum_{i=1}^{K} y_i = 1$, $1 \le i, j \le K$",
+            (normalized_targets,),
+        )
+    )
+
+    # equal logits: the uniform distribution and the loss log K
+    steps.append(
+        _step(
+            "general-k-equal-logits-softmax",
+            s_i,
+            1 / K,
+            equal_logits(softmax_definition(i)),
+            "z_k = a for every k: the summand of the normaliser is free of k, giving K e^a",
+            r"$z_1 = \dots = z_K$",
+            (equal_logits,),
+        )
+    )
+    steps.append(
+        _step(
+            "general-k-equal-logits-loss",
+            loss,
+            log(K),
+            loss.xreplace({s_i: 1 / K}),
+            "previous step substituted; sum_i y_i = 1",
+            r"$z_1 = \dots = z_K$, $\sum_{i=1}^{K} y_i = 1$",
+            (equal_logits, normalized_targets),
+        )
+    )
+
+    # a linear layer z = W x + b: the chain rule through z_k, with dL/dz_k = s_k - y_k
+    def logit(q: sympy.Basic) -> sympy.Expr:
+        return Sum(W[q, _n] * x[_n], (_n, 1, D)) + b[q]
+
+    dL = gradient.rhs.xreplace({j: k})
+    for name, parameter, rhs in (
+        ("weights", W[i, j], (s_i - y[i]) * x[j]),
+        ("bias", b[i], s_i - y[i]),
+    ):
+        chain_rule = Sum(Derivative(loss, z[k]) * Derivative(logit(k), parameter), (k, 1, K))
+        derived = sift(linearity(sift_inputs(Sum(dL * logit(k).diff(parameter), (k, 1, K)))))
+        steps.append(
+            _substituted(
+                f"general-k-linear-layer-{name}",
+                chain_rule,
+                rhs,
+                derived,
+                "the gradient step substituted for dL/dz_k; SymPy differentiates z_k = "
+                "sum_n W_kn x_n + b_k; sifting collapses the deltas",
+                r"$\sum_{i=1}^{K} y_i = 1$, $1 \le i \le K$, $1 \le j \le D$",
+                (sift_inputs,),
+            )
+        )
+    return tuple(steps)

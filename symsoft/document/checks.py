@@ -223,17 +223,21 @@ class FixedKChecker:
         simplex: bool = False,
         logs: bool = False,
         cells: Iterable[tuple[int, int]] | None = None,
+        distinct: bool = False,
     ) -> Check:
         """Prove ``steps[n] == steps[n + 1]`` for every n, at every assignment of ``free``.
 
+        ``distinct`` keeps only assignments whose indices differ (a formula for i != j);
         ``assume`` rewrites the formulas before instantiation (e.g. one-hot targets);
         ``simplex`` adds the relation y_K = 1 - (y_1 + ... + y_{K-1}); ``logs`` expands
         logarithms; matrices are compared at ``cells`` (1-based; default all checked cells).
         """
         cells = None if cells is None else list(cells)
-        key = (name, tuple(steps), tuple(free), assume, simplex, logs, tuple(cells or ()))
+        key = (name, tuple(steps), tuple(free), assume, simplex, logs, tuple(cells or ()), distinct)
         if key not in self._proved:
-            self._proved[key] = self._chain(name, steps, free, assume, simplex, logs, cells)
+            self._proved[key] = self._chain(
+                name, steps, free, assume, simplex, logs, cells, distinct
+            )
         return self._proved[key]
 
     def _chain(
@@ -245,8 +249,11 @@ class FixedKChecker:
         simplex: bool,
         logs: bool,
         cells: Iterable[tuple[int, int]] | None,
+        distinct: bool = False,
     ) -> Check:
         assignments = self.assignments(free)
+        if distinct:
+            assignments = [a for a in assignments if len(set(a.values())) == len(a)]
         matrix = any(isinstance(step, MatrixExpr | sympy.MatrixBase) for step in steps)
         if cells is None:
             cells = itertools.product(self.index_values(), repeat=2)
@@ -273,7 +280,10 @@ class FixedKChecker:
                 if isinstance(step, MatrixExpr | sympy.MatrixBase)
             )
             return Check(name, tuple(steps), len(cells), shape[0] * shape[1])
-        return Check(name, tuple(steps), len(assignments), self.k ** len(free))
+        total = self.k ** len(free)
+        if distinct:
+            total = self.k * (self.k - 1) if len(free) == 2 else total
+        return Check(name, tuple(steps), len(assignments), total)
 
     def _prepare_step(
         self, step: sympy.Basic, cells: list[tuple[int, int]]

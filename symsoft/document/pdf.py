@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,12 @@ MAX_RUNS = 3  # two for references; a third only if LaTeX still asks (longtable 
 
 INSTALL_HINT = (
     "install TeX Live (Debian/Ubuntu: apt-get install texlive-latex-base "
-    "texlive-latex-recommended; for --lang zh also latex-cjk-chinese "
+    "texlive-latex-recommended lmodern; for --lang zh also latex-cjk-chinese "
     "latex-cjk-chinese-arphic-gbsn00lp; macOS: MacTeX; Windows: TeX Live or MiKTeX)"
 )
 # TeX files whose absence has a known remedy
 _PROVIDERS = {
+    "lmodern.sty": "apt-get install lmodern (TeX Live: tlmgr install lm)",
     "CJKutf8.sty": "apt-get install latex-cjk-chinese (TeX Live: tlmgr install cjk)",
     "c70gbsn.fd": (
         "apt-get install latex-cjk-chinese-arphic-gbsn00lp (TeX Live: tlmgr install arphic)"
@@ -49,12 +51,13 @@ def pdflatex_available() -> bool:
     return shutil.which(PDFLATEX) is not None
 
 
-def build_pdf(tex: str, name: str) -> bytes:
-    """The PDF for the LaTeX source tex; name is the output's file name (for messages)."""
-    return compile_tex(tex, name).pdf
+def build_pdf(tex: str, name: str, files: Mapping[str, bytes] | None = None) -> bytes:
+    """The PDF for the LaTeX source tex; name is the output's file name (for messages);
+    files are what the source includes (the figures), by name."""
+    return compile_tex(tex, name, files).pdf
 
 
-def compile_tex(tex: str, name: str) -> PdfResult:
+def compile_tex(tex: str, name: str, files: Mapping[str, bytes] | None = None) -> PdfResult:
     """Run pdflatex until references settle (at most MAX_RUNS times); raise PdfError."""
     executable = shutil.which(PDFLATEX)
     if executable is None:
@@ -67,6 +70,8 @@ def compile_tex(tex: str, name: str) -> PdfResult:
     with tempfile.TemporaryDirectory(prefix="symsoft-pdf-") as folder:
         work = Path(folder)
         (work / f"{stem}.tex").write_text(tex, encoding="utf-8")
+        for file, data in (files or {}).items():
+            (work / Path(file).name).write_bytes(data)
         command = [
             executable,
             "-interaction=nonstopmode",

@@ -17,6 +17,8 @@ from sympy.simplify.radsimp import fraction
 def _factor_rank(factor: sympy.Basic) -> int:
     if factor.is_Number:
         return 0
+    if isinstance(factor, sympy.log):
+        return 5  # (1 - y) log s, as a textbook writes it; y_i log s_i keeps its order
     if isinstance(factor, sympy.Add):
         return 4
     if factor.has(sympy.Sum):
@@ -65,6 +67,8 @@ class TextbookLatexPrinter(LatexPrinter):
         keep = isinstance(expr, sympy.Mul) and expr.args != sympy.Mul(*expr.args).args
         if keep and expr.args[0] is sympy.S.NegativeOne:
             rest = list(expr.args[1:])
+            if len(rest) == 1 and isinstance(rest[0], sympy.Add):  # -(a + b), not -a + b
+                return rf"- \left({self._print(rest[0])}\right)"
             return "- " + self._product(rest, keep_order=True)
         if expr.could_extract_minus_sign():
             return "- " + self._print(-expr)
@@ -93,6 +97,13 @@ class TextbookLatexPrinter(LatexPrinter):
         return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
     def _print_Derivative(self, expr: sympy.Derivative) -> str:
+        if len(expr.variable_count) > 1:  # d^2 L / dz_i dz_j: the last variable first
+            order = sum(count for _, count in expr.variable_count)
+            below = " ".join(
+                rf"\partial {self._print(v)}" + ("" if n == 1 else f"^{{{n}}}")
+                for v, n in reversed(expr.variable_count)
+            )
+            return rf"\frac{{\partial^{{{order}}} {self._print(expr.expr)}}}{{{below}}}"
         ((variable, count),) = expr.variable_count
         inner = expr.expr
         simple = isinstance(inner, sympy.Symbol | sympy.Indexed) or (

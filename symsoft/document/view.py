@@ -28,11 +28,12 @@ class Math:
 @dataclass(frozen=True)
 class Code:
     text: str
+    file: bool = False  # a file name: never broken across lines
 
 
 @dataclass(frozen=True)
 class Ref:
-    kind: str  # "eq" or "sec"
+    kind: str  # "eq", "sec" or "fig"
     key: str
 
 
@@ -71,7 +72,25 @@ class Table:
     total: tuple[Text, ...] = ()  # a final row set off by a rule
 
 
-Block = Paragraph | Equation | Table
+@dataclass(frozen=True)
+class Figure:
+    """A figure drawn from the worked example: SVG for the Markdown, PDF for pdflatex."""
+
+    key: str  # temperature, probabilities, jacobian
+    number: str
+    caption: Text
+    svg: str
+    pdf: bytes
+
+
+@dataclass(frozen=True)
+class Part:
+    """Starts a part of the document (the lesson, then the implementation notes)."""
+
+    title: Text
+
+
+Block = Paragraph | Equation | Table | Figure
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,7 @@ class Section:
     title: Text
     blocks: tuple[Block, ...]
     appendix: bool = False
+    part: Text = ()  # the title of the part this section opens, if it opens one
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,7 @@ class Document:
     k: int
     title: Text
     author: Text
+    footnote: Text  # to the author line: the generator and its version
     intro: tuple[Block, ...]
     sections: tuple[Section, ...]
     numbers: Mapping[str, str]  # "eq:key" and "sec:key" -> the number shown
@@ -96,11 +117,28 @@ class Document:
     def equations(self) -> list[Equation]:
         return [b for s in self.sections for b in s.blocks if isinstance(b, Equation)]
 
+    def figures(self) -> list[Figure]:
+        return [b for s in self.sections for b in s.blocks if isinstance(b, Figure)]
+
 
 def document_name(k: int, lang: str, extension: str) -> str:
     """derivation_k3.tex for English, derivation_k3.zh.tex for Chinese (tex, md, pdf)."""
     suffix = "" if lang == "en" else f".{lang}"
     return f"derivation_k{k}{suffix}.{extension}"
+
+
+# The document's figures, in the order they appear (symsoft.document.figures draws them).
+FIGURE_KEYS = ("temperature", "probabilities", "jacobian")
+
+
+def figure_name(k: int, lang: str, key: str, extension: str) -> str:
+    """derivation_k3-temperature.svg (beside the Markdown) or .pdf (beside the LaTeX)."""
+    stem = document_name(k, lang, extension).removesuffix(f".{extension}")
+    return f"{stem}-{key}.{extension}"
+
+
+def figure_names(k: int, lang: str, extension: str) -> list[str]:
+    return [figure_name(k, lang, key, extension) for key in FIGURE_KEYS]
 
 
 # --- building ------------------------------------------------------------------------------
@@ -117,7 +155,10 @@ class Builder:
     _key: str = ""
     _title: Text = ()
     _appendix: bool = False
+    _part: Text = ()
+    _pending_part: Text = ()
     _equations: int = 0
+    _figures: int = 0
 
     def text(self, key: str, **extra: Run | Text) -> Text:
         """The language's string for key, placeholders filled; {eq:x}/{sec:x} are references."""
@@ -128,25 +169,40 @@ class Builder:
                 runs.append(literal)
             if name is None:
                 continue
-            if name in ("eq", "sec"):
+            if name in ("eq", "sec", "fig"):
                 runs.append(Ref(name, spec))
                 continue
             value = values[name]
             runs.extend(value if isinstance(value, tuple) else (value,))
         return tuple(runs)
 
+    def part(self, title_key: str) -> None:
+        """The next section opens a new part."""
+        self._pending_part = self.text(title_key)
+
     def section(self, key: str, title_key: str, *, appendix: bool = False) -> None:
         self._close()
-        number = "A" if appendix else str(len(self.sections) + 1)
+        if appendix:
+            number = chr(ord("A") + sum(s.appendix for s in self.sections))
+        else:
+            number = str(sum(not s.appendix for s in self.sections) + 1)
         self.numbers[f"sec:{key}"] = number
         self._blocks, self._key, self._title = [], key, self.text(title_key)
         self._appendix, self._equations = appendix, 0
+        self._part, self._pending_part = self._pending_part, ()
 
     def _close(self) -> None:
         if self._blocks is not None:
             number = self.numbers[f"sec:{self._key}"]
             self.sections.append(
-                Section(self._key, number, self._title, tuple(self._blocks), self._appendix)
+                Section(
+                    self._key,
+                    number,
+                    self._title,
+                    tuple(self._blocks),
+                    self._appendix,
+                    self._part,
+                )
             )
 
     def add(self, block: Block) -> None:
@@ -163,10 +219,23 @@ class Builder:
         self.numbers[f"eq:{key}"] = number
         self.add(Equation(key, number, body, kind, tuple(proofs)))
 
-    def finish(self, title: Text, author: Text, k: int) -> Document:
+    def figure(self, key: str, caption: Text, svg: str, pdf: bytes) -> None:
+        self._figures += 1
+        number = str(self._figures)
+        self.numbers[f"fig:{key}"] = number
+        self.add(Figure(key, number, caption, svg, pdf))
+
+    def finish(self, title: Text, author: Text, footnote: Text, k: int) -> Document:
         self._close()
         return Document(
-            self.lang, k, title, author, tuple(self.intro), tuple(self.sections), self.numbers
+            self.lang,
+            k,
+            title,
+            author,
+            footnote,
+            tuple(self.intro),
+            tuple(self.sections),
+            self.numbers,
         )
 
 
@@ -223,8 +292,9 @@ def fixed(x: float, places: int = 3) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
-def percent(p: float) -> Math:
-    return Math(rf"{fixed(100 * p, 1)}\,\%")
+def percent(p: float) -> Text:
+    """65.9 % as maths and text: GitHub drops backslash escapes such as \\% in inline maths."""
+    return (Math(fixed(100 * p, 1)), "\u00a0%")
 
 
 def logit(x: float) -> str:

@@ -6,17 +6,20 @@ turns its runs into LaTeX text and hands flat strings to templates/derivation.te
 
 from __future__ import annotations
 
+from symsoft.document.text import TEXT
 from symsoft.document.view import (
     Block,
     Code,
     Document,
     Equation,
+    Figure,
     Math,
     Paragraph,
     Ref,
     Table,
     Text,
     document_name,
+    figure_name,
 )
 from symsoft.emit.render import render
 
@@ -33,6 +36,7 @@ _SPECIAL = {
     "}": r"\}",
     "^": r"\^{}",
     "~": r"\~{}",
+    "\u00a0": "~",  # a space that does not break
 }
 
 
@@ -41,9 +45,12 @@ def tex_text(text: str) -> str:
     return "".join(_SPECIAL.get(ch, ch) for ch in text)
 
 
-def _code(text: str) -> str:
+def _code(code: Code) -> str:
+    if code.file:  # a file name stays on one line
+        return rf"\mbox{{\texttt{{{tex_text(code.text)}}}}}"
     # typewriter text never hyphenates: allow breaks after '-' and '_' in long names
-    escaped = tex_text(text).replace("-", r"-\allowbreak{}").replace(r"\_", r"\_\allowbreak{}")
+    escaped = tex_text(code.text).replace("-", r"-\allowbreak{}")
+    escaped = escaped.replace(r"\_", r"\_\allowbreak{}")
     return rf"\texttt{{{escaped}}}"
 
 
@@ -53,17 +60,25 @@ def runs(text: Text) -> str:
         if isinstance(run, Math):
             out.append(f"${run.tex}$")
         elif isinstance(run, Code):
-            out.append(_code(run.text))
+            out.append(_code(run))
         elif isinstance(run, Ref) and run.kind == "eq":
             out.append(rf"\eqref{{eq:{run.key}}}")
         elif isinstance(run, Ref):
-            out.append(rf"\ref{{sec:{run.key}}}")
+            out.append(rf"\ref{{{run.kind}:{run.key}}}")
         else:
             out.append(tex_text(run))
     return "".join(out)
 
 
-def _block(block: Block) -> dict[str, object]:
+def _block(block: Block, doc: Document) -> dict[str, object]:
+    if isinstance(block, Figure):
+        return {
+            "kind": "figure",
+            "file": figure_name(doc.k, doc.lang, block.key, "pdf"),
+            "label": f"fig:{block.key}",
+            "caption": runs(block.caption),
+            "prefix": tex_text(TEXT[doc.lang]["figure"]),
+        }
     if isinstance(block, Paragraph):
         return {"kind": "paragraph", "lead": runs(block.lead), "text": runs(block.text)}
     if isinstance(block, Equation):
@@ -88,18 +103,26 @@ def latex_text(doc: Document) -> str:
         cjk=doc.lang == "zh",
         title=runs(doc.title),
         author=runs(doc.author),
-        intro=[_block(block) for block in doc.intro],
+        footnote=runs(doc.footnote),
+        intro=[_block(block, doc) for block in doc.intro],
         sections=[
             {
                 "label": f"sec:{section.key}",
                 "title": runs(section.title),
                 "appendix": section.appendix,
-                "blocks": [_block(block) for block in section.blocks],
+                "part": runs(section.part),
+                "blocks": [_block(block, doc) for block in section.blocks],
             }
             for section in doc.sections
         ],
     )
 
 
-def emit_latex(doc: Document) -> dict[str, str]:
-    return {document_name(doc.k, doc.lang, "tex"): latex_text(doc)}
+def figure_files(doc: Document) -> dict[str, bytes]:
+    """The figures as PDF, which the .tex includes from its own folder."""
+    return {figure_name(doc.k, doc.lang, f.key, "pdf"): f.pdf for f in doc.figures()}
+
+
+def emit_latex(doc: Document) -> dict[str, str | bytes]:
+    """The .tex and, beside it, the figures it includes."""
+    return {document_name(doc.k, doc.lang, "tex"): latex_text(doc), **figure_files(doc)}

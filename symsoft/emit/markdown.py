@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from symsoft.document.text import TEXT
 from symsoft.document.view import (
     Block,
     Code,
     Document,
     Equation,
+    Figure,
     Math,
     Paragraph,
     Ref,
     Table,
     Text,
     document_name,
+    figure_name,
 )
-from symsoft.emit.render import render
+from symsoft.emit.render import header, render
 
 _SPECIAL = set("\\`*_[]<>#|$")
 _ALIGN = {"l": ":---", "r": "---:", "c": ":---:"}
@@ -46,7 +49,15 @@ def runs(text: Text, numbers: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def _block(block: Block, numbers: Mapping[str, str]) -> dict[str, object]:
+def _block(block: Block, numbers: Mapping[str, str], doc: Document) -> dict[str, object]:
+    if isinstance(block, Figure):
+        prefix = md_text(f"{TEXT[doc.lang]['figure']} {block.number}")
+        return {
+            "kind": "figure",
+            "file": figure_name(doc.k, doc.lang, block.key, "svg"),
+            "alt": prefix,
+            "caption": f"{prefix}: {runs(block.caption, numbers)}",
+        }
     if isinstance(block, Paragraph):
         return {
             "kind": "paragraph",
@@ -76,12 +87,14 @@ def markdown_text(doc: Document) -> str:
         "float32, float64",
         title=runs(doc.title, n),
         author=runs(doc.author, n),
-        intro=[_block(block, n) for block in doc.intro],
+        footnote=runs(doc.footnote, n),
+        intro=[_block(block, n, doc) for block in doc.intro],
         sections=[
             {
                 "number": section.number,
                 "title": runs(section.title, n),
-                "blocks": [_block(block, n) for block in section.blocks],
+                "part": runs(section.part, n),
+                "blocks": [_block(block, n, doc) for block in section.blocks],
             }
             for section in doc.sections
         ],
@@ -89,4 +102,17 @@ def markdown_text(doc: Document) -> str:
 
 
 def emit_markdown(doc: Document) -> dict[str, str]:
-    return {document_name(doc.k, doc.lang, "md"): markdown_text(doc)}
+    """The .md and, beside it, the figures it links as SVG."""
+    files = {document_name(doc.k, doc.lang, "md"): markdown_text(doc)}
+    for figure in doc.figures():
+        name = figure_name(doc.k, doc.lang, figure.key, "svg")
+        files[name] = _with_header(
+            figure.svg, header(f"figures.py ({figure.key})", doc.k, "float64")
+        )
+    return files
+
+
+def _with_header(svg: str, text: str) -> str:
+    """The generated-by line as the first comment, right after the XML declaration."""
+    declaration, rest = svg.split("\n", 1)
+    return f"{declaration}\n<!-- {text} -->\n{rest}"
