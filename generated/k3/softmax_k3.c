@@ -4,6 +4,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define K 3
 /* Kernels work on blocks of ROWS rows (about 512 values): the exponentials of a block
@@ -38,6 +41,13 @@
 #else
 #define ALWAYS_INLINE
 #endif
+
+/* Under OpenMP (-fopenmp) the blocks of a call run on the threads OpenMP gives it (all the
+ * CPUs by default; OMP_NUM_THREADS, omp_set_num_threads or softmax_k3_set_threads choose),
+ * from PARALLEL_FROM values (n * K) on: below, starting the threads costs more than they
+ * save (measured with benchmarks/bench_threads.py). The results are the same bits. */
+#define PARALLEL_FROM 32768
+
 
 /*
  * exp for the kernels, which only ever ask for exp(z_i - max z): arguments x <= 0 (or NaN).
@@ -193,6 +203,85 @@ static inline float symsoft_exp_scaled_f32(float x)
     return s;
 }
 
+/*
+ * log for the kernels, which only ever ask for log S, S = sum_i exp(z_i - max z): a number in
+ * [1, K] (or NaN, for a row holding NaN or +inf). libm's log is a call per row, which stops
+ * the loop over rows from vectorising: with it the fused loss and gradient cost 1.3-3.3x the
+ * gradient alone (issue 22); branch-free, the loop over a group's rows vectorises (K = 3-15)
+ * and the log costs a few operations per row.
+ *
+ *   1. x = 2^k m with m in [sqrt(2)/2, sqrt(2)): the bits of x offset by those of sqrt(2)/2,
+ *      so the exponent field is k + bias and the rest m's bits; k is read as a float through
+ *      the 2^52 (2^23) shifter (no integer -> float conversion).
+ *   2. f = m - 1, exact (Sterbenz); s = f / (2 + f), so that log(1 + f) = 2 atanh(s)
+ *      = 2s + s R(s^2), R(w) = 2w/3 + 2w^2/5 + ..., |s| <= 0.1716. With 2s = f - s f and
+ *      s f = f^2/2 - s f^2/2: log(1 + f) = f - (f^2/2 - s (f^2/2 + R)), where f is exact and
+ *      the rest is small, so the only large rounding is the last subtraction.
+ *   3. R(w) = w P(w), P fitted by mpmath.chebyfit on [0, 0.02944] (7 coefficients for double,
+ *      error 9e-18; 3 for float, 6e-9), evaluated by Estrin's scheme (double).
+ *   4. log x = k ln2_hi + (log(1 + f) + k ln2_lo); ln2_hi has trailing zero bits, so
+ *      k ln2_hi is exact.
+ *
+ * Error (measured against mpmath by tests/test_vlog.py): below 1 ulp over [1, 2^11] and over
+ * the positive normal numbers; NaN gives NaN. Zero, negative, subnormal and infinite arguments
+ * are outside its domain (the kernels never pass them).
+ */
+static inline double symsoft_log_f64(double x)
+{
+    const double ln2_hi = 0x1.62e42fee00000p-1;  /* 32 trailing zero bits */
+    const double ln2_lo = 0x1.a39ef35793c76p-33;
+    double k, m, f, s, w, w2, a0, a1, a2, P, hfsq, r;
+    uint64_t u, t, b;
+
+    memcpy(&u, &x, sizeof u);
+    t = u + (0x3ff0000000000000u - 0x3fe6a09e667f3bcdu);  /* exponent field: k + 1023 */
+    b = (t >> 52) | 0x4330000000000000u;                  /* 2^52 + k + 1023 */
+    memcpy(&k, &b, sizeof k);
+    k -= 0x1p52 + 1023.0;
+    b = (t & 0x000fffffffffffffu) + 0x3fe6a09e667f3bcdu;   /* m = x / 2^k */
+    memcpy(&m, &b, sizeof m);
+
+    f = m - 1.0;
+    s = f / (2.0 + f);
+    w = s * s;
+    w2 = w * w;
+    a0 = SYMSOFT_MADD(0x1.99999999952e2p-2, w, 0x1.5555555555558p-1);
+    a1 = SYMSOFT_MADD(0x1.c71c62e5800a1p-3, w, 0x1.2492492df148dp-2);
+    a2 = SYMSOFT_MADD(0x1.39fe606542ddep-3, w, 0x1.7462b4ab2ef6bp-3);
+    a2 = SYMSOFT_MADD(0x1.2b584aae78a57p-3, w2, a2);
+    a0 = SYMSOFT_MADD(a1, w2, a0);
+    P = SYMSOFT_MADD(a2, w2 * w2, a0);
+    hfsq = 0.5 * f * f;
+    r = SYMSOFT_MADD(k, ln2_hi, f - (hfsq - SYMSOFT_MADD(s, SYMSOFT_MADD(w, P, hfsq), k * ln2_lo)));
+    /* x - x is 0, or NaN for NaN, whose bits made no sense above (an add, not a select:
+     * gcc branches on the select, which stopped the loop over rows vectorising) */
+    return r + (x - x);
+}
+
+static inline float symsoft_log_f32(float x)
+{
+    const float ln2_hi = 0x1.62e4p-1F;  /* 15 significant bits, as in the exp */
+    const float ln2_lo = 0x1.7f7d1cp-20F;
+    float k, m, f, s, w, P, hfsq, r;
+    uint32_t u, t, b;
+
+    memcpy(&u, &x, sizeof u);
+    t = u + (0x3f800000u - 0x3f3504f3u);  /* exponent field: k + 127 */
+    b = (t >> 23) | 0x4b000000u;          /* 2^23 + k + 127 */
+    memcpy(&k, &b, sizeof k);
+    k -= 0x1p23F + 127.0F;
+    b = (t & 0x007fffffu) + 0x3f3504f3u;
+    memcpy(&m, &b, sizeof m);
+
+    f = m - 1.0F;
+    s = f / (2.0F + f);
+    w = s * s;
+    P = SYMSOFT_MADDF(SYMSOFT_MADDF(0x1.2ee61p-2F, w, 0x1.997c3p-2F), w, 0x1.55555cp-1F);
+    hfsq = 0.5F * f * f;
+    r = SYMSOFT_MADDF(k, ln2_hi, f - (hfsq - SYMSOFT_MADDF(s, SYMSOFT_MADDF(w, P, hfsq), k * ln2_lo)));
+    return r + (x - x);
+}
+
 /* ---- float (float32) ---- */
 
 /* The row maximum; NaN entries are skipped here, and make the row NaN through d_i. */
@@ -306,6 +395,20 @@ static void normalise_f32(const float *restrict zb, size_t rows, float *restrict
     }
 }
 
+/* a where c is true, else b, through a bit mask: both are computed first. Written as c ? a : b
+ * with an arithmetic arm (the loss's guard y_i == 0), gcc branched, which stopped the loop over
+ * a group's rows vectorising (the fused loss and gradient 4x the gradient alone at K = 3). */
+static inline float choose_f32(int c, float a, float b)
+{
+    const uint32_t mask = (uint32_t)0 - (uint32_t)(c != 0);
+    uint32_t ua, ub;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    ua = (ua & mask) | (ub & ~mask);
+    memcpy(&a, &ua, sizeof a);
+    return a;
+}
+
 /* a + b + c rounded once, up to a term of order u^2: Knuth's TwoSum recovers the rounding
  * error of each addition exactly, and both are added back at the end. Needs strict IEEE
  * arithmetic (no -ffast-math, which would simplify the error terms to 0). */
@@ -313,13 +416,12 @@ static float sum3_f32(float a, float b, float c)
 {
     const float s = a + b;
     const float t = s + c;
-    if (!isfinite(t)) {
-        return t;  /* an infinite sum has no rounding error to add back */
-    }
     const float bs = s - a;
     const float ct = t - s;
     const float error = ((a - (s - bs)) + (b - bs)) + ((s - (t - ct)) + (c - ct));
-    return t + error;
+    /* an infinite sum has no rounding error to add back (its error terms are NaN); a select,
+     * not a branch, so that rows computed whole vectorise with it */
+    return choose_f32(isfinite(t), t + error, t);
 }
 
 void softmax_k3_f32(const float *z, float *s, size_t n)
@@ -370,7 +472,7 @@ void log_softmax_k3_f32(const float *z, float *out, size_t n)
             float *outr = ob + r * K;
             const float m = mb[r];
             const float S = S_scaled * 0x1p-32F;
-            const float log_S = logf(S);
+            const float log_S = symsoft_log_f32(S);
             for (size_t i = 0; i < K; ++i) {
                 const float d_i = -m + zr[i];
                 outr[i] = d_i - log_S;
@@ -421,10 +523,10 @@ void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n)
             float *tr = er;  /* the loss terms, in place of the exponentials */
             const float m = mb[r];
             const float S = S_scaled * 0x1p-32F;
-            const float log_S = logf(S);
+            const float log_S = symsoft_log_f32(S);
             for (size_t i = 0; i < K; ++i) {
                 const float d_i = -m + zr[i];
-                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+                tr[i] = choose_f32(yr[i] == 0, 0, (-d_i + log_S)*yr[i]);
             }
             loss[r0 + r] = row_sum_f32(tr);
         }
@@ -491,7 +593,7 @@ void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *lo
             const size_t i = (size_t)label;
             const float m = mb[r];
             const float S = S_scaled * 0x1p-32F;
-            const float log_S = logf(S);
+            const float log_S = symsoft_log_f32(S);
             loss[r0 + r] = sum3_f32(log_S, m, -zr[i]);
         }
     }
@@ -499,70 +601,117 @@ void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *lo
 
 void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n)
 {
-    float mb[ROWS], Sb[ROWS];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const float *zb = z + r0 * K;
-        float *gb = grad + r0 * K;
-        normalise_f32(zb, rows, mb, gb, Sb);
-        for (size_t r = 0; r < rows; ++r) {
-            float *er = gb + r * K;
-            const float S_scaled = Sb[r];
-            const float inv_S = 1.0F/S_scaled;
-            float *gr = gb + r * K;
-            const int64_t label = labels[r0 + r];
-            if (label < 0 || label >= K) {
-                for (size_t i = 0; i < K; ++i) {
-                    gr[i] = NAN;
-                }
-                continue;
+    float mb[GROUP_F32], zc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
+    float cl[GROUP_F32];  /* the group's labels as float */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *gb = rows == GROUP_F32 ? grad + r0 * K : grad_tail;
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            cl[r] = r < rows ? (float)labels[r0 + r] : 0.0F;  /* invalid: fixed up below */
+        }
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
             }
-            const size_t c = (size_t)label;
-            /* the label's entry from the other classes' share: s_c - 1 would cancel */
-            const float e_c = er[c];
-            er[c] = 0.0F;
-            const float rest = row_sum_f32(er);
-            er[c] = e_c;
-            ALONG_ROW
+            const float S_scaled = row_exp_f32(zr, er, &mb[r]);
+            const float inv_S = 1.0F/S_scaled;
+            float gr[K];
+            const float c = cl[r];
+            float rest = 0.0F;
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                const int at_label = (float)i == c;
+                rest += choose_f32(at_label, 0.0F, er[i]);  /* the others' share */
+            }
+            const float g_c = -inv_S*rest;  /* s_c - 1 would cancel */
+#pragma GCC unroll 3
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
-                gr[i] = e_i*inv_S;
+                gr[i] = choose_f32((float)i == c, g_c, e_i*inv_S);
             }
-            gr[c] = -inv_S*rest;
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = gr[i];
+            }
+        }
+        to_rows_f32(oc, gb);
+        for (size_t r = 0; r < rows; ++r) {
+            if (labels[r0 + r] < 0 || labels[r0 + r] >= K) {
+                for (size_t i = 0; i < K; ++i) {
+                    gb[r * K + i] = NAN;
+                }
+            }
+        }
+        if (rows < GROUP_F32) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
     }
 }
 
 void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n)
 {
-    float mb[ROWS], Sb[ROWS];
-    float tr[K];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const float *zb = z + r0 * K;
-        float *gb = grad + r0 * K;
-        normalise_f32(zb, rows, mb, gb, Sb);
-        for (size_t r = 0; r < rows; ++r) {
-            float *er = gb + r * K;
-            const float S_scaled = Sb[r];
+    float mb[GROUP_F32], zc[K * GROUP_F32], yc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], y_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
+    float tr[GROUP_F32];  /* the group's losses */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail, tr)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *gb = rows == GROUP_F32 ? grad + r0 * K : grad_tail;
+        to_columns_f32(group_rows_f32(y + r0 * K, rows, y_tail), yc);
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S_scaled = row_exp_f32(zr, er, &mb[r]);
             const float inv_S = 1.0F/S_scaled;
-            const float *zr = zb + r * K;
-            const float *yr = y + (r0 + r) * K;
-            float *gr = gb + r * K;
+            float yr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                yr[i] = yc[i * GROUP_F32 + r];
+            }
+            float gr[K];
+
             const float m = mb[r];
             const float S = S_scaled * 0x1p-32F;
-            const float log_S = logf(S);
+            const float log_S = symsoft_log_f32(S);
+
+            float total = 0.0F;
+#pragma GCC unroll 3
             for (size_t i = 0; i < K; ++i) {
                 const float d_i = -m + zr[i];
-                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+                total += choose_f32(yr[i] == 0, 0, (-d_i + log_S)*yr[i]);
             }
-            loss[r0 + r] = row_sum_f32(tr);
+            tr[r] = total;
             const float sum_y = row_sum_f32(yr);
+#pragma GCC unroll 3
             for (size_t i = 0; i < K; ++i) {
                 const float e_i = er[i];
                 const float s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = gr[i];
+            }
+        }
+        to_rows_f32(oc, gb);
+        memcpy(loss + r0, tr, rows * sizeof *tr);
+        if (rows < GROUP_F32) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
     }
 }
@@ -659,6 +808,70 @@ void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
         to_rows_f32(oc, ob);
         if (rows < GROUP_F32) {
             memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
+        }
+    }
+}
+
+void cross_entropy_with_grad_index_k3_f32(const float *z, const int64_t *labels, float *loss, float *grad, size_t n)
+{
+    float mb[GROUP_F32], zc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
+    float cl[GROUP_F32], lg[GROUP_F32];  /* the group's labels as float, its losses */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl, lg)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *gb = rows == GROUP_F32 ? grad + r0 * K : grad_tail;
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            cl[r] = r < rows ? (float)labels[r0 + r] : 0.0F;  /* invalid: fixed up below */
+        }
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S_scaled = row_exp_f32(zr, er, &mb[r]);
+            const float inv_S = 1.0F/S_scaled;
+            float gr[K];
+            const float c = cl[r];
+            float rest = 0.0F, z_c = 0.0F;
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                const int at_label = (float)i == c;
+                rest += choose_f32(at_label, 0.0F, er[i]);  /* the others' share */
+                z_c = choose_f32(at_label, zr[i], z_c);
+            }
+            const float m = mb[r];
+            const float S = S_scaled * 0x1p-32F;
+            const float log_S = symsoft_log_f32(S);
+            lg[r] = sum3_f32(log_S, m, -z_c);
+            const float g_c = -inv_S*rest;  /* s_c - 1 would cancel */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = er[i];
+                gr[i] = choose_f32((float)i == c, g_c, e_i*inv_S);
+            }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = gr[i];
+            }
+        }
+        to_rows_f32(oc, gb);
+        memcpy(loss + r0, lg, rows * sizeof *lg);
+        for (size_t r = 0; r < rows; ++r) {
+            if (labels[r0 + r] < 0 || labels[r0 + r] >= K) {
+                loss[r0 + r] = NAN;
+                for (size_t i = 0; i < K; ++i) {
+                    gb[r * K + i] = NAN;
+                }
+            }
+        }
+        if (rows < GROUP_F32) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
     }
 }
@@ -776,6 +989,20 @@ static void normalise_f64(const double *restrict zb, size_t rows, double *restri
     }
 }
 
+/* a where c is true, else b, through a bit mask: both are computed first. Written as c ? a : b
+ * with an arithmetic arm (the loss's guard y_i == 0), gcc branched, which stopped the loop over
+ * a group's rows vectorising (the fused loss and gradient 4x the gradient alone at K = 3). */
+static inline double choose_f64(int c, double a, double b)
+{
+    const uint64_t mask = (uint64_t)0 - (uint64_t)(c != 0);
+    uint64_t ua, ub;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    ua = (ua & mask) | (ub & ~mask);
+    memcpy(&a, &ua, sizeof a);
+    return a;
+}
+
 /* a + b + c rounded once, up to a term of order u^2: Knuth's TwoSum recovers the rounding
  * error of each addition exactly, and both are added back at the end. Needs strict IEEE
  * arithmetic (no -ffast-math, which would simplify the error terms to 0). */
@@ -783,13 +1010,12 @@ static double sum3_f64(double a, double b, double c)
 {
     const double s = a + b;
     const double t = s + c;
-    if (!isfinite(t)) {
-        return t;  /* an infinite sum has no rounding error to add back */
-    }
     const double bs = s - a;
     const double ct = t - s;
     const double error = ((a - (s - bs)) + (b - bs)) + ((s - (t - ct)) + (c - ct));
-    return t + error;
+    /* an infinite sum has no rounding error to add back (its error terms are NaN); a select,
+     * not a branch, so that rows computed whole vectorise with it */
+    return choose_f64(isfinite(t), t + error, t);
 }
 
 void softmax_k3_f64(const double *z, double *s, size_t n)
@@ -840,7 +1066,7 @@ void log_softmax_k3_f64(const double *z, double *out, size_t n)
             double *outr = ob + r * K;
             const double m = mb[r];
             const double S = S_scaled * 0x1p-64;
-            const double log_S = log(S);
+            const double log_S = symsoft_log_f64(S);
             for (size_t i = 0; i < K; ++i) {
                 const double d_i = -m + zr[i];
                 outr[i] = d_i - log_S;
@@ -891,10 +1117,10 @@ void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t
             double *tr = er;  /* the loss terms, in place of the exponentials */
             const double m = mb[r];
             const double S = S_scaled * 0x1p-64;
-            const double log_S = log(S);
+            const double log_S = symsoft_log_f64(S);
             for (size_t i = 0; i < K; ++i) {
                 const double d_i = -m + zr[i];
-                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+                tr[i] = choose_f64(yr[i] == 0, 0, (-d_i + log_S)*yr[i]);
             }
             loss[r0 + r] = row_sum_f64(tr);
         }
@@ -961,7 +1187,7 @@ void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *
             const size_t i = (size_t)label;
             const double m = mb[r];
             const double S = S_scaled * 0x1p-64;
-            const double log_S = log(S);
+            const double log_S = symsoft_log_f64(S);
             loss[r0 + r] = sum3_f64(log_S, m, -zr[i]);
         }
     }
@@ -969,70 +1195,117 @@ void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *
 
 void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n)
 {
-    double mb[ROWS], Sb[ROWS];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const double *zb = z + r0 * K;
-        double *gb = grad + r0 * K;
-        normalise_f64(zb, rows, mb, gb, Sb);
-        for (size_t r = 0; r < rows; ++r) {
-            double *er = gb + r * K;
-            const double S_scaled = Sb[r];
-            const double inv_S = 1.0/S_scaled;
-            double *gr = gb + r * K;
-            const int64_t label = labels[r0 + r];
-            if (label < 0 || label >= K) {
-                for (size_t i = 0; i < K; ++i) {
-                    gr[i] = (double)NAN;
-                }
-                continue;
+    double mb[GROUP_F64], zc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
+    double cl[GROUP_F64];  /* the group's labels as double */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *gb = rows == GROUP_F64 ? grad + r0 * K : grad_tail;
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            cl[r] = r < rows ? (double)labels[r0 + r] : 0.0;  /* invalid: fixed up below */
+        }
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
             }
-            const size_t c = (size_t)label;
-            /* the label's entry from the other classes' share: s_c - 1 would cancel */
-            const double e_c = er[c];
-            er[c] = 0.0;
-            const double rest = row_sum_f64(er);
-            er[c] = e_c;
-            ALONG_ROW
+            const double S_scaled = row_exp_f64(zr, er, &mb[r]);
+            const double inv_S = 1.0/S_scaled;
+            double gr[K];
+            const double c = cl[r];
+            double rest = 0.0;
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                const int at_label = (double)i == c;
+                rest += choose_f64(at_label, 0.0, er[i]);  /* the others' share */
+            }
+            const double g_c = -inv_S*rest;  /* s_c - 1 would cancel */
+#pragma GCC unroll 3
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
-                gr[i] = e_i*inv_S;
+                gr[i] = choose_f64((double)i == c, g_c, e_i*inv_S);
             }
-            gr[c] = -inv_S*rest;
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = gr[i];
+            }
+        }
+        to_rows_f64(oc, gb);
+        for (size_t r = 0; r < rows; ++r) {
+            if (labels[r0 + r] < 0 || labels[r0 + r] >= K) {
+                for (size_t i = 0; i < K; ++i) {
+                    gb[r * K + i] = (double)NAN;
+                }
+            }
+        }
+        if (rows < GROUP_F64) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
     }
 }
 
 void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n)
 {
-    double mb[ROWS], Sb[ROWS];
-    double tr[K];
-    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
-        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-        const double *zb = z + r0 * K;
-        double *gb = grad + r0 * K;
-        normalise_f64(zb, rows, mb, gb, Sb);
-        for (size_t r = 0; r < rows; ++r) {
-            double *er = gb + r * K;
-            const double S_scaled = Sb[r];
+    double mb[GROUP_F64], zc[K * GROUP_F64], yc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], y_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
+    double tr[GROUP_F64];  /* the group's losses */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail, tr)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *gb = rows == GROUP_F64 ? grad + r0 * K : grad_tail;
+        to_columns_f64(group_rows_f64(y + r0 * K, rows, y_tail), yc);
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S_scaled = row_exp_f64(zr, er, &mb[r]);
             const double inv_S = 1.0/S_scaled;
-            const double *zr = zb + r * K;
-            const double *yr = y + (r0 + r) * K;
-            double *gr = gb + r * K;
+            double yr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                yr[i] = yc[i * GROUP_F64 + r];
+            }
+            double gr[K];
+
             const double m = mb[r];
             const double S = S_scaled * 0x1p-64;
-            const double log_S = log(S);
+            const double log_S = symsoft_log_f64(S);
+
+            double total = 0.0;
+#pragma GCC unroll 3
             for (size_t i = 0; i < K; ++i) {
                 const double d_i = -m + zr[i];
-                tr[i] = ((yr[i] == 0) ? 0 : (-d_i + log_S)*yr[i]);
+                total += choose_f64(yr[i] == 0, 0, (-d_i + log_S)*yr[i]);
             }
-            loss[r0 + r] = row_sum_f64(tr);
+            tr[r] = total;
             const double sum_y = row_sum_f64(yr);
+#pragma GCC unroll 3
             for (size_t i = 0; i < K; ++i) {
                 const double e_i = er[i];
                 const double s_i = e_i*inv_S;
                 gr[i] = s_i*sum_y - yr[i];
             }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = gr[i];
+            }
+        }
+        to_rows_f64(oc, gb);
+        memcpy(loss + r0, tr, rows * sizeof *tr);
+        if (rows < GROUP_F64) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
     }
 }
@@ -1131,4 +1404,92 @@ void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
             memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
         }
     }
+}
+
+void cross_entropy_with_grad_index_k3_f64(const double *z, const int64_t *labels, double *loss, double *grad, size_t n)
+{
+    double mb[GROUP_F64], zc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
+    double cl[GROUP_F64], lg[GROUP_F64];  /* the group's labels as double, its losses */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl, lg)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *gb = rows == GROUP_F64 ? grad + r0 * K : grad_tail;
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            cl[r] = r < rows ? (double)labels[r0 + r] : 0.0;  /* invalid: fixed up below */
+        }
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S_scaled = row_exp_f64(zr, er, &mb[r]);
+            const double inv_S = 1.0/S_scaled;
+            double gr[K];
+            const double c = cl[r];
+            double rest = 0.0, z_c = 0.0;
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                const int at_label = (double)i == c;
+                rest += choose_f64(at_label, 0.0, er[i]);  /* the others' share */
+                z_c = choose_f64(at_label, zr[i], z_c);
+            }
+            const double m = mb[r];
+            const double S = S_scaled * 0x1p-64;
+            const double log_S = symsoft_log_f64(S);
+            lg[r] = sum3_f64(log_S, m, -z_c);
+            const double g_c = -inv_S*rest;  /* s_c - 1 would cancel */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = er[i];
+                gr[i] = choose_f64((double)i == c, g_c, e_i*inv_S);
+            }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = gr[i];
+            }
+        }
+        to_rows_f64(oc, gb);
+        memcpy(loss + r0, lg, rows * sizeof *lg);
+        for (size_t r = 0; r < rows; ++r) {
+            if (labels[r0 + r] < 0 || labels[r0 + r] >= K) {
+                loss[r0 + r] = (double)NAN;
+                for (size_t i = 0; i < K; ++i) {
+                    gb[r * K + i] = (double)NAN;
+                }
+            }
+        }
+        if (rows < GROUP_F64) {
+            memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
+        }
+    }
+}
+
+/* Threads for the calls this thread makes from now on, as omp_set_num_threads (which it is,
+ * under OpenMP: the setting belongs to the calling thread); 0 or less keeps the current one.
+ * Without OpenMP it does nothing: every call runs on the calling thread. */
+void softmax_k3_set_threads(int threads)
+{
+#ifdef _OPENMP
+    if (threads > 0) {
+        omp_set_num_threads(threads);
+    }
+#else
+    (void)threads;
+#endif
+}
+
+/* The OpenMP version the library was built with (_OPENMP, yyyymm), or 0 without OpenMP. */
+long softmax_k3_openmp(void)
+{
+#ifdef _OPENMP
+    return (long)_OPENMP;
+#else
+    return 0;
+#endif
 }

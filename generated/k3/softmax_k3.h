@@ -35,6 +35,7 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
 void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
 void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
 void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
+void cross_entropy_with_grad_index_k3_f32(const float *z, const int64_t *labels, float *loss, float *grad, size_t n);  /* loss as cross_entropy_index (n values) and grad as cross_entropy_grad_index (n*K values), reading z once; NaN where a label is outside 0..K-1 */
 
 /* double (float64) */
 void softmax_k3_f64(const double *z, double *s, size_t n);  /* s = softmax(z), n*K values */
@@ -47,6 +48,14 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
 void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
 void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
 void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
+void cross_entropy_with_grad_index_k3_f64(const double *z, const int64_t *labels, double *loss, double *grad, size_t n);  /* loss as cross_entropy_index (n values) and grad as cross_entropy_grad_index (n*K values), reading z once; NaN where a label is outside 0..K-1 */
+
+/* Threads for the kernels' calls from the calling thread (OpenMP builds, -fopenmp: each call
+ * shares its blocks of rows among them from 32768 values on, with the same results
+ * as one thread; 0 keeps the current setting; no effect without OpenMP). */
+void softmax_k3_set_threads(int threads);
+/* _OPENMP of the build (yyyymm), 0 without OpenMP. */
+long softmax_k3_openmp(void);
 
 #ifdef __cplusplus
 }

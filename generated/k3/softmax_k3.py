@@ -29,6 +29,7 @@ __all__ = [
     "cross_entropy_with_grad",
     "softmax_jvp",
     "softmax_vjp",
+    "cross_entropy_with_grad_index",
 ]
 
 
@@ -220,3 +221,19 @@ def softmax_vjp(z, v):
     sv = xp.sum(s*v, axis=-1, keepdims=True)
     out = s*(-sv + v)
     return out
+
+
+def cross_entropy_with_grad_index(z, labels):
+    """(cross_entropy_index(z, labels), cross_entropy_grad_index(z, labels)), computing the
+    softmax once: the training step's loss and gradient for integer class labels."""
+    xp, z = _as_array(z, "z")
+    c = _labels(labels, z)
+    d, e, S = _normalise(z)
+    log_S = xp.log(S)
+    m = xp.max(z, axis=-1, keepdims=True)
+    is_label = xp.arange(K, device=array_api_compat.device(z)) == c
+    z_c = xp.sum(xp.where(is_label, z, 0), axis=-1, keepdims=True)
+    rest = xp.sum(xp.where(is_label, 0, e), axis=-1, keepdims=True)
+    loss = _out_of_range(_sum3(log_S, m, -z_c), c)[..., 0]
+    grad = _out_of_range(xp.where(is_label, -rest/S, e/S), c)
+    return loss, grad

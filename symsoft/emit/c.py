@@ -56,6 +56,10 @@ FLOAT_LANE_LOOP_FROM = 32
 # its maximum in the row's pass: with the pass before it, K = 32 ran 1.2x slower.
 VECTOR_MAX = frozenset({"float32"})
 
+# Under OpenMP a call shares its blocks among threads from this many values (n * K) on; below,
+# waking the threads costs more than they save. Measured: benchmarks/bench_threads.py.
+PARALLEL_FROM = 32768
+
 # The kernels' exponentials and their sums are exp(z_i - m) * 2^EXP_SCALE (the scaled exp of
 # templates/c/exp.c.jinja, which builds the same power of 2 into its bits).
 EXP_SCALE = {"float32": 32, "float64": 64}
@@ -149,6 +153,8 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         # the scaled exponentials' sum: 1/S_scaled times a scaled exponential is s_i
         "inverse_normaliser": c_code(1 / f.S, dtype, {**names, f.S: sympy.Symbol("S_scaled")}),
         "log_normaliser": c_code(f.log_normaliser, dtype, names),
+        # the label's loss with the label's logit in z_c (rows computed whole pick it by selects)
+        "loss_at_label": c_code(f.loss_index, dtype, {**names, f.z_i: sympy.Symbol("z_c")}),
         "log_probability": c_code(f.log_probability, dtype, names),
         "jacobian": c_code(f.jacobian, dtype, jacobian_names),
         "loss_term": c_code(f.loss_term, dtype, names),
@@ -196,6 +202,7 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             guard=f"SYMSOFT_{stem.upper()}_H",
             prefix=stem,
             types=types,
+            parallel_from=PARALLEL_FROM,
         ),
         f"{stem}.c": render(
             "softmax.c.jinja",
@@ -208,5 +215,7 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             rows=block_rows(k),
             block=BLOCK,
             masked_rows=bundle.masked_rows,
+            prefix=stem,
+            parallel_from=PARALLEL_FROM,
         ),
     }
