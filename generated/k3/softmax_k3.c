@@ -428,6 +428,9 @@ void softmax_k3_f32(const float *z, float *s, size_t n)
 {
     float mb[GROUP_F32], zc[K * GROUP_F32], oc[K * GROUP_F32];
     float z_tail[K * GROUP_F32], s_tail[K * GROUP_F32];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 85) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, s_tail)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
         const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
         const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
@@ -461,6 +464,9 @@ void softmax_k3_f32(const float *z, float *s, size_t n)
 void log_softmax_k3_f32(const float *z, float *out, size_t n)
 {
     float mb[ROWS], Sb[ROWS];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
@@ -484,6 +490,9 @@ void log_softmax_k3_f32(const float *z, float *out, size_t n)
 void softmax_jacobian_k3_f32(const float *z, float *jac, size_t n)
 {
     float mb[ROWS], Sb[ROWS], sb[ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb, sb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
@@ -511,6 +520,9 @@ void softmax_jacobian_k3_f32(const float *z, float *jac, size_t n)
 void cross_entropy_k3_f32(const float *z, const float *y, float *loss, size_t n)
 {
     float mb[ROWS], Sb[ROWS], eb[ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb, eb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
@@ -537,6 +549,9 @@ void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size
 {
     float mb[GROUP_F32], zc[K * GROUP_F32], yc[K * GROUP_F32], oc[K * GROUP_F32];
     float z_tail[K * GROUP_F32], y_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 85) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
         const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
         const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
@@ -578,6 +593,9 @@ void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size
 void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n)
 {
     float mb[ROWS], Sb[ROWS], eb[ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb, eb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const float *zb = z + r0 * K;
@@ -605,7 +623,7 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
     float z_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
     float cl[GROUP_F32];  /* the group's labels as float */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl)
+#pragma omp parallel for schedule(dynamic, 85) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl)
 #endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
         const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
@@ -662,7 +680,7 @@ void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss,
     float z_tail[K * GROUP_F32], y_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
     float tr[GROUP_F32];  /* the group's losses */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail, tr)
+#pragma omp parallel for schedule(dynamic, 85) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail, tr)
 #endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
         const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
@@ -721,6 +739,9 @@ void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
     float mb[GROUP_F32], zc[K * GROUP_F32], vc[K * GROUP_F32], oc[K * GROUP_F32];
     float z_tail[K * GROUP_F32], v_tail[K * GROUP_F32], out_tail[K * GROUP_F32];
     float tr[K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 85) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, out_tail, vc, v_tail, tr)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
         const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
         const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
@@ -769,6 +790,9 @@ void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
     float mb[GROUP_F32], zc[K * GROUP_F32], vc[K * GROUP_F32], oc[K * GROUP_F32];
     float z_tail[K * GROUP_F32], v_tail[K * GROUP_F32], out_tail[K * GROUP_F32];
     float tr[K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 85) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, out_tail, vc, v_tail, tr)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
         const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
         const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
@@ -818,7 +842,7 @@ void cross_entropy_with_grad_index_k3_f32(const float *z, const int64_t *labels,
     float z_tail[K * GROUP_F32], grad_tail[K * GROUP_F32];
     float cl[GROUP_F32], lg[GROUP_F32];  /* the group's labels as float, its losses */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl, lg)
+#pragma omp parallel for schedule(dynamic, 85) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl, lg)
 #endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
         const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
@@ -1022,6 +1046,9 @@ void softmax_k3_f64(const double *z, double *s, size_t n)
 {
     double mb[GROUP_F64], zc[K * GROUP_F64], oc[K * GROUP_F64];
     double z_tail[K * GROUP_F64], s_tail[K * GROUP_F64];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 170) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, s_tail)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
         const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
         const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
@@ -1055,6 +1082,9 @@ void softmax_k3_f64(const double *z, double *s, size_t n)
 void log_softmax_k3_f64(const double *z, double *out, size_t n)
 {
     double mb[ROWS], Sb[ROWS];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
@@ -1078,6 +1108,9 @@ void log_softmax_k3_f64(const double *z, double *out, size_t n)
 void softmax_jacobian_k3_f64(const double *z, double *jac, size_t n)
 {
     double mb[ROWS], Sb[ROWS], sb[ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb, sb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
@@ -1105,6 +1138,9 @@ void softmax_jacobian_k3_f64(const double *z, double *jac, size_t n)
 void cross_entropy_k3_f64(const double *z, const double *y, double *loss, size_t n)
 {
     double mb[ROWS], Sb[ROWS], eb[ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb, eb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
@@ -1131,6 +1167,9 @@ void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, s
 {
     double mb[GROUP_F64], zc[K * GROUP_F64], yc[K * GROUP_F64], oc[K * GROUP_F64];
     double z_tail[K * GROUP_F64], y_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 170) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
         const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
         const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
@@ -1172,6 +1211,9 @@ void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, s
 void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n)
 {
     double mb[ROWS], Sb[ROWS], eb[ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if(n * K >= PARALLEL_FROM) private(mb, Sb, eb)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += ROWS) {
         const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
         const double *zb = z + r0 * K;
@@ -1199,7 +1241,7 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
     double z_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
     double cl[GROUP_F64];  /* the group's labels as double */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl)
+#pragma omp parallel for schedule(dynamic, 170) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl)
 #endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
         const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
@@ -1256,7 +1298,7 @@ void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *lo
     double z_tail[K * GROUP_F64], y_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
     double tr[GROUP_F64];  /* the group's losses */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail, tr)
+#pragma omp parallel for schedule(dynamic, 170) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, yc, y_tail, tr)
 #endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
         const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
@@ -1315,6 +1357,9 @@ void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
     double mb[GROUP_F64], zc[K * GROUP_F64], vc[K * GROUP_F64], oc[K * GROUP_F64];
     double z_tail[K * GROUP_F64], v_tail[K * GROUP_F64], out_tail[K * GROUP_F64];
     double tr[K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 170) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, out_tail, vc, v_tail, tr)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
         const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
         const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
@@ -1363,6 +1408,9 @@ void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
     double mb[GROUP_F64], zc[K * GROUP_F64], vc[K * GROUP_F64], oc[K * GROUP_F64];
     double z_tail[K * GROUP_F64], v_tail[K * GROUP_F64], out_tail[K * GROUP_F64];
     double tr[K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 170) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, out_tail, vc, v_tail, tr)
+#endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
         const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
         const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
@@ -1412,7 +1460,7 @@ void cross_entropy_with_grad_index_k3_f64(const double *z, const int64_t *labels
     double z_tail[K * GROUP_F64], grad_tail[K * GROUP_F64];
     double cl[GROUP_F64], lg[GROUP_F64];  /* the group's labels as double, its losses */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl, lg)
+#pragma omp parallel for schedule(dynamic, 170) if(n * K >= PARALLEL_FROM) private(mb, zc, oc, z_tail, grad_tail, cl, lg)
 #endif
     for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
         const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
@@ -1467,6 +1515,370 @@ void cross_entropy_with_grad_index_k3_f64(const double *z, const int64_t *labels
         if (rows < GROUP_F64) {
             memcpy(grad + r0 * K, grad_tail, rows * K * sizeof *grad_tail);
         }
+    }
+}
+
+/* ---- 16-bit storage: bf16 (bfloat16) and f16 (IEEE binary16), computed in float ---- */
+
+/* A chunk: about 8192 values of each array in float (stack buffers, per thread);
+ * whole groups of the float kernels' rows where those are computed whole. */
+#define CHUNK_ROWS 2720
+
+/* bf16 is the high half of a float: exact. */
+static void from_bf16(const uint16_t *restrict h, float *restrict f, size_t count)
+{
+    for (size_t q = 0; q < count; ++q) {
+        const uint32_t u = (uint32_t)h[q] << 16;
+        memcpy(&f[q], &u, sizeof u);
+    }
+}
+
+/* Rounded to nearest, ties to even, by adding 0x7fff plus the lowest kept bit (overflow goes
+ * to infinity, as it should); NaN keeps its sign and leading payload, made quiet. */
+static void to_bf16(const float *restrict f, uint16_t *restrict h, size_t count)
+{
+    for (size_t q = 0; q < count; ++q) {
+        uint32_t u;
+        memcpy(&u, &f[q], sizeof u);
+        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        const uint32_t quiet = (u >> 16) | 0x40u;
+        h[q] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+    }
+}
+
+/* binary16 -> float, exact: the exponent and mantissa shifted into place and scaled by 2^112
+ * (the exponent bias difference), which also makes binary16 subnormals normal floats;
+ * infinities and NaN (exponent all ones) keep their mantissa bits. */
+static void from_f16(const uint16_t *restrict h, float *restrict f, size_t count)
+{
+    for (size_t q = 0; q < count; ++q) {
+        const uint32_t magnitude = (uint32_t)h[q] & 0x7fffu;
+        const uint32_t shifted = magnitude << 13;
+        float x;
+        uint32_t u;
+        memcpy(&x, &shifted, sizeof x);
+        x *= 0x1p112F;
+        memcpy(&u, &x, sizeof u);
+        u = magnitude >= 0x7c00u ? (shifted | 0x7f800000u) : u;
+        u |= ((uint32_t)h[q] & 0x8000u) << 16;
+        memcpy(&f[q], &u, sizeof u);
+    }
+}
+
+/* float -> binary16, rounded to nearest, ties to even: normal results by rebiasing the
+ * exponent and rounding the 13 dropped bits as for bf16; below 2^-14 (subnormal results) by
+ * adding 0.5, whose float ulp is the binary16 subnormal step 2^-24, so that the addition
+ * rounds; from 65520 on infinity; NaN quiet with its sign and leading payload. */
+static void to_f16(const float *restrict f, uint16_t *restrict h, size_t count)
+{
+    for (size_t q = 0; q < count; ++q) {
+        uint32_t u, small;
+        memcpy(&u, &f[q], sizeof u);
+        const uint32_t a = u & 0x7fffffffu;
+        const uint32_t normal = (a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13;
+        float x;
+        memcpy(&x, &a, sizeof x);
+        x += 0.5F;
+        memcpy(&small, &x, sizeof small);
+        small -= 0x3f000000u;
+        uint32_t r = a < 0x38800000u ? small : normal;
+        r = a >= 0x477ff000u ? 0x7c00u : r;
+        r = a > 0x7f800000u ? (0x7e00u | ((a >> 13) & 0x3ffu)) : r;
+        h[q] = (uint16_t)(r | ((u >> 16) & 0x8000u));
+    }
+}
+
+void softmax_k3_bf16(const uint16_t *z, uint16_t *s, size_t n)
+{
+    float zf[CHUNK_ROWS * K], sf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, sf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        softmax_k3_f32(zf, sf, rows);
+        to_bf16(sf, s + r0 * K, rows * K);
+    }
+}
+
+void softmax_k3_f16(const uint16_t *z, uint16_t *s, size_t n)
+{
+    float zf[CHUNK_ROWS * K], sf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, sf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        softmax_k3_f32(zf, sf, rows);
+        to_f16(sf, s + r0 * K, rows * K);
+    }
+}
+
+void log_softmax_k3_bf16(const uint16_t *z, uint16_t *out, size_t n)
+{
+    float zf[CHUNK_ROWS * K], outf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, outf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        log_softmax_k3_f32(zf, outf, rows);
+        to_bf16(outf, out + r0 * K, rows * K);
+    }
+}
+
+void log_softmax_k3_f16(const uint16_t *z, uint16_t *out, size_t n)
+{
+    float zf[CHUNK_ROWS * K], outf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, outf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        log_softmax_k3_f32(zf, outf, rows);
+        to_f16(outf, out + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_k3_bf16(const uint16_t *z, const uint16_t *y, uint16_t *loss, size_t n)
+{
+    float zf[CHUNK_ROWS * K], yf[CHUNK_ROWS * K], lossf[CHUNK_ROWS];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, yf, lossf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        from_bf16(y + r0 * K, yf, rows * K);
+        cross_entropy_k3_f32(zf, yf, lossf, rows);
+        to_bf16(lossf, loss + r0, rows);
+    }
+}
+
+void cross_entropy_k3_f16(const uint16_t *z, const uint16_t *y, uint16_t *loss, size_t n)
+{
+    float zf[CHUNK_ROWS * K], yf[CHUNK_ROWS * K], lossf[CHUNK_ROWS];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, yf, lossf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        from_f16(y + r0 * K, yf, rows * K);
+        cross_entropy_k3_f32(zf, yf, lossf, rows);
+        to_f16(lossf, loss + r0, rows);
+    }
+}
+
+void cross_entropy_grad_k3_bf16(const uint16_t *z, const uint16_t *y, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], yf[CHUNK_ROWS * K], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, yf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        from_bf16(y + r0 * K, yf, rows * K);
+        cross_entropy_grad_k3_f32(zf, yf, gradf, rows);
+        to_bf16(gradf, grad + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_grad_k3_f16(const uint16_t *z, const uint16_t *y, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], yf[CHUNK_ROWS * K], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, yf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        from_f16(y + r0 * K, yf, rows * K);
+        cross_entropy_grad_k3_f32(zf, yf, gradf, rows);
+        to_f16(gradf, grad + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_index_k3_bf16(const uint16_t *z, const int64_t *labels, uint16_t *loss, size_t n)
+{
+    float zf[CHUNK_ROWS * K], lossf[CHUNK_ROWS];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, lossf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        cross_entropy_index_k3_f32(zf, labels + r0, lossf, rows);
+        to_bf16(lossf, loss + r0, rows);
+    }
+}
+
+void cross_entropy_index_k3_f16(const uint16_t *z, const int64_t *labels, uint16_t *loss, size_t n)
+{
+    float zf[CHUNK_ROWS * K], lossf[CHUNK_ROWS];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, lossf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        cross_entropy_index_k3_f32(zf, labels + r0, lossf, rows);
+        to_f16(lossf, loss + r0, rows);
+    }
+}
+
+void cross_entropy_grad_index_k3_bf16(const uint16_t *z, const int64_t *labels, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        cross_entropy_grad_index_k3_f32(zf, labels + r0, gradf, rows);
+        to_bf16(gradf, grad + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_grad_index_k3_f16(const uint16_t *z, const int64_t *labels, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        cross_entropy_grad_index_k3_f32(zf, labels + r0, gradf, rows);
+        to_f16(gradf, grad + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_with_grad_k3_bf16(const uint16_t *z, const uint16_t *y, uint16_t *loss, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], yf[CHUNK_ROWS * K], lossf[CHUNK_ROWS], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, yf, lossf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        from_bf16(y + r0 * K, yf, rows * K);
+        cross_entropy_with_grad_k3_f32(zf, yf, lossf, gradf, rows);
+        to_bf16(lossf, loss + r0, rows);
+        to_bf16(gradf, grad + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_with_grad_k3_f16(const uint16_t *z, const uint16_t *y, uint16_t *loss, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], yf[CHUNK_ROWS * K], lossf[CHUNK_ROWS], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, yf, lossf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        from_f16(y + r0 * K, yf, rows * K);
+        cross_entropy_with_grad_k3_f32(zf, yf, lossf, gradf, rows);
+        to_f16(lossf, loss + r0, rows);
+        to_f16(gradf, grad + r0 * K, rows * K);
+    }
+}
+
+void softmax_jvp_k3_bf16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n)
+{
+    float zf[CHUNK_ROWS * K], vf[CHUNK_ROWS * K], outf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, vf, outf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        from_bf16(v + r0 * K, vf, rows * K);
+        softmax_jvp_k3_f32(zf, vf, outf, rows);
+        to_bf16(outf, out + r0 * K, rows * K);
+    }
+}
+
+void softmax_jvp_k3_f16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n)
+{
+    float zf[CHUNK_ROWS * K], vf[CHUNK_ROWS * K], outf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, vf, outf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        from_f16(v + r0 * K, vf, rows * K);
+        softmax_jvp_k3_f32(zf, vf, outf, rows);
+        to_f16(outf, out + r0 * K, rows * K);
+    }
+}
+
+void softmax_vjp_k3_bf16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n)
+{
+    float zf[CHUNK_ROWS * K], vf[CHUNK_ROWS * K], outf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, vf, outf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        from_bf16(v + r0 * K, vf, rows * K);
+        softmax_vjp_k3_f32(zf, vf, outf, rows);
+        to_bf16(outf, out + r0 * K, rows * K);
+    }
+}
+
+void softmax_vjp_k3_f16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n)
+{
+    float zf[CHUNK_ROWS * K], vf[CHUNK_ROWS * K], outf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, vf, outf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        from_f16(v + r0 * K, vf, rows * K);
+        softmax_vjp_k3_f32(zf, vf, outf, rows);
+        to_f16(outf, out + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_with_grad_index_k3_bf16(const uint16_t *z, const int64_t *labels, uint16_t *loss, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], lossf[CHUNK_ROWS], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, lossf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_bf16(z + r0 * K, zf, rows * K);
+        cross_entropy_with_grad_index_k3_f32(zf, labels + r0, lossf, gradf, rows);
+        to_bf16(lossf, loss + r0, rows);
+        to_bf16(gradf, grad + r0 * K, rows * K);
+    }
+}
+
+void cross_entropy_with_grad_index_k3_f16(const uint16_t *z, const int64_t *labels, uint16_t *loss, uint16_t *grad, size_t n)
+{
+    float zf[CHUNK_ROWS * K], lossf[CHUNK_ROWS], gradf[CHUNK_ROWS * K];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if(n * K >= PARALLEL_FROM) private(zf, lossf, gradf)
+#endif
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK_ROWS) {
+        const size_t rows = n - r0 < CHUNK_ROWS ? n - r0 : CHUNK_ROWS;
+        from_f16(z + r0 * K, zf, rows * K);
+        cross_entropy_with_grad_index_k3_f32(zf, labels + r0, lossf, gradf, rows);
+        to_f16(lossf, loss + r0, rows);
+        to_f16(gradf, grad + r0 * K, rows * K);
     }
 }
 

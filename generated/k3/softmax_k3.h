@@ -50,6 +50,32 @@ void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
 void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
 void cross_entropy_with_grad_index_k3_f64(const double *z, const int64_t *labels, double *loss, double *grad, size_t n);  /* loss as cross_entropy_index (n values) and grad as cross_entropy_grad_index (n*K values), reading z once; NaN where a label is outside 0..K-1 */
 
+/*
+ * bf16 and fp16 storage: the same kernels on uint16_t arrays holding bfloat16 (_bf16) or IEEE
+ * binary16 (_f16) bits, computed in float and rounded once to nearest-even on the way out
+ * (NaN stays NaN). Labels stay int64_t. No Jacobian (K x K values a row).
+ */
+void softmax_k3_bf16(const uint16_t *z, uint16_t *s, size_t n);
+void softmax_k3_f16(const uint16_t *z, uint16_t *s, size_t n);
+void log_softmax_k3_bf16(const uint16_t *z, uint16_t *out, size_t n);
+void log_softmax_k3_f16(const uint16_t *z, uint16_t *out, size_t n);
+void cross_entropy_k3_bf16(const uint16_t *z, const uint16_t *y, uint16_t *loss, size_t n);
+void cross_entropy_k3_f16(const uint16_t *z, const uint16_t *y, uint16_t *loss, size_t n);
+void cross_entropy_grad_k3_bf16(const uint16_t *z, const uint16_t *y, uint16_t *grad, size_t n);
+void cross_entropy_grad_k3_f16(const uint16_t *z, const uint16_t *y, uint16_t *grad, size_t n);
+void cross_entropy_index_k3_bf16(const uint16_t *z, const int64_t *labels, uint16_t *loss, size_t n);
+void cross_entropy_index_k3_f16(const uint16_t *z, const int64_t *labels, uint16_t *loss, size_t n);
+void cross_entropy_grad_index_k3_bf16(const uint16_t *z, const int64_t *labels, uint16_t *grad, size_t n);
+void cross_entropy_grad_index_k3_f16(const uint16_t *z, const int64_t *labels, uint16_t *grad, size_t n);
+void cross_entropy_with_grad_k3_bf16(const uint16_t *z, const uint16_t *y, uint16_t *loss, uint16_t *grad, size_t n);
+void cross_entropy_with_grad_k3_f16(const uint16_t *z, const uint16_t *y, uint16_t *loss, uint16_t *grad, size_t n);
+void softmax_jvp_k3_bf16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n);
+void softmax_jvp_k3_f16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n);
+void softmax_vjp_k3_bf16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n);
+void softmax_vjp_k3_f16(const uint16_t *z, const uint16_t *v, uint16_t *out, size_t n);
+void cross_entropy_with_grad_index_k3_bf16(const uint16_t *z, const int64_t *labels, uint16_t *loss, uint16_t *grad, size_t n);
+void cross_entropy_with_grad_index_k3_f16(const uint16_t *z, const int64_t *labels, uint16_t *loss, uint16_t *grad, size_t n);
+
 /* Threads for the kernels' calls from the calling thread (OpenMP builds, -fopenmp: each call
  * shares its blocks of rows among them from 32768 values on, with the same results
  * as one thread; 0 keeps the current setting; no effect without OpenMP). */

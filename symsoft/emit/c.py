@@ -59,6 +59,14 @@ VECTOR_MAX = frozenset({"float32"})
 # Under OpenMP a call shares its blocks among threads from this many values (n * K) on; below,
 # waking the threads costs more than they save. Measured: benchmarks/bench_threads.py.
 PARALLEL_FROM = 32768
+# ... and hands them out to the threads about this many values at a time (dynamic schedule).
+PARALLEL_CHUNK = 4096
+
+# 16-bit storage (bf16, f16): members whose outputs are at most K values a row get kernels on
+# uint16_t arrays, computed by the float kernels on chunks of CHUNK_VALUES values converted to
+# float (stack buffers: a K x K output would not fit, so the Jacobian has none).
+STORAGE = ("bf16", "f16")
+CHUNK_VALUES = 8192
 
 # The kernels' exponentials and their sums are exp(z_i - m) * 2^EXP_SCALE (the scaled exp of
 # templates/c/exp.c.jinja, which builds the same power of 2 into its bits).
@@ -189,8 +197,34 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     }
 
 
+def chunk_rows(k: int) -> int:
+    """Rows per chunk of the 16-bit kernels: whole groups of float rows where those are
+    computed whole."""
+    rows = max(1, CHUNK_VALUES // k)
+    group = GROUP["float32"]
+    return rows - rows % group if k in WHOLE_ROWS and rows >= group else rows
+
+
+def _storage_members(k: int) -> list[dict[str, object]]:
+    return [
+        {
+            "inputs": member.inputs,
+            "outputs": member.outputs,
+            "floats": [name for name in member.inputs if name != "labels"],
+            "f32": c_name(member.name, k, "f32"),
+            "signature": {
+                s: f"{c_name(member.name, k, s)}({member.c_params('uint16_t')})" for s in STORAGE
+            },
+            "doc": member.doc,
+        }
+        for member in MEMBERS
+        if all(out.rank <= 1 for out in member.outputs)
+    ]
+
+
 def emit_c(bundle: Bundle) -> dict[str, str]:
     k = bundle.k
+    storage = _storage_members(k)
     stem = f"softmax_k{k}"
     types = [_type_view(bundle, dtype) for dtype in DTYPES]
     dtypes = ", ".join(DTYPES)
@@ -203,6 +237,7 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             prefix=stem,
             types=types,
             parallel_from=PARALLEL_FROM,
+            storage=storage,
         ),
         f"{stem}.c": render(
             "softmax.c.jinja",
@@ -217,5 +252,9 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             masked_rows=bundle.masked_rows,
             prefix=stem,
             parallel_from=PARALLEL_FROM,
+            storage=storage,
+            parallel_chunk=PARALLEL_CHUNK,
+            chunk_rows=chunk_rows(k),
+            chunk_values=CHUNK_VALUES,
         ),
     }
