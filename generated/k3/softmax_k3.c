@@ -45,8 +45,11 @@
 /* Under OpenMP (-fopenmp) the blocks of a call run on the threads OpenMP gives it (all the
  * CPUs by default; OMP_NUM_THREADS, omp_set_num_threads or softmax_k3_set_threads choose),
  * from PARALLEL_FROM values (n * K) on: below, starting the threads costs more than they
- * save (measured with benchmarks/bench_threads.py). The results are the same bits. */
+ * save (measured with benchmarks/bench_threads.py; -D may set it). The results are the same
+ * bits. */
+#ifndef PARALLEL_FROM
 #define PARALLEL_FROM 32768
+#endif
 
 
 /*
