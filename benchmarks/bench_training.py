@@ -11,8 +11,8 @@ labels, in float32, float64 and bf16:
   and z.grad, the same gradient);
 - JAX: `jax.jit(jax.value_and_grad(loss))` with loss = the sum of -log_softmax(z)[label].
 
-Two processes, one after the other, each measuring every contender in turn, round after
-round (median of --repeats calls), so that each ratio comes from one process and one run:
+Two processes, one after the other, each measuring the contenders one after the other
+(median of --repeats calls each), so that each ratio comes from one process and one run:
 - "one core": pinned to one CPU before torch and JAX start their thread pools, torch on one
   thread, XLA's Eigen pool off, symsoft threads=1;
 - "all cores": every CPU the process may use, torch and JAX at their default threads,
@@ -74,11 +74,14 @@ def measure(mode: str, ks: list[int], elements: int, repeats: int) -> dict[str, 
         labels = rng.integers(0, k, rows)
         for dtype in DTYPES:
             contenders = _contenders(mode, dtype, kernels, base, labels, libraries)
-            for function in contenders.values():
-                function()  # warm up: compilation, first touch
             times: dict[str, list[float]] = {name: [] for name in contenders}
-            for _ in range(repeats):
-                for name, function in contenders.items():
+            for name, function in contenders.items():
+                function()  # warm up: compilation, first touch
+                # one contender at a time, after a pause: interleaved, the thread pools of
+                # the others (torch's OpenMP, XLA's, ours) still spun on the two cores after
+                # their calls, and every threaded contender waited for its threads
+                time.sleep(0.05)
+                for _ in range(repeats):
                     start = time.perf_counter()
                     function()
                     times[name].append(time.perf_counter() - start)
