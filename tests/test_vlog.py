@@ -15,7 +15,9 @@ import ctypes
 import mpmath
 import numpy
 import pytest
+import sympy
 
+from symsoft.emit.printers import c_code
 from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
 from tests.conftest import require_tool
 from tests.test_vexp import callable_from_arrays
@@ -100,3 +102,12 @@ def test_log_special_values(log_c, dtype):
     assert got[0] == 0 and not numpy.signbit(got[0])
     assert numpy.isnan(got[1]) and numpy.isnan(got[2])
     assert got[3] == dtype(numpy.log(2.0))
+
+
+def test_only_log_s_is_printed_with_the_kernels_log():
+    """Its domain is log S's, [1, K]: any other log a member may print stays libm's."""
+    x = sympy.Symbol("x")
+    assert c_code(sympy.log(x), "float32", {}, kernel_log=True) == "symsoft_log_f32(x)"
+    assert c_code(sympy.log(x), "float64", {}, kernel_log=True) == "symsoft_log_f64(x)"
+    assert c_code(sympy.log(x), "float32", {}) == "logf(x)"
+    assert c_code(sympy.log(x), "float64", {}) == "log(x)"

@@ -160,7 +160,8 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "probability": c_code(f.probability, dtype, by_inverse),
         # the scaled exponentials' sum: 1/S_scaled times a scaled exponential is s_i
         "inverse_normaliser": c_code(1 / f.S, dtype, {**names, f.S: sympy.Symbol("S_scaled")}),
-        "log_normaliser": c_code(f.log_normaliser, dtype, names),
+        # log S, S in [1, K]: the branch-free log of templates/c/log.c.jinja
+        "log_normaliser": c_code(f.log_normaliser, dtype, names, kernel_log=True),
         # the label's loss with the label's logit in z_c (rows computed whole pick it by selects)
         "loss_at_label": c_code(f.loss_index, dtype, {**names, f.z_i: sympy.Symbol("z_c")}),
         "log_probability": c_code(f.log_probability, dtype, names),
