@@ -262,13 +262,14 @@ def test_torch_errors(kernels):
         torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), label_smoothing=0.1)
 
 
-def test_torch_out_of_range_labels_give_nan_rows(kernels):
-    """As the kernels: a label outside 0..K-1 makes its row's loss and gradient NaN."""
+def test_torch_out_of_range_labels_raise(kernels):
+    """As symsoft.load's C backend and F.cross_entropy: a label outside 0..K-1 is an
+    IndexError, never a silent NaN row."""
     z = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
-    loss = kernels[3].torch.cross_entropy_index(z, torch.tensor([3, 1]))
-    assert torch.isnan(loss[0]) and torch.isfinite(loss[1])
-    (dz,) = torch.autograd.grad(loss.sum(), z)
-    assert torch.isnan(dz[0]).all() and torch.isfinite(dz[1]).all()
+    with pytest.raises(IndexError, match="0..2"):
+        kernels[3].torch.cross_entropy_index(z, torch.tensor([3, 1]))
+    with pytest.raises(IndexError):
+        torch.nn.functional.cross_entropy(z, torch.tensor([3, 1]))
 
 
 def test_torch_training_matches_f_cross_entropy(kernels):

@@ -11,7 +11,7 @@ import pytest
 import scipy.special
 
 from symsoft.derivation import reference
-from symsoft.family.members import INPUT_KINDS, MEMBERS, c_name
+from symsoft.family.members import BY_NAME, INPUT_KINDS, MEMBERS, c_name
 from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
 from symsoft.runtime.ckernels import CKernels
 from tests.conftest import require_tool
@@ -153,9 +153,19 @@ def test_c_and_numpy_agree_on_batches_of_any_shape(generated, k):
         got = getattr(g.c, name)(*args)
         assert got.shape == expected.shape
         numpy.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
-    for got, expected in zip(
-        g.c.cross_entropy_with_grad(z, y), g.numpy_module.cross_entropy_with_grad(z, y), strict=True
-    ):
+    labels = rng.integers(0, k, (2, 3))
+    for got, expected in [
+        *zip(
+            g.c.cross_entropy_with_grad(z, y),
+            g.numpy_module.cross_entropy_with_grad(z, y),
+            strict=True,
+        ),
+        *zip(
+            g.c.cross_entropy_with_grad_index(z, labels),
+            g.numpy_module.cross_entropy_with_grad_index(z, labels),
+            strict=True,
+        ),
+    ]:
         assert got.shape == expected.shape
         numpy.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
 
@@ -164,38 +174,60 @@ def test_c_and_numpy_agree_on_batches_of_any_shape(generated, k):
 GROUPED = tuple(member.name for member in MEMBERS if member.whole_rows)
 
 
+def member_inputs(name: str, z: numpy.ndarray, v: numpy.ndarray, labels: numpy.ndarray):
+    """The inputs of a family member: z, then v for float inputs and labels for label ones."""
+    return tuple({"z": z, "labels": labels}.get(kind, v) for kind in BY_NAME[name].inputs)
+
+
+def as_outputs(result) -> tuple[numpy.ndarray, ...]:
+    return result if isinstance(result, tuple) else (result,)
+
+
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
 @pytest.mark.parametrize("k", (3, 4, 10))
 def test_a_row_gets_the_same_bits_in_a_group_or_in_the_padded_last_one(generated, dtype, k):
     """A short last group is padded and computed like the others: every row's result must not
-    depend on where the batch ends, masked rows included, and nothing past it is written."""
+    depend on where the batch ends, masked rows and invalid labels included, and nothing past
+    it is written."""
     g = generated(k, "zero")
     rng = numpy.random.default_rng(k)
     n = 37  # 4 groups of 8 doubles and a tail of 5; 2 groups of 16 floats and a tail of 5
     z = random_logits(rng, n, k).astype(dtype)
     z[[5, 20, n - 1]] = -numpy.inf  # fully masked rows (zero) in full groups and in the tail
     v = rng.normal(size=(n, k)).astype(dtype)
+    labels = rng.integers(0, k, n)
+    labels[[7, 33]] = [-1, k]  # invalid: NaN rows, in a full group and in the tail
     for name in GROUPED:
-        args = (z,) if name == "softmax" else (z, v)
-        whole = getattr(g.c, name)(*args)
-        assert not numpy.any(numpy.isnan(whole)) and numpy.all(whole[n - 1] == 0)
+        args = member_inputs(name, z, v, labels)
+        whole = as_outputs(getattr(g.c, name)(*args))
+        for out in whole:
+            assert numpy.all(out[n - 1] == 0)
+            assert numpy.all(numpy.isnan(out[[7, 33]])) == ("labels" in BY_NAME[name].inputs)
+            assert not numpy.any(numpy.isnan(numpy.delete(out, [7, 33], axis=0)))
         for count in (1, 2, 7, 8, 9, 15, 16, 17, 33, 36):
-            part = getattr(g.c, name)(*(a[:count] for a in args))
-            numpy.testing.assert_array_equal(part, whole[:count], err_msg=f"{name}, {count} rows")
+            part = as_outputs(getattr(g.c, name)(*(a[:count] for a in args)))
+            for got, expected in zip(part, whole, strict=True):
+                numpy.testing.assert_array_equal(got, expected[:count], err_msg=f"{name}, {count}")
 
     library = ctypes.CDLL(str(g.folder / f"libsoftmax_k{k}.so"))
-    pointer = numpy.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")
+    floats = numpy.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")
+    integers = numpy.ctypeslib.ndpointer(numpy.int64, flags="C_CONTIGUOUS")
     for name in GROUPED:
+        member = BY_NAME[name]
         function = getattr(library, c_name(name, k, "f64" if dtype == numpy.float64 else "f32"))
-        inputs = (z,) if name == "softmax" else (z, v)
-        function.argtypes = [pointer] * (len(inputs) + 1) + [ctypes.c_size_t]
+        inputs = member_inputs(name, z, v, labels)
+        function.argtypes = [
+            *(integers if kind == "labels" else floats for kind in member.inputs),
+            *[floats] * len(member.outputs),
+            ctypes.c_size_t,
+        ]
         for count in (3, 16, 21):
-            out = numpy.full((n, k), 7.0, dtype)
-            function(*inputs, out, count)
-            numpy.testing.assert_array_equal(
-                out[:count], getattr(g.c, name)(*(a[:count] for a in inputs))
-            )
-            assert numpy.all(out[count:] == 7.0), f"{name} wrote past row {count}"
+            outs = [numpy.full((n,) + (k,) * o.rank, 7.0, dtype) for o in member.outputs]
+            function(*inputs, *outs, count)
+            expected = as_outputs(getattr(g.c, name)(*(a[:count] for a in inputs)))
+            for out, want in zip(outs, expected, strict=True):
+                numpy.testing.assert_array_equal(out[:count], want)
+                assert numpy.all(out[count:] == 7.0), f"{name} wrote past row {count}"
 
 
 def plain_path_kernels(folder, k: int, fast_path: str, plain_switch: str) -> CKernels:
@@ -229,11 +261,15 @@ def test_shuffle_transposes_give_the_bits_of_the_plain_loops(generated, k):
         z = random_logits(rng, 37, k).astype(dtype)
         z[3, 1], z[9, k - 1], z[30] = numpy.inf, numpy.nan, -numpy.inf
         v = rng.normal(size=(37, k)).astype(dtype)
+        labels = rng.integers(0, k, 37)
         for name in GROUPED:
-            args = (z,) if name == "softmax" else (z, v)
-            numpy.testing.assert_array_equal(
-                getattr(g.c, name)(*args), getattr(plain, name)(*args), err_msg=f"{name}, {dtype}"
-            )
+            args = member_inputs(name, z, v, labels)
+            for got, expected in zip(
+                as_outputs(getattr(g.c, name)(*args)),
+                as_outputs(getattr(plain, name)(*args)),
+                strict=True,
+            ):
+                numpy.testing.assert_array_equal(got, expected, err_msg=f"{name}, {dtype}")
 
 
 @pytest.mark.parametrize("k", (16, 24, 45, 70))
@@ -296,15 +332,51 @@ def test_jacobian_vector_products(generated, backend, dtype, k):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
-def test_fused_loss_and_gradient_equal_the_separate_kernels(generated, backend, dtype):
-    rng = numpy.random.default_rng(5)
-    kern = kernels(generated, 7, backend)
-    z = random_logits(rng, 50, 7).astype(dtype)
-    y = soft_labels(rng, 50, 7, normalised=False).astype(dtype)
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("masked_rows", ["nan", "zero"])
+def test_fused_loss_and_gradient_equal_the_separate_kernels(
+    generated, backend, dtype, k, masked_rows
+):
+    """The training step's kernels, soft and integer labels, give the separate kernels' bits:
+    infinite and NaN logits, masked rows and invalid labels (C: NaN rows) included."""
+    rng = numpy.random.default_rng(5 + k)
+    kern = generated(k, masked_rows).backend(backend)
+    z = random_logits(rng, 50, k).astype(dtype)
+    z[3, 0], z[4, k - 1], z[5] = numpy.inf, numpy.nan, -numpy.inf
+    y = soft_labels(rng, 50, k, normalised=False).astype(dtype)
+    y[6, 0] = 0.0
+    z[6, 0] = -numpy.inf  # a masked class without weight adds 0
+    labels = rng.integers(0, k, 50)
+    if backend == "c":
+        labels[[8, 40]] = [-3, k]
     loss, grad = kern.cross_entropy_with_grad(z, y)
-    assert loss.dtype == grad.dtype == dtype and loss.shape == (50,) and grad.shape == (50, 7)
+    assert loss.dtype == grad.dtype == dtype and loss.shape == (50,) and grad.shape == (50, k)
     numpy.testing.assert_array_equal(loss, kern.cross_entropy(z, y))
     numpy.testing.assert_array_equal(grad, kern.cross_entropy_grad(z, y))
+    loss, grad = kern.cross_entropy_with_grad_index(z, labels)
+    assert loss.dtype == grad.dtype == dtype and loss.shape == (50,) and grad.shape == (50, k)
+    numpy.testing.assert_array_equal(loss, kern.cross_entropy_index(z, labels))
+    numpy.testing.assert_array_equal(grad, kern.cross_entropy_grad_index(z, labels))
+    if backend == "c":
+        assert numpy.isnan(loss[8]) and numpy.all(numpy.isnan(grad[40]))  # invalid labels
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("k", KS)
+def test_fused_integer_label_kernel_against_mpmath(generated, backend, dtype, k):
+    rng = numpy.random.default_rng(300 + k)
+    kern = kernels(generated, k, backend)
+    z = random_logits(rng, 40, k).astype(dtype)
+    labels = rng.integers(0, k, 40)
+    onehot = numpy.eye(k)[labels]
+    loss, grad = kern.cross_entropy_with_grad_index(z, labels)
+    expected_loss = rows(reference.cross_entropy, z, onehot)
+    u = numpy.finfo(dtype).eps / 2
+    # the budget of symsoft/runtime/accuracy.py for cross_entropy_index
+    assert numpy.all(numpy.abs(loss - expected_loss) <= (numpy.abs(expected_loss) + k + 3) * u)
+    expected_grad = rows(reference.cross_entropy_grad, z, onehot)
+    assert numpy.max(numpy.abs(grad - expected_grad)) < TOLERANCE[dtype] * 4 * k
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -367,12 +439,16 @@ MEMBER_REFERENCES = {
         reference.cross_entropy(z, y),
         reference.cross_entropy_grad(z, y),
     ),
+    "cross_entropy_with_grad_index": lambda z, c: (
+        reference.cross_entropy(z, _one_hot(c, len(z))),
+        reference.cross_entropy_grad(z, _one_hot(c, len(z))),
+    ),
     "softmax_jvp": lambda z, v: _matvec(reference.softmax_jacobian(z), v),
     "softmax_vjp": lambda z, v: _matvec(reference.softmax_jacobian(z), v, transpose=True),
 }
 
 
-def member_inputs(member, rng: numpy.random.Generator, n: int, k: int, dtype) -> list:
+def valid_inputs(member, rng: numpy.random.Generator, n: int, k: int, dtype) -> list:
     """Valid inputs for a member, by the kinds its declaration names."""
     made = {
         "logits": lambda: random_logits(rng, n, k).astype(dtype),
@@ -393,7 +469,7 @@ def test_every_member_against_mpmath(generated, member, backend, dtype, k):
     grow with the logits' spread; probabilities and gradients are O(K))."""
     rng = numpy.random.default_rng(k)
     n = 12
-    args = member_inputs(member, rng, n, k, dtype)
+    args = valid_inputs(member, rng, n, k, dtype)
     got = getattr(kernels(generated, k, backend), member.name)(*args)
     got = got if isinstance(got, tuple) else (got,)
     expected_rows = [

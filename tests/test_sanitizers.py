@@ -25,6 +25,7 @@ KERNELS = (
     "cross_entropy_with_grad",
     "softmax_jvp",
     "softmax_vjp",
+    "cross_entropy_with_grad_index",
 )
 
 
@@ -117,6 +118,9 @@ def test_sanitized_kernels_match_numpy(generated, tmp_path, compiler, k, masked_
             expected["softmax_vjp"] = module.softmax_vjp(zt, yt)
         expected["cross_entropy_index"] = index_loss
         expected["cross_entropy_grad_index"] = index_grad
+        expected["cross_entropy_with_grad_index"] = numpy.concatenate(
+            [index_grad.ravel(), index_loss.ravel()]
+        )
         for name in KERNELS:
             got = outputs[f"{name}_{suffix}"]
             want = numpy.asarray(expected[name], dtype=numpy.float64).ravel()

@@ -56,6 +56,18 @@ FLOAT_LANE_LOOP_FROM = 32
 # its maximum in the row's pass: with the pass before it, K = 32 ran 1.2x slower.
 VECTOR_MAX = frozenset({"float32"})
 
+# Under OpenMP a call shares its blocks among threads from this many values (n * K) on; below,
+# waking the threads costs more than they save. Measured: benchmarks/bench_threads.py.
+PARALLEL_FROM = 32768
+# ... and hands them out to the threads about this many values at a time (dynamic schedule).
+PARALLEL_CHUNK = 4096
+
+# 16-bit storage (bf16, f16): members whose outputs are at most K values a row get kernels on
+# uint16_t arrays, computed by the float kernels on chunks of CHUNK_VALUES values converted to
+# float (stack buffers: a K x K output would not fit, so the Jacobian has none).
+STORAGE = ("bf16", "f16")
+CHUNK_VALUES = 8192
+
 # The kernels' exponentials and their sums are exp(z_i - m) * 2^EXP_SCALE (the scaled exp of
 # templates/c/exp.c.jinja, which builds the same power of 2 into its bits).
 EXP_SCALE = {"float32": 32, "float64": 64}
@@ -149,7 +161,10 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "probability": c_code(f.probability, dtype, by_inverse),
         # the scaled exponentials' sum: 1/S_scaled times a scaled exponential is s_i
         "inverse_normaliser": c_code(1 / f.S, dtype, {**names, f.S: sympy.Symbol("S_scaled")}),
-        "log_normaliser": c_code(f.log_normaliser, dtype, names),
+        # log S, S in [1, K]: the branch-free log of templates/c/log.c.jinja
+        "log_normaliser": c_code(f.log_normaliser, dtype, names, kernel_log=True),
+        # the label's loss with the label's logit in z_c (rows computed whole pick it by selects)
+        "loss_at_label": c_code(f.loss_index, dtype, {**names, f.z_i: sympy.Symbol("z_c")}),
         "log_probability": c_code(f.log_probability, dtype, names),
         "jacobian": c_code(f.jacobian, dtype, jacobian_names),
         "loss_term": c_code(f.loss_term, dtype, names),
@@ -192,10 +207,37 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     }
 
 
+def chunk_rows(k: int) -> int:
+    """Rows per chunk of the 16-bit kernels: whole groups of float rows where those are
+    computed whole."""
+    rows = max(1, CHUNK_VALUES // k)
+    group = GROUP["float32"]
+    return rows - rows % group if k in WHOLE_ROWS and rows >= group else rows
+
+
+def _storage_members(k: int, prefix: str) -> list[dict[str, object]]:
+    return [
+        {
+            "inputs": member.inputs,
+            "outputs": member.outputs,
+            "floats": [name for name in member.inputs if name != "labels"],
+            "f32": c_name(member.name, k, "f32", prefix),
+            "signature": {
+                s: f"{c_name(member.name, k, s, prefix)}({member.c_params('uint16_t')})"
+                for s in STORAGE
+            },
+            "doc": member.doc,
+        }
+        for member in MEMBERS
+        if all(out.rank <= 1 for out in member.outputs)
+    ]
+
+
 def emit_c(bundle: Bundle) -> dict[str, str]:
     k = bundle.k
     base = stem(k, bundle.prefix)
     notes = {member.name: masked_rows_note(bundle.masked_rows, member.name) for member in MEMBERS}
+    storage = _storage_members(k, bundle.prefix)
     types = [_type_view(bundle, dtype) for dtype in DTYPES]
     dtypes = ", ".join(DTYPES)
     return {
@@ -208,6 +250,8 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             types=types,
             masked_rows_note=masked_rows_note(bundle.masked_rows),
             masked_rows_notes=notes,
+            parallel_from=PARALLEL_FROM,
+            storage=storage,
         ),
         f"{base}.c": render(
             "softmax.c.jinja",
@@ -221,5 +265,11 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             block=BLOCK,
             masked_rows=bundle.masked_rows,
             masked_rows_notes=notes,
+            prefix=base,
+            parallel_from=PARALLEL_FROM,
+            storage=storage,
+            parallel_chunk=PARALLEL_CHUNK,
+            chunk_rows=chunk_rows(k),
+            chunk_values=CHUNK_VALUES,
         ),
     }

@@ -17,15 +17,17 @@ Names = Mapping[sympy.Symbol, sympy.Basic]
 
 
 class CKernelPrinter(C99CodePrinter):
-    """C99 for one dtype: logf and F literals for float; refuses unsupported nodes. exp(x) only
-    with scaled_exp, as the C template's scaled exp: exp(x) times a power of 2, for values
-    whose scale cancels (see exp.c.jinja)."""
+    """C99 for one dtype: F literals for float; refuses unsupported nodes. exp(x) only with
+    scaled_exp, as the C template's scaled exp: exp(x) times a power of 2, for values whose
+    scale cancels (see exp.c.jinja); with kernel_log, log(x) as the C template's branch-free
+    log (log.c.jinja), for log S only (its domain is [1, K] and NaN); else libm's."""
 
-    def __init__(self, dtype: str, scaled_exp: bool = False) -> None:
+    def __init__(self, dtype: str, scaled_exp: bool = False, kernel_log: bool = False) -> None:
         alias = {"float32": float32, "float64": float64}[dtype]
         super().__init__({"type_aliases": {real: alias}, "strict": True})
         self.suffix = C_SUFFIXES[dtype]
         self.scaled_exp = scaled_exp
+        self.kernel_log = kernel_log
 
     def _print_CompensatedSum(self, expr: sympy.Function) -> str:
         # sum3_<suffix> is defined by the C template
@@ -33,21 +35,32 @@ class CKernelPrinter(C99CodePrinter):
 
     def _print_exp(self, expr: sympy.exp) -> str:
         # the template's own branch-free exp, which vectorises without -ffast-math (libm's
-        # exp is called one element at a time); log stays libm's: it runs once per row
+        # exp is called one element at a time)
         if not self.scaled_exp:
             raise ValueError("the C kernels have only the scaled exp: print with scaled_exp")
         return f"symsoft_exp_scaled_{self.suffix}({self._print(expr.args[0])})"
+
+    def _print_log(self, expr: sympy.log) -> str:
+        # log S (kernel_log) through the template's branch-free log: libm's, once per row,
+        # stopped the loop over rows from vectorising (the fused loss and gradient cost
+        # 1.3-3.3x the gradient alone with it, issue 22). Its domain is [1, K] and NaN, so any
+        # other log stays libm's.
+        if self.kernel_log:
+            return f"symsoft_log_{self.suffix}({self._print(expr.args[0])})"
+        return self._print_math_func(expr)
 
     def _print_KroneckerDelta(self, expr: sympy.KroneckerDelta) -> str:
         i, j = (self._print(a) for a in expr.args)
         return f"(({i} == {j}) ? {self._print(sympy.Float(1))} : {self._print(sympy.Float(0))})"
 
     def _print_Piecewise(self, expr: sympy.Piecewise) -> str:
-        # one guarded value per line of C: (cond) ? a : b, nested for more branches
+        # choose_<suffix>(cond, a, b), nested for more branches: the C template's select in
+        # bits, both arms computed (gcc branches on (cond) ? a : b with an arithmetic arm, and
+        # the loop around it no longer vectorises)
         *branches, (last, _) = expr.args
         text = self._print(last)
         for value, condition in reversed(branches):
-            text = f"(({self._print(condition)}) ? {self._print(value)} : {text})"
+            text = f"choose_{self.suffix}({self._print(condition)}, {self._print(value)}, {text})"
         return text
 
 
@@ -79,8 +92,14 @@ class NumPyKernelPrinter(NumPyPrinter):
         )
 
 
-def c_code(expr: sympy.Basic, dtype: str, names: Names, scaled_exp: bool = False) -> str:
-    return CKernelPrinter(dtype, scaled_exp).doprint(expr.xreplace(dict(names)))
+def c_code(
+    expr: sympy.Basic,
+    dtype: str,
+    names: Names,
+    scaled_exp: bool = False,
+    kernel_log: bool = False,
+) -> str:
+    return CKernelPrinter(dtype, scaled_exp, kernel_log).doprint(expr.xreplace(dict(names)))
 
 
 def numpy_code(expr: sympy.Basic, names: Names, namespace: str = "numpy") -> str:

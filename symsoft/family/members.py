@@ -49,8 +49,8 @@ class Member:
     forms: tuple[str, ...]  # the fields of derivation.bundle.KernelForms the kernel computes
     proofs: tuple[str, ...]  # identities (derivation) proving those forms equal the definition
     equations: tuple[str, ...] = ()  # the document's equations that derive it
-    whole_rows: bool = False  # C: no log, label branch or K x K output: rows can be computed
-    #                           whole over groups turned into columns (see emit/c.py)
+    whole_rows: bool = False  # C: no libm call, label branch or K x K output: rows can be
+    #                           computed whole over groups turned into columns (see emit/c.py)
     checks: str = ""  # `symsoft check --of NAME` checks a user's derivative of this member
 
     def __post_init__(self) -> None:
@@ -139,6 +139,7 @@ MEMBERS = (
         forms=("probability", "gradient_true_class"),
         proofs=("kernel-cross-entropy-grad-index",),
         equations=("one-hot",),
+        whole_rows=True,  # the label's entries picked by selects (templates/c/label_rows.c.jinja)
     ),
     Member(
         "cross_entropy_with_grad",
@@ -148,6 +149,7 @@ MEMBERS = (
         "reading z and y once",
         forms=("log_normaliser", "loss_term", "probability", "gradient"),
         proofs=("stable-cross-entropy", "kernel-cross-entropy-gradient"),
+        whole_rows=True,  # its log is the branch-free one (templates/c/log.c.jinja)
     ),
     Member(
         "softmax_jvp",
@@ -191,3 +193,21 @@ def masked_rows_note(policy: str, function: str = "") -> str:
         return "a fully masked row (every z_i = -inf) gives NaN (--masked-rows nan)"
     fill = "-inf" if function == "log_softmax" else "0" if function else "0 (log_softmax: -inf)"
     return f"a fully masked row (every z_i = -inf) is ignored: {fill} (--masked-rows zero)"
+
+
+# Appended (issue 22): the training step for integer labels, loss and gradient in one pass.
+MEMBERS += (
+    Member(
+        "cross_entropy_with_grad_index",
+        ("z", "labels"),
+        (Output("loss", 0), Output("grad", 1)),
+        "loss as cross_entropy_index (n values) and grad as cross_entropy_grad_index "
+        "(n*K values), reading z once; NaN where a label is outside 0..K-1",
+        forms=("log_normaliser", "loss_index", "probability", "gradient_true_class"),
+        proofs=("kernel-cross-entropy-index", "kernel-cross-entropy-grad-index"),
+        equations=("one-hot",),
+        whole_rows=True,
+    ),
+)
+NAMES = tuple(member.name for member in MEMBERS)
+BY_NAME = {member.name: member for member in MEMBERS}

@@ -3,21 +3,43 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import threading
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from symsoft.family.members import INPUT_KINDS, MEMBERS, Member, c_name
+from symsoft.family.members import INPUT_KINDS, MEMBERS, Member, c_name, stem
 from symsoft.runtime.arrays import is_tensor, to_tensor
 
 if TYPE_CHECKING:
     from symsoft.runtime.autograd import JaxKernels, TorchKernels
 
-_F32, _F64, _I64 = numpy.dtype(numpy.float32), numpy.dtype(numpy.float64), numpy.dtype(numpy.int64)
-_SUFFIX = {_F32: "f32", _F64: "f64"}
-_CTYPE = {_F32: ctypes.c_float, _F64: ctypes.c_double, _I64: ctypes.c_int64}
+_F16, _F32, _F64 = (numpy.dtype(t) for t in (numpy.float16, numpy.float32, numpy.float64))
+_I64, _U16 = numpy.dtype(numpy.int64), numpy.dtype(numpy.uint16)
+# the C kernels of each dtype: float16 arrays go to the fp16 storage kernels
+_SUFFIX = {_F32: "f32", _F64: "f64", _F16: "f16"}
+# storage="bf16" / "f16": uint16 arrays holding the bits (e.g. views of torch bfloat16 tensors)
+STORAGE = ("bf16", "f16")
+_CTYPE = {
+    _F16: ctypes.c_uint16,
+    _F32: ctypes.c_float,
+    _F64: ctypes.c_double,
+    _I64: ctypes.c_int64,
+    _U16: ctypes.c_uint16,
+}
+# The OpenMP thread count is a setting of the calling OS thread (omp_set_num_threads): the
+# last value set from each thread, so that a call sets it only when it changes.
+_per_thread = threading.local()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _converter(name: str) -> str:
@@ -39,25 +61,27 @@ def _as_c(array: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
 
 
 def _float_dtype(dtype: numpy.dtype, name: str) -> numpy.dtype:
-    """float32/float64 in any byte order keep their precision; integers become float64."""
+    """float16/32/64 in any byte order keep their precision; integers become float64."""
     if dtype.kind in "biu":
         return _F64
-    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
         return dtype.newbyteorder("=")
-    raise TypeError(f"{name} must be float32 or float64 (or integers), got {dtype}")
+    raise TypeError(f"{name} must be float16, float32 or float64 (or integers), got {dtype}")
 
 
 # One Python function per kernel, written out for its parameters like namedtuple does: named
 # arguments for free, and per call only the checks, one allocation and the ctypes call.
 # from_buffer() costs a fraction of array.ctypes.data_as(); _as_c makes sure it applies.
 _CALL = """\
-def {name}({params}):
+def {name}({params}, *, threads=None, storage=None):
     _tensors = type(z) is not _ndarray and _is_tensor(z, "z", "c")
+    z, _key = _z(z, storage)
     {converts}
     {allocations}
     _rows = z.size // _k
     if _rows:  # from_buffer refuses empty buffers, and there is nothing to compute
-        _function, _c = _functions[z.dtype]
+        _function, _c = _functions[_key]
+        _threads(threads)
         _function({pointers}, {out_pointers}, _rows)
     if _tensors:  # CPU torch tensors in, tensors out, as from the array-API module
         return _to_tensor(({outs},))
@@ -69,21 +93,59 @@ class CKernels:
     """The kernels of one compiled softmax_k{K} library, as methods taking arrays (..., K).
 
     One method per member of family.members.MEMBERS, with the C parameter names. float32 in
-    gives float32 out, float64 gives float64, integers become float64. Non-contiguous,
+    gives float32 out, float64 gives float64, float16 gives float16 (computed in float by the
+    _f16 kernels, rounded once to nearest-even), integers become float64. Non-contiguous,
     Fortran-ordered, misaligned, read-only or non-native byte order arrays are copied first;
-    complex, float16 and other dtypes are refused (TypeError), as is a last axis that is not K
+    complex and other dtypes are refused (TypeError), as is a last axis that is not K
     (ValueError). Further float inputs (y) must have z's shape and are converted to z's dtype;
     label inputs are integer class indices of shape z.shape[:-1], passed to C as int64.
+
+    Keyword arguments of every method:
+      threads: the threads one call may use (default: the instance's `threads`, all the CPUs
+        the process may use). Only libraries built with OpenMP (`openmp` > 0, as
+        symsoft.load builds them where the compiler can) use more than one, and only from
+        PARALLEL_FROM values per call (smaller batches stay on one thread, where starting
+        threads costs more than it saves); the results are the same bits on any number.
+      storage: "bf16" or "f16" to call the 16-bit storage kernels on uint16 arrays holding
+        bfloat16 or IEEE binary16 bits (every float input of the same storage, labels still
+        integers); the outputs are uint16 arrays of the same storage. For torch tensors on
+        the CPU: `x.contiguous().view(torch.int16).numpy().view(numpy.uint16)`, and back with
+        `torch.from_numpy(out.view(numpy.int16)).view(torch.bfloat16)` (no copies). The
+        Jacobian (K x K values a row) has no 16-bit kernels.
     """
 
-    def __init__(self, library: ctypes.CDLL, k: int, prefix: str = "") -> None:
+    def __init__(
+        self, library: ctypes.CDLL, k: int, prefix: str = "", threads: int | None = None
+    ) -> None:
         self.k, self.prefix = k, prefix
+        self.library = library
         self.names = tuple(member.name for member in MEMBERS)
+        base = stem(k, prefix)
+        self.openmp = int(getattr(library, f"{base}_openmp")())
+        self._set_threads = getattr(library, f"{base}_set_threads")
+        self._set_threads.argtypes = [ctypes.c_int]
+        self._set_threads.restype = None
+        self.threads = available_cpus() if threads is None else int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
         for member in MEMBERS:
             setattr(self, member.name, self._method(library, member))
 
     def __repr__(self) -> str:
-        return f"<CKernels K={self.k}: {', '.join(self.names)}>"
+        return f"<CKernels K={self.k} threads={self.threads}: {', '.join(self.names)}>"
+
+    def with_threads(self, threads: int | None) -> CKernels:
+        """The same library's kernels with another default thread count."""
+        return CKernels(self.library, self.k, self.prefix, threads)
+
+    def _use_threads(self, threads: int | None) -> None:
+        """Sets the calling thread's OpenMP thread count if it is not what this call wants."""
+        wanted = self.threads if threads is None else threads
+        if self.openmp and getattr(_per_thread, "threads", None) != wanted:
+            if wanted < 1:
+                raise ValueError(f"threads must be at least 1, got {wanted}")
+            self._set_threads(wanted)
+            _per_thread.threads = wanted
 
     # imported on first use: `import symsoft` imports neither torch nor jax
     @cached_property
@@ -103,7 +165,10 @@ class CKernels:
     def _method(self, library: ctypes.CDLL, member: Member) -> Callable[..., Any]:
         functions = {}
         ranks = [out.rank for out in member.outputs]
-        for dtype, suffix in _SUFFIX.items():
+        keys: list[tuple[object, str, numpy.dtype]] = [(_F32, "f32", _F32), (_F64, "f64", _F64)]
+        if max(ranks) <= 1:  # the 16-bit storage kernels (symsoft/emit/c.py: STORAGE)
+            keys += [(_F16, "f16", _F16), ("bf16", "bf16", _U16), ("f16", "f16", _U16)]
+        for key, suffix, dtype in keys:
             # the C type of each buffer: the inputs', then the outputs'
             buffers = [
                 _CTYPE[_I64 if _converter(name) == "label" else dtype] for name in member.inputs
@@ -112,9 +177,9 @@ class CKernels:
             function = getattr(library, c_name(member.name, self.k, suffix, self.prefix))
             function.argtypes = [*(ctypes.POINTER(c) for c in buffers), ctypes.c_size_t]
             function.restype = None
-            functions[dtype] = (function, buffers)
+            functions[key] = (function, buffers)
         names = list(member.inputs)
-        converts = ["z = _z(z)"] + [f"{n} = _{_converter(n)}({n}, {n!r}, z)" for n in names[1:]]
+        converts = [f"{n} = _{_converter(n)}({n}, {n!r}, z)" for n in names[1:]]
         outs = [f"_out{o}" for o in range(len(ranks))]
         allocations = [
             f"{out} = _empty(z.shape[:-1] + {(self.k,) * rank!r}, z.dtype)"
@@ -125,7 +190,7 @@ class CKernels:
         source = _CALL.format(
             name=member.name,
             params=", ".join(names),
-            converts="\n    ".join(converts),
+            converts="\n    ".join(converts) or "pass",
             allocations="\n    ".join(allocations),
             pointers=", ".join(f"_c[{i}].from_buffer({n})" for i, n in enumerate(names)),
             out_pointers=", ".join(
@@ -140,32 +205,48 @@ class CKernels:
             "_to_tensor": to_tensor if len(outs) > 1 else lambda one: to_tensor(one[0]),
             "_empty": numpy.empty,
             "_k": self.k,
-            "_functions": functions,
+            "_functions": _Kernels(member.name, functions),
             "_z": self._z,
             "_float": self._floats,
             "_label": self._labels,
+            "_threads": self._use_threads,
         }
         exec(compile(source, f"<symsoft kernel {member.name}>", "exec"), namespace)
         call = namespace[member.name]
-        call.__doc__ = f"{member.doc} (C: {c_name(member.name, self.k, 'f32/f64', self.prefix)})"
+        sizes = "f32/f64/f16/bf16" if max(ranks) <= 1 else "f32/f64"
+        call.__doc__ = (
+            f"{member.doc} (C: {c_name(member.name, self.k, sizes, self.prefix)}). Keywords "
+            "threads= and storage= ('bf16', 'f16': uint16 arrays of those bits): see CKernels."
+        )
         return call
 
     # Each converter returns its input untouched when C can take it as is (checked first and
     # cheaply: this is the per-call cost for small batches), else a checked copy.
 
-    def _z(self, x: object) -> numpy.ndarray:
-        if (
-            type(x) is numpy.ndarray
-            and x.dtype in _SUFFIX
-            and x.flags.carray
-            and x.shape[-1:] == (self.k,)
-        ):
-            return x
-        is_tensor(x, "z", "c")
+    def _z(self, x: object, storage: str | None = None) -> tuple[numpy.ndarray, object]:
+        """z ready for C and the key of its kernels: its dtype, or the storage name."""
+        if storage is None:
+            if (
+                type(x) is numpy.ndarray
+                and x.dtype in _SUFFIX
+                and x.flags.carray
+                and x.shape[-1:] == (self.k,)
+            ):
+                return x, x.dtype
+            is_tensor(x, "z", "c")
+            array = numpy.asarray(x)
+            self._check_last_axis(array, "z")
+            dtype = array.dtype if array.dtype in _SUFFIX else _float_dtype(array.dtype, "z")
+            return _as_c(array, dtype), dtype
+        if storage not in STORAGE:
+            raise ValueError(f"storage must be one of {STORAGE} or None, got {storage!r}")
         array = numpy.asarray(x)
+        if array.dtype != _U16:
+            raise TypeError(
+                f"storage={storage!r} takes uint16 arrays of its bits, got {array.dtype}"
+            )
         self._check_last_axis(array, "z")
-        dtype = array.dtype if array.dtype in _SUFFIX else _float_dtype(array.dtype, "z")
-        return _as_c(array, dtype)
+        return _as_c(array, _U16), storage
 
     def _floats(self, x: object, name: str, z: numpy.ndarray) -> numpy.ndarray:
         if (
@@ -181,6 +262,8 @@ class CKernels:
         if array.shape != z.shape:
             raise ValueError(f"{name} must have the shape of z, {z.shape}, got {array.shape}")
         if array.dtype != z.dtype:
+            if z.dtype == _U16:  # 16-bit storage: bits of another type cannot be converted
+                raise TypeError(f"{name} must be uint16 bits of z's storage, got {array.dtype}")
             _float_dtype(array.dtype, name)  # refuses complex & co. rather than drop parts
         return _as_c(array, z.dtype)
 
@@ -215,3 +298,15 @@ class CKernels:
             raise ValueError(
                 f"{name} must have shape (..., {self.k}) for K={self.k}, got shape {array.shape}"
             )
+
+
+class _Kernels(dict):
+    """The C functions of one member by key (dtype or storage name); a missing key is a
+    TypeError that names what is available."""
+
+    def __init__(self, name: str, functions: dict[object, tuple[Any, list[Any]]]) -> None:
+        super().__init__(functions)
+        self.name = name
+
+    def __missing__(self, key: object) -> None:
+        raise TypeError(f"{self.name} has no kernel for {key} (the Jacobian has no 16-bit ones)")

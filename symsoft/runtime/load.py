@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 from functools import cache
 from pathlib import Path
@@ -43,6 +44,11 @@ C_FLAGS = (*STRICT_FLAGS, "-O3", "-ffp-contract=off")
 # is used; the cache key holds the target it resolved, so a cache shared by several machines
 # keeps one library per kind of CPU.
 TARGET_FLAGS = (("-march=native", "-mprefer-vector-width=256"), ("-march=native",), ())
+# OpenMP where the compiler has it (gcc's libgomp; clang needs libomp, e.g. libomp-14-dev):
+# a call's blocks of rows are shared among threads (symsoft.load's threads=), with the same
+# results as one thread. Without it the library is the plain C99 build.
+OPENMP_FLAGS = ("-fopenmp",)
+_OPENMP_PROBE = "#include <omp.h>\nint symsoft_probe(void) { return omp_get_max_threads(); }\n"
 _TARGETS = ("c", "numpy")  # the emitters load() needs; LaTeX and vectors are not generated
 _LIBRARY_SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
 
@@ -51,9 +57,15 @@ _loading = threading.Lock()  # threads asking for the same kernels build them on
 
 
 def load(
-    k: int, backend: str = "c", *, masked_rows: str = "nan", prefix: str = ""
+    k: int,
+    backend: str = "c",
+    *,
+    masked_rows: str = "nan",
+    prefix: str = "",
+    threads: int | None = None,
 ) -> CKernels | ModuleType:
-    """The kernels for K classes, taking arrays of shape (..., K), float32 or float64.
+    """The kernels for K classes, taking arrays of shape (..., K), float32 or float64 (and,
+    backend="c", float16 and bf16/f16 bits: see CKernels).
 
     backend="c" compiles the emitted C with the system compiler ($CC, else cc/gcc/clang) on
     first use and returns a CKernels; backend="numpy" returns the emitted NumPy-only module
@@ -62,6 +74,10 @@ def load(
     function per kernel (see symsoft.family.members). masked_rows is the policy for rows whose
     logits are all -inf ("nan" or "zero", as --masked-rows); prefix, as --prefix, names the C
     symbols, files and module ({prefix}_softmax_k{K}).
+    backend="c" builds with OpenMP where the compiler supports it: a call then uses `threads`
+    threads (default: every CPU the process may use; each method also takes threads=) from
+    a batch size on where that was measured to pay (below it, one thread), with the same
+    results bit for bit; the C call releases the GIL.
     Generated source and libraries are cached under $SYMSOFT_CACHE_DIR (default: the user
     cache folder), so later calls, in this process or another, neither generate nor compile.
 
@@ -78,7 +94,12 @@ def load(
         with _loading:
             if key not in _loaded:
                 _loaded[key] = _build(spec, backend, root, compiler)
-    return _loaded[key]
+    loaded = _loaded[key]
+    if threads is not None:
+        if not isinstance(loaded, CKernels):
+            raise SpecError("threads= is an option of the C backend")
+        return loaded.with_threads(threads)
+    return loaded
 
 
 def _build(spec: Spec, backend: str, root: Path, compiler: str) -> CKernels | ModuleType:
@@ -179,11 +200,28 @@ def _compiler(cc: str | None, path: str | None) -> str:
 
 @cache
 def compile_flags(compiler: str) -> tuple[str, ...]:
-    """C_FLAGS and the first of TARGET_FLAGS the compiler accepts."""
+    """C_FLAGS, the first of TARGET_FLAGS the compiler accepts and OPENMP_FLAGS if it builds
+    and links an OpenMP library."""
+    openmp = OPENMP_FLAGS if openmp_builds(compiler) else ()
     for target in TARGET_FLAGS[:-1]:
         if _predefined_macros(compiler, (*C_FLAGS, *target)).returncode == 0:
-            return (*C_FLAGS, *target)
-    return (*C_FLAGS, *TARGET_FLAGS[-1])
+            return (*C_FLAGS, *target, *openmp)
+    return (*C_FLAGS, *TARGET_FLAGS[-1], *openmp)
+
+
+@cache
+def openmp_builds(compiler: str) -> bool:
+    """Whether compiler builds a shared library with OPENMP_FLAGS (header and runtime found)."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "probe.c"
+        source.write_text(_OPENMP_PROBE)
+        command = [compiler, *OPENMP_FLAGS, "-fPIC", "-shared", str(source)]
+        command += ["-o", str(Path(folder) / "probe.so")]
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return result.returncode == 0
 
 
 @cache

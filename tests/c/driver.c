@@ -66,6 +66,8 @@ static void print_floats(const char *name, const float *values, size_t count)
         print("softmax_jvp_" #sfx, out, n * k);                                            \
         KERNEL(softmax_vjp, SYMSOFT_K, sfx)(z, y, out, n);                                 \
         print("softmax_vjp_" #sfx, out, n * k);                                            \
+        KERNEL(cross_entropy_with_grad_index, SYMSOFT_K, sfx)(z, labels, out + n * k, out, n); \
+        print("cross_entropy_with_grad_index_" #sfx, out, n * k + n);                      \
         free(out);                                                                         \
     } while (0)
 

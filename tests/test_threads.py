@@ -1,0 +1,166 @@
+"""The kernels under OpenMP (-fopenmp): a call's blocks of rows shared among threads give the
+bits of one thread, for every member, type and 16-bit storage; the threads are really
+started; the pragmas leave the plain C99 build warning-free (gcc and clang, -Werror); and
+symsoft.load builds with OpenMP and takes threads=."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+from symsoft.emit.c import PARALLEL_FROM
+from symsoft.family.members import BY_NAME, MEMBERS
+from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
+from symsoft.runtime.ckernels import CKernels
+from tests.conftest import require_tool
+from tests.references import random_logits, soft_labels
+
+# whole rows (3, 10; the other kernels' flat loop at 10), lane accumulators (16)
+KS = (3, 10, 16)
+COMPILERS = ("gcc", "clang")  # clang's OpenMP runtime is libomp (.ci/run: libomp-14-dev)
+
+
+_BUILT: dict[tuple[int, str], CKernels] = {}
+
+
+def openmp_kernels(generated, k: int, compiler: str) -> CKernels:
+    """The emitted C built with the strict flags (warnings are errors) and -fopenmp."""
+    if (k, compiler) not in _BUILT:
+        g = generated(k)
+        library = compile_shared(
+            g.folder / f"softmax_k{k}.c",
+            g.folder / f"libsoftmax_k{k}_openmp_{compiler}.so",
+            compiler=require_tool(compiler),
+            flags=(*STRICT_FLAGS, "-O3", "-fopenmp"),
+        )
+        _BUILT[k, compiler] = CKernels(load_library(library), k)
+    return _BUILT[k, compiler]
+
+
+def batch(k: int, dtype, storage: str | None = None):
+    """Enough rows that a call is shared among threads (PARALLEL_FROM values), with NaN,
+    infinite, masked rows and invalid labels among them; 16-bit storage as uint16 bits."""
+    rows = 2 * PARALLEL_FROM // k + 5  # not a whole number of blocks
+    rng = numpy.random.default_rng(k)
+    z = random_logits(rng, rows, k)
+    z[7, 0], z[rows // 2, k - 1], z[rows - 2] = numpy.nan, numpy.inf, -numpy.inf
+    v = soft_labels(rng, rows, k, normalised=False)
+    labels = rng.integers(0, k, rows)
+    labels[[11, rows - 3]] = [-1, k]
+    if storage == "f16":
+        z, v = (a.astype(numpy.float16).view(numpy.uint16) for a in (z, v))
+    elif storage == "bf16":  # any high half of a float is a bf16 value
+        z, v = (
+            (a.astype(numpy.float32).view(numpy.uint32) >> 16).astype(numpy.uint16) for a in (z, v)
+        )
+    else:
+        z, v = z.astype(dtype), v.astype(dtype)
+    return {"z": z, "y": v, "v": v, "labels": labels}
+
+
+def as_outputs(result) -> tuple[numpy.ndarray, ...]:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def bits(array: numpy.ndarray) -> numpy.ndarray:
+    return array.view(f"u{array.dtype.itemsize}")  # NaN payloads compared too
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("k", KS)
+def test_threads_give_the_bits_of_one_thread(generated, compiler, k):
+    kernels = openmp_kernels(generated, k, compiler)
+    assert kernels.openmp >= 201107, "built with -fopenmp: the library says so"
+    cases = [(numpy.float64, None), (numpy.float32, None), (numpy.float16, None)]
+    cases += [(None, "bf16"), (None, "f16")]
+    for dtype, storage in cases:
+        data = batch(k, dtype, storage)
+        for member in MEMBERS:
+            if member.name == "softmax_jacobian" and (storage or dtype == numpy.float16):
+                continue  # no 16-bit Jacobian (K x K values a row)
+            args = [data[name] for name in member.inputs]
+            if member.name == "softmax_jacobian":
+                args = [a[: PARALLEL_FROM // (k * k) + 3] for a in args]
+            one = as_outputs(getattr(kernels, member.name)(*args, threads=1, storage=storage))
+            for threads in (2, 3):
+                many = getattr(kernels, member.name)(*args, threads=threads, storage=storage)
+                for got, expected in zip(as_outputs(many), one, strict=True):
+                    numpy.testing.assert_array_equal(
+                        bits(got), bits(expected), err_msg=f"{member.name} {dtype} {storage}"
+                    )
+
+
+PROBE = """
+import os, sys, numpy
+from symsoft.runtime.build import load_library
+from symsoft.runtime.ckernels import CKernels
+kernels = CKernels(load_library(sys.argv[1]), int(sys.argv[2]))
+z = numpy.zeros((int(sys.argv[3]), int(sys.argv[2])))
+before = len(os.listdir("/proc/self/task"))
+kernels.softmax(z[:8], threads=3)  # below PARALLEL_FROM: one thread
+small = len(os.listdir("/proc/self/task"))
+kernels.softmax(z, threads=3)
+print(before, small, len(os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux's /proc lists threads")
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_large_calls_start_threads_and_small_ones_do_not(generated, compiler):
+    """In a fresh process (no OpenMP threads yet): a small call starts none, a large one the
+    two more that threads=3 asks for."""
+    kernels = openmp_kernels(generated, 10, compiler)
+    library = kernels.library._name
+    rows = str(2 * PARALLEL_FROM // 10)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, library, "10", rows],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    before, small, large = (int(v) for v in result.stdout.split())
+    assert small == before and large == before + 2, result.stdout
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_the_pragmas_leave_the_plain_build_clean(generated, compiler, tmp_path):
+    """Without -fopenmp the pragmas are not even seen (#ifdef _OPENMP): -Wunknown-pragmas with
+    -Werror passes, and the library says it has no OpenMP."""
+    g = generated(3)
+    library = compile_shared(
+        g.folder / "softmax_k3.c",
+        tmp_path / "plain.so",
+        compiler=require_tool(compiler),
+        flags=(*STRICT_FLAGS, "-O3", "-Wunknown-pragmas"),
+    )
+    kernels = CKernels(load_library(library), 3)
+    assert kernels.openmp == 0
+    z = numpy.zeros((PARALLEL_FROM, 3))
+    numpy.testing.assert_array_equal(kernels.softmax(z, threads=2), numpy.full_like(z, 1 / 3))
+
+
+def test_load_builds_with_openmp_and_takes_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMSOFT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", require_tool("gcc"))
+    from symsoft.runtime.load import load
+
+    kernels = load(3)
+    assert kernels.openmp > 0 and kernels.threads == len(os.sched_getaffinity(0))
+    two = load(3, threads=2)
+    assert two.threads == 2 and two.library is kernels.library
+    z = random_logits(numpy.random.default_rng(0), PARALLEL_FROM, 3)
+    labels = numpy.arange(PARALLEL_FROM) % 3
+    for got, expected in zip(
+        two.cross_entropy_with_grad_index(z, labels),
+        kernels.cross_entropy_with_grad_index(z, labels, threads=1),
+        strict=True,
+    ):
+        numpy.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="at least 1"):
+        load(3, threads=0)
+    assert BY_NAME["cross_entropy_with_grad_index"].inputs == ("z", "labels")
