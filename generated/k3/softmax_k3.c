@@ -663,6 +663,264 @@ void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
     }
 }
 
+void logsumexp_k3_f32(const float *z, float *out, size_t n)
+{
+    float mb[ROWS], Sb[ROWS], eb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        normalise_f32(zb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float S_scaled = Sb[r];
+            const float m = mb[r];
+            const float S = S_scaled * 0x1p-32F;
+            const float log_S = logf(S);
+            out[r0 + r] = log_S + m;
+        }
+    }
+}
+
+void log_softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
+{
+    float mb[GROUP_F32], zc[K * GROUP_F32], vc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], v_tail[K * GROUP_F32], out_tail[K * GROUP_F32];
+    float tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *ob = rows == GROUP_F32 ? out + r0 * K : out_tail;
+        to_columns_f32(group_rows_f32(v + r0 * K, rows, v_tail), vc);
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S_scaled = row_exp_f32(zr, er, &mb[r]);
+            const float inv_S = 1.0F/S_scaled;
+            float vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = vc[i * GROUP_F32 + r];
+            }
+            float outr[K];
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = er[i];
+                const float s_i = e_i*inv_S;
+                tr[i] = s_i*vr[i];
+            }
+            const float sv = row_sum_f32(tr);
+            for (size_t i = 0; i < K; ++i) {
+                outr[i] = -sv + vr[i];
+            }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = outr[i];
+            }
+        }
+        to_rows_f32(oc, ob);
+        if (rows < GROUP_F32) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
+        }
+    }
+}
+
+void log_softmax_vjp_k3_f32(const float *z, const float *g, float *out, size_t n)
+{
+    float mb[GROUP_F32], zc[K * GROUP_F32], gc[K * GROUP_F32], oc[K * GROUP_F32];
+    float z_tail[K * GROUP_F32], g_tail[K * GROUP_F32], out_tail[K * GROUP_F32];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F32) {
+        const size_t rows = n - r0 < GROUP_F32 ? n - r0 : GROUP_F32;
+        const float *zb = group_rows_f32(z + r0 * K, rows, z_tail);
+        float *ob = rows == GROUP_F32 ? out + r0 * K : out_tail;
+        to_columns_f32(group_rows_f32(g + r0 * K, rows, g_tail), gc);
+        to_columns_f32(zb, zc);
+        for (size_t r = 0; r < GROUP_F32; ++r) {
+            float zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F32 + r];
+            }
+            const float S_scaled = row_exp_f32(zr, er, &mb[r]);
+            const float inv_S = 1.0F/S_scaled;
+            float vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = gc[i * GROUP_F32 + r];
+            }
+            float outr[K];
+            const float sum_v = row_sum_f32(vr);
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = er[i];
+                const float s_i = e_i*inv_S;
+                outr[i] = -s_i*sum_v + vr[i];
+            }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F32 + r] = outr[i];
+            }
+        }
+        to_rows_f32(oc, ob);
+        if (rows < GROUP_F32) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
+        }
+    }
+}
+
+/* For a block of rows: zm = the row maxima, wb = the tempered rows (z_i - max z) / T (their
+ * maximum is 0). Shifted before the division, their rounding error scales with z_i - max z,
+ * not with z_i. */
+static void tempered_rows_f32(const float *restrict zb, size_t rows, float temperature,
+                                float *restrict zm, float *restrict wb)
+{
+    for (size_t r = 0; r < rows; ++r) {
+        const float *zr = zb + r * K;
+        const float m = row_max_f32(zr);
+        zm[r] = m;
+        for (size_t i = 0; i < K; ++i) {
+            wb[r * K + i] = (-m + zr[i])/temperature;
+        }
+    }
+}
+
+void distillation_kl_k3_f32(const float *z_student, const float *z_teacher, float temperature, float *loss, size_t n)
+{
+    float zm[ROWS], tm[ROWS], mb[ROWS], Sb[ROWS], mt[ROWS], St[ROWS];
+    float ws[ROWS * K], wt[ROWS * K], eb[ROWS * K], et[ROWS * K];
+    if (!(temperature > 0.0F) || isinf(temperature)) {  /* also NaN */
+        for (size_t q = 0; q < n; ++q) {
+            loss[q] = NAN;
+        }
+        return;
+    }
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_rows_f32(z_student + r0 * K, rows, temperature, zm, ws);
+        tempered_rows_f32(z_teacher + r0 * K, rows, temperature, tm, wt);
+        normalise_f32(ws, rows, mb, eb, Sb);
+        normalise_f32(wt, rows, mt, et, St);
+        for (size_t r = 0; r < rows; ++r) {
+            float tr[K];
+            const float *wsr = ws + r * K, *wtr = wt + r * K;
+            const float m = mb[r], m_t = mt[r];
+            const float S_scaled = Sb[r];
+            const float S = S_scaled * 0x1p-32F;
+            const float log_S = logf(S);
+            const float S_t = St[r] * 0x1p-32F;
+            const float log_St = logf(S_t);
+            const float inv_St = 1.0F/St[r];
+            for (size_t i = 0; i < K; ++i) {
+                const float d_i = -m + wsr[i];
+                const float log_s_i = d_i - log_S;
+                const float dt_i = -m_t + wtr[i];
+                const float log_q_i = dt_i - log_St;
+                const float et_i = et[r * K + i];
+                const float q_i = et_i*inv_St;
+                tr[i] = ((q_i == 0) ? 0 : q_i*(log_q_i - log_s_i));
+            }
+            const float kl = row_sum_f32(tr);
+            loss[r0 + r] = kl*powf(temperature, 2);
+        }
+    }
+}
+
+void distillation_kl_grad_k3_f32(const float *z_student, const float *z_teacher, float temperature, float *grad, size_t n)
+{
+    float zm[ROWS], tm[ROWS], mb[ROWS], Sb[ROWS], mt[ROWS], St[ROWS];
+    float ws[ROWS * K], wt[ROWS * K], eb[ROWS * K], et[ROWS * K];
+    if (!(temperature > 0.0F) || isinf(temperature)) {  /* also NaN */
+        for (size_t q = 0; q < n * K; ++q) {
+            grad[q] = NAN;
+        }
+        return;
+    }
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_rows_f32(z_student + r0 * K, rows, temperature, zm, ws);
+        tempered_rows_f32(z_teacher + r0 * K, rows, temperature, tm, wt);
+        normalise_f32(ws, rows, mb, eb, Sb);
+        normalise_f32(wt, rows, mt, et, St);
+        for (size_t r = 0; r < rows; ++r) {
+            float *gr = grad + (r0 + r) * K;
+            const float S_scaled = Sb[r];
+            const float inv_S = 1.0F/S_scaled;
+            const float inv_St = 1.0F/St[r];
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = eb[r * K + i];
+                const float s_i = e_i*inv_S;
+                const float et_i = et[r * K + i];
+                const float q_i = et_i*inv_St;
+                gr[i] = temperature*(-q_i + s_i);
+            }
+        }
+    }
+}
+
+void cross_entropy_hessian_k3_f32(const float *z, const float *y, float *hess, size_t n)
+{
+    float mb[ROWS], Sb[ROWS], sb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *hb = hess + r0 * K * K;
+        normalise_f32(zb, rows, mb, sb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            float *er = sb + r * K;
+            const float S_scaled = Sb[r];
+            const float inv_S = 1.0F/S_scaled;
+            float *sr = er;  /* the probabilities, in place of the exponentials */
+            const float *yr = y + (r0 + r) * K;
+            float *hr = hb + r * K * K;
+            const float sum_y = row_sum_f32(yr);
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = er[i];
+                sr[i] = e_i*inv_S;
+            }
+            for (size_t i = 0; i < K; ++i) {
+                for (size_t j = 0; j < K; ++j) {
+                    hr[i * K + j] = sum_y*(((i == j) ? 1.0F : 0.0F)*sr[i] - sr[i]*sr[j]);
+                }
+            }
+        }
+    }
+}
+
+void cross_entropy_hvp_k3_f32(const float *z, const float *y, const float *v, float *out, size_t n)
+{
+    float mb[ROWS], Sb[ROWS];
+    float tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *ob = out + r0 * K;
+        normalise_f32(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            float *er = ob + r * K;
+            const float S_scaled = Sb[r];
+            const float inv_S = 1.0F/S_scaled;
+            const float *yr = y + (r0 + r) * K;
+            const float *vr = v + (r0 + r) * K;
+            float *outr = ob + r * K;
+            const float sum_y = row_sum_f32(yr);
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = er[i];
+                const float s_i = e_i*inv_S;
+                outr[i] = s_i;
+                tr[i] = s_i*vr[i];
+            }
+            const float sv = row_sum_f32(tr);
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const float s_i = outr[i];
+                outr[i] = s_i*sum_y*(-sv + vr[i]);
+            }
+        }
+    }
+}
+
 /* ---- double (float64) ---- */
 
 /* The row maximum; NaN entries are skipped here, and make the row NaN through d_i. */
@@ -1129,6 +1387,264 @@ void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
         to_rows_f64(oc, ob);
         if (rows < GROUP_F64) {
             memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
+        }
+    }
+}
+
+void logsumexp_k3_f64(const double *z, double *out, size_t n)
+{
+    double mb[ROWS], Sb[ROWS], eb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        normalise_f64(zb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double S_scaled = Sb[r];
+            const double m = mb[r];
+            const double S = S_scaled * 0x1p-64;
+            const double log_S = log(S);
+            out[r0 + r] = log_S + m;
+        }
+    }
+}
+
+void log_softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
+{
+    double mb[GROUP_F64], zc[K * GROUP_F64], vc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], v_tail[K * GROUP_F64], out_tail[K * GROUP_F64];
+    double tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *ob = rows == GROUP_F64 ? out + r0 * K : out_tail;
+        to_columns_f64(group_rows_f64(v + r0 * K, rows, v_tail), vc);
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S_scaled = row_exp_f64(zr, er, &mb[r]);
+            const double inv_S = 1.0/S_scaled;
+            double vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = vc[i * GROUP_F64 + r];
+            }
+            double outr[K];
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = er[i];
+                const double s_i = e_i*inv_S;
+                tr[i] = s_i*vr[i];
+            }
+            const double sv = row_sum_f64(tr);
+            for (size_t i = 0; i < K; ++i) {
+                outr[i] = -sv + vr[i];
+            }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = outr[i];
+            }
+        }
+        to_rows_f64(oc, ob);
+        if (rows < GROUP_F64) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
+        }
+    }
+}
+
+void log_softmax_vjp_k3_f64(const double *z, const double *g, double *out, size_t n)
+{
+    double mb[GROUP_F64], zc[K * GROUP_F64], gc[K * GROUP_F64], oc[K * GROUP_F64];
+    double z_tail[K * GROUP_F64], g_tail[K * GROUP_F64], out_tail[K * GROUP_F64];
+    for (size_t r0 = 0; r0 < n; r0 += GROUP_F64) {
+        const size_t rows = n - r0 < GROUP_F64 ? n - r0 : GROUP_F64;
+        const double *zb = group_rows_f64(z + r0 * K, rows, z_tail);
+        double *ob = rows == GROUP_F64 ? out + r0 * K : out_tail;
+        to_columns_f64(group_rows_f64(g + r0 * K, rows, g_tail), gc);
+        to_columns_f64(zb, zc);
+        for (size_t r = 0; r < GROUP_F64; ++r) {
+            double zr[K], er[K];  /* the whole row in registers */
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                zr[i] = zc[i * GROUP_F64 + r];
+            }
+            const double S_scaled = row_exp_f64(zr, er, &mb[r]);
+            const double inv_S = 1.0/S_scaled;
+            double vr[K];
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                vr[i] = gc[i * GROUP_F64 + r];
+            }
+            double outr[K];
+            const double sum_v = row_sum_f64(vr);
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = er[i];
+                const double s_i = e_i*inv_S;
+                outr[i] = -s_i*sum_v + vr[i];
+            }
+#pragma GCC unroll 3
+            for (size_t i = 0; i < K; ++i) {
+                oc[i * GROUP_F64 + r] = outr[i];
+            }
+        }
+        to_rows_f64(oc, ob);
+        if (rows < GROUP_F64) {
+            memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
+        }
+    }
+}
+
+/* For a block of rows: zm = the row maxima, wb = the tempered rows (z_i - max z) / T (their
+ * maximum is 0). Shifted before the division, their rounding error scales with z_i - max z,
+ * not with z_i. */
+static void tempered_rows_f64(const double *restrict zb, size_t rows, double temperature,
+                                double *restrict zm, double *restrict wb)
+{
+    for (size_t r = 0; r < rows; ++r) {
+        const double *zr = zb + r * K;
+        const double m = row_max_f64(zr);
+        zm[r] = m;
+        for (size_t i = 0; i < K; ++i) {
+            wb[r * K + i] = (-m + zr[i])/temperature;
+        }
+    }
+}
+
+void distillation_kl_k3_f64(const double *z_student, const double *z_teacher, double temperature, double *loss, size_t n)
+{
+    double zm[ROWS], tm[ROWS], mb[ROWS], Sb[ROWS], mt[ROWS], St[ROWS];
+    double ws[ROWS * K], wt[ROWS * K], eb[ROWS * K], et[ROWS * K];
+    if (!(temperature > 0.0) || isinf(temperature)) {  /* also NaN */
+        for (size_t q = 0; q < n; ++q) {
+            loss[q] = (double)NAN;
+        }
+        return;
+    }
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_rows_f64(z_student + r0 * K, rows, temperature, zm, ws);
+        tempered_rows_f64(z_teacher + r0 * K, rows, temperature, tm, wt);
+        normalise_f64(ws, rows, mb, eb, Sb);
+        normalise_f64(wt, rows, mt, et, St);
+        for (size_t r = 0; r < rows; ++r) {
+            double tr[K];
+            const double *wsr = ws + r * K, *wtr = wt + r * K;
+            const double m = mb[r], m_t = mt[r];
+            const double S_scaled = Sb[r];
+            const double S = S_scaled * 0x1p-64;
+            const double log_S = log(S);
+            const double S_t = St[r] * 0x1p-64;
+            const double log_St = log(S_t);
+            const double inv_St = 1.0/St[r];
+            for (size_t i = 0; i < K; ++i) {
+                const double d_i = -m + wsr[i];
+                const double log_s_i = d_i - log_S;
+                const double dt_i = -m_t + wtr[i];
+                const double log_q_i = dt_i - log_St;
+                const double et_i = et[r * K + i];
+                const double q_i = et_i*inv_St;
+                tr[i] = ((q_i == 0) ? 0 : q_i*(log_q_i - log_s_i));
+            }
+            const double kl = row_sum_f64(tr);
+            loss[r0 + r] = kl*pow(temperature, 2);
+        }
+    }
+}
+
+void distillation_kl_grad_k3_f64(const double *z_student, const double *z_teacher, double temperature, double *grad, size_t n)
+{
+    double zm[ROWS], tm[ROWS], mb[ROWS], Sb[ROWS], mt[ROWS], St[ROWS];
+    double ws[ROWS * K], wt[ROWS * K], eb[ROWS * K], et[ROWS * K];
+    if (!(temperature > 0.0) || isinf(temperature)) {  /* also NaN */
+        for (size_t q = 0; q < n * K; ++q) {
+            grad[q] = (double)NAN;
+        }
+        return;
+    }
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_rows_f64(z_student + r0 * K, rows, temperature, zm, ws);
+        tempered_rows_f64(z_teacher + r0 * K, rows, temperature, tm, wt);
+        normalise_f64(ws, rows, mb, eb, Sb);
+        normalise_f64(wt, rows, mt, et, St);
+        for (size_t r = 0; r < rows; ++r) {
+            double *gr = grad + (r0 + r) * K;
+            const double S_scaled = Sb[r];
+            const double inv_S = 1.0/S_scaled;
+            const double inv_St = 1.0/St[r];
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = eb[r * K + i];
+                const double s_i = e_i*inv_S;
+                const double et_i = et[r * K + i];
+                const double q_i = et_i*inv_St;
+                gr[i] = temperature*(-q_i + s_i);
+            }
+        }
+    }
+}
+
+void cross_entropy_hessian_k3_f64(const double *z, const double *y, double *hess, size_t n)
+{
+    double mb[ROWS], Sb[ROWS], sb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *hb = hess + r0 * K * K;
+        normalise_f64(zb, rows, mb, sb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            double *er = sb + r * K;
+            const double S_scaled = Sb[r];
+            const double inv_S = 1.0/S_scaled;
+            double *sr = er;  /* the probabilities, in place of the exponentials */
+            const double *yr = y + (r0 + r) * K;
+            double *hr = hb + r * K * K;
+            const double sum_y = row_sum_f64(yr);
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = er[i];
+                sr[i] = e_i*inv_S;
+            }
+            for (size_t i = 0; i < K; ++i) {
+                for (size_t j = 0; j < K; ++j) {
+                    hr[i * K + j] = sum_y*(((i == j) ? 1.0 : 0.0)*sr[i] - sr[i]*sr[j]);
+                }
+            }
+        }
+    }
+}
+
+void cross_entropy_hvp_k3_f64(const double *z, const double *y, const double *v, double *out, size_t n)
+{
+    double mb[ROWS], Sb[ROWS];
+    double tr[K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *ob = out + r0 * K;
+        normalise_f64(zb, rows, mb, ob, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            double *er = ob + r * K;
+            const double S_scaled = Sb[r];
+            const double inv_S = 1.0/S_scaled;
+            const double *yr = y + (r0 + r) * K;
+            const double *vr = v + (r0 + r) * K;
+            double *outr = ob + r * K;
+            const double sum_y = row_sum_f64(yr);
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = er[i];
+                const double s_i = e_i*inv_S;
+                outr[i] = s_i;
+                tr[i] = s_i*vr[i];
+            }
+            const double sv = row_sum_f64(tr);
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const double s_i = outr[i];
+                outr[i] = s_i*sum_y*(-sv + vr[i]);
+            }
         }
     }
 }

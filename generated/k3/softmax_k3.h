@@ -35,6 +35,13 @@ void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, floa
 void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
 void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
 void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
+void logsumexp_k3_f32(const float *z, float *out, size_t n);  /* out = log sum_j exp(z_j), n values */
+void log_softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J v = v - <s, v> with J = d log s / dz, n*K values, O(K) per row */
+void log_softmax_vjp_k3_f32(const float *z, const float *g, float *out, size_t n);  /* out = J^T g = g - s * sum(g) with J = d log s / dz (log-softmax's backward pass), n*K values, O(K) per row */
+void distillation_kl_k3_f32(const float *z_student, const float *z_teacher, float temperature, float *loss, size_t n);  /* loss = T^2 KL(softmax(z_teacher/T) || softmax(z_student/T)) per row, n values (NaN rows unless T is finite and > 0) */
+void distillation_kl_grad_k3_f32(const float *z_student, const float *z_teacher, float temperature, float *grad, size_t n);  /* grad = d distillation_kl / d z_student = T (softmax(z_student/T) - softmax(z_teacher/T)) per row, n*K values (NaN rows unless T is finite and > 0) */
+void cross_entropy_hessian_k3_f32(const float *z, const float *y, float *hess, size_t n);  /* hess = d^2 L / dz dz = sum(y) (diag(s) - s s^T), n*K*K values, row-major */
+void cross_entropy_hvp_k3_f32(const float *z, const float *y, const float *v, float *out, size_t n);  /* out = H v = sum(y) s * (v - <s, v>) with H = d^2 L / dz dz, n*K values, O(K) per row */
 
 /* double (float64) */
 void softmax_k3_f64(const double *z, double *s, size_t n);  /* s = softmax(z), n*K values */
@@ -47,6 +54,13 @@ void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, dou
 void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
 void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
 void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
+void logsumexp_k3_f64(const double *z, double *out, size_t n);  /* out = log sum_j exp(z_j), n values */
+void log_softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J v = v - <s, v> with J = d log s / dz, n*K values, O(K) per row */
+void log_softmax_vjp_k3_f64(const double *z, const double *g, double *out, size_t n);  /* out = J^T g = g - s * sum(g) with J = d log s / dz (log-softmax's backward pass), n*K values, O(K) per row */
+void distillation_kl_k3_f64(const double *z_student, const double *z_teacher, double temperature, double *loss, size_t n);  /* loss = T^2 KL(softmax(z_teacher/T) || softmax(z_student/T)) per row, n values (NaN rows unless T is finite and > 0) */
+void distillation_kl_grad_k3_f64(const double *z_student, const double *z_teacher, double temperature, double *grad, size_t n);  /* grad = d distillation_kl / d z_student = T (softmax(z_student/T) - softmax(z_teacher/T)) per row, n*K values (NaN rows unless T is finite and > 0) */
+void cross_entropy_hessian_k3_f64(const double *z, const double *y, double *hess, size_t n);  /* hess = d^2 L / dz dz = sum(y) (diag(s) - s s^T), n*K*K values, row-major */
+void cross_entropy_hvp_k3_f64(const double *z, const double *y, const double *v, double *out, size_t n);  /* out = H v = sum(y) s * (v - <s, v>) with H = d^2 L / dz dz, n*K values, O(K) per row */
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,13 @@ __all__ = [
     "cross_entropy_with_grad",
     "softmax_jvp",
     "softmax_vjp",
+    "logsumexp",
+    "log_softmax_jvp",
+    "log_softmax_vjp",
+    "distillation_kl",
+    "distillation_kl_grad",
+    "cross_entropy_hessian",
+    "cross_entropy_hvp",
 ]
 
 
@@ -219,4 +226,135 @@ def softmax_vjp(z, v):
     s = e/S
     sv = xp.sum(s*v, axis=-1, keepdims=True)
     out = s*(-sv + v)
+    return out
+
+
+def logsumexp(z):
+    """log sum_j exp(z_j), shape (...), computed as m + log sum_j exp(z_j - m)."""
+    xp, z = _as_array(z, "z")
+    d, e, S = _normalise(z)
+    log_S = xp.log(S)
+    m = xp.max(z, axis=-1, keepdims=True)
+    out = (log_S + m)[..., 0]
+    return out
+
+
+def log_softmax_jvp(z, v):
+    """J v = v - <s, v> with J = d log s / dz: O(K) per row, no K x K matrix."""
+    xp, z = _as_array(z, "z")
+    v = _targets(v, z, "v")
+    e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
+    s = e/S
+    sv = xp.sum(s*v, axis=-1, keepdims=True)
+    out = -sv + v
+    return out
+
+
+def log_softmax_vjp(z, g):
+    """J^T g = g - s sum(g) with J = d log s / dz: log-softmax's backward pass, O(K) per row."""
+    xp, z = _as_array(z, "z")
+    g = _targets(g, z, "g")
+    e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
+    s = e/S
+    sum_v = xp.sum(g, axis=-1, keepdims=True)
+    out = g - s*sum_v
+    return out
+
+
+_REDUCTIONS = ("batchmean", "sum", "none")
+
+
+def _distillation_options(temperature, reduction):
+    temperature = float(temperature)
+    if not (0 < temperature < float("inf")):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    return temperature
+
+
+def _tempered(z, temperature):
+    """d, e, S of the row (z - max z) / T: shifted before the division, so its rounding error
+    scales with z_i - max z, not with z_i."""
+    xp = array_api_compat.array_namespace(z)
+    m = xp.max(z, axis=-1, keepdims=True)
+    with numpy.errstate(invalid="ignore", over="ignore"):  # -inf - (-inf) in a masked row
+        z = (-m + z)/temperature
+    return _normalise(z)
+
+
+def _reduced(value, reduction, z, per_row):
+    """none: as computed; sum: the rows' values summed (a gradient is each row's own);
+    batchmean: divided by the batch size z.shape[0] (one for a single row (K,))."""
+    xp = array_api_compat.array_namespace(value)
+    if reduction == "none":
+        return value
+    batch = z.shape[0] if z.ndim > 1 else 1
+    if per_row:
+        value = xp.sum(value)
+    if reduction == "sum":
+        return value
+    with numpy.errstate(invalid="ignore"):  # an empty batch: 0 / 0 is NaN, as in PyTorch
+        return value / batch if batch else value * xp.nan
+
+
+def distillation_kl(z_student, z_teacher, *, temperature=1.0, reduction="batchmean"):
+    """T^2 KL(softmax(z_teacher/T) || softmax(z_student/T)) (Hinton et al. 2015), equal to
+    F.kl_div(F.log_softmax(z_student/T, -1), F.log_softmax(z_teacher/T, -1), log_target=True,
+    reduction=reduction) * T**2: reduction "batchmean" (the rows' sum over z_student.shape[0];
+    a single row (K,) is a batch of one), "sum" or "none" (shape (...)). Classes masked (-inf)
+    in both rows add 0."""
+    xp, z = _as_array(z_student, "z_student")
+    t = _targets(z_teacher, z, "z_teacher")
+    temperature = _distillation_options(temperature, reduction)
+    d, e, S = _tempered(z, temperature)
+    log_S = xp.log(S)
+    log_s_i = d - log_S
+    d, e, S = _tempered(t, temperature)
+    log_S = xp.log(S)
+    log_q_i = d - log_S
+    q_i = e/S
+    with numpy.errstate(invalid="ignore"):  # the discarded branch of the guard may be 0 * inf
+        terms = xp.where(xp.equal(q_i, 0), 0, q_i*(log_q_i - log_s_i))
+    kl = xp.sum(terms, axis=-1)
+    loss = kl*temperature**2
+
+    return _reduced(loss, reduction, z, per_row=True)
+
+
+def distillation_kl_grad(z_student, z_teacher, *, temperature=1.0, reduction="batchmean"):
+    """d distillation_kl / d z_student = T (softmax(z_student/T) - softmax(z_teacher/T)) per
+    row, divided by the batch size for reduction="batchmean"; shape (..., K)."""
+    xp, z = _as_array(z_student, "z_student")
+    t = _targets(z_teacher, z, "z_teacher")
+    temperature = _distillation_options(temperature, reduction)
+    e, S = _tempered(z, temperature)[1:]
+    s = e/S
+    e, S = _tempered(t, temperature)[1:]
+    q_i = e/S
+    grad = temperature*(-q_i + s)
+
+    return _reduced(grad, reduction, z, per_row=False)
+
+
+def cross_entropy_hessian(z, y):
+    """H_ij = d^2 L / dz_i dz_j = sum(y) s_i (delta_ij - s_j); shape (..., K, K)."""
+    xp, z = _as_array(z, "z")
+    y = _targets(y, z)
+    s = softmax(z)
+    sum_y = xp.sum(y, axis=-1, keepdims=True)[..., None]
+    eye = xp.eye(K, dtype=s.dtype, device=array_api_compat.device(z))
+    return sum_y*(eye*s[..., :, None] - s[..., :, None]*s[..., None, :])
+
+
+def cross_entropy_hvp(z, y, v):
+    """H v = sum(y) s * (v - <s, v>) with H = d^2 L / dz dz: O(K) per row, no K x K matrix."""
+    xp, z = _as_array(z, "z")
+    y = _targets(y, z)
+    v = _targets(v, z, "v")
+    e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
+    s = e/S
+    sum_y = xp.sum(y, axis=-1, keepdims=True)
+    sv = xp.sum(s*v, axis=-1, keepdims=True)
+    out = s*sum_y*(-sv + v)
     return out

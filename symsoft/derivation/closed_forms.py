@@ -83,7 +83,8 @@ def kernel_forms() -> KernelForms:
         log_sum_exp=m + log_S,
         log_softmax_jvp=v_i - sv,
         log_softmax_vjp=v_i - s_i * sum_v,
-        hessian=sum_y * s_i * (delta_ij - s_j),
+        # s_i s_j is one rounded product either way round: the Hessian is symmetric bit for bit
+        hessian=sum_y * (s_i * delta_ij - s_i * s_j),
         hvp=sum_y * s_i * (v_i - sv),
         temperature=temperature,
         # shifted before the division: its rounding error scales with z_i - m, not with z_i
