@@ -98,9 +98,10 @@ def build_bundle(spec: Spec) -> Bundle:
         z=sym.z,
         y=sym.y,
         identities=closed_forms.prove_all(sym, kernel),
-        general_identities=general_k.general_k_identities() + general_k_family.family_identities(),
+        general_identities=general_k.general_k_identities(),
         kernel=kernel,
         worked=worked_example(spec),
+        family_identities=general_k_family.family_identities(),
     )
 
 

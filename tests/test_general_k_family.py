@@ -14,6 +14,8 @@ from sympy import Derivative, Float, Indexed, KroneckerDelta, Sum, exp, lambdify
 import symsoft.derivation.general_k as gk
 from symsoft.derivation import general_k_family as family
 from symsoft.errors import ProofError
+from symsoft.pipeline import build_bundle
+from symsoft.spec import make_spec
 
 K_NUM = 4
 DIGITS = 30
@@ -72,6 +74,7 @@ def test_identity_holds_numerically(identity):
 
 
 def test_the_bundle_carries_them():
+    assert build_bundle(make_spec(2)).family_identities == family.family_identities()
     names = [identity.name for identity in family.family_identities()]
     assert names == [
         "general-k-logsumexp-gradient",

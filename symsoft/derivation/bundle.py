@@ -106,3 +106,6 @@ class Bundle:
     general_identities: tuple[Identity, ...]  # checked symbolic-K steps
     kernel: KernelForms
     worked: WorkedExample
+    # checked symbolic-K steps of the later members (log-sum-exp, the log-softmax products,
+    # the Hessian and H v, distillation): general_k_family.py
+    family_identities: tuple[Identity, ...] = ()
