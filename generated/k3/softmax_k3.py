@@ -318,7 +318,6 @@ def distillation_kl(z_student, z_teacher, *, temperature=1.0, reduction="batchme
         terms = xp.where(xp.equal(q_i, 0), 0, q_i*(log_q_i - log_s_i))
     kl = xp.sum(terms, axis=-1)
     loss = kl*temperature**2
-
     return _reduced(loss, reduction, z, per_row=True)
 
 
@@ -333,7 +332,6 @@ def distillation_kl_grad(z_student, z_teacher, *, temperature=1.0, reduction="ba
     e, S = _tempered(t, temperature)[1:]
     q_i = e/S
     grad = temperature*(-q_i + s)
-
     return _reduced(grad, reduction, z, per_row=False)
 
 
