@@ -606,7 +606,17 @@ def _prove_second_order(sym: FixedK, forms: KernelForms) -> list[Identity]:
     _, _, e_o, v_o = inst._class_o
     sum_y = sympy.Add(*sym.y)
     loss = fixed_k.cross_entropy(sym)
-    grad = {i: fixed_k.d_dz(loss, i, sym) for i in idx}  # the first derivative, differentiated
+    # The first derivative, differentiated, carries sum_k y_k / S as K terms; checked equal
+    # (O(K)) to the same with Y standing for sum_k y_k (a constant in z), it is differentiated
+    # again in O(1) per entry: a K-term sum in every term of a row's ClassSum would cost K^2.
+    Y = sympy.Symbol("Y", real=True)
+    on_targets = ((Y, sum_y),)
+    grad = {}
+    for i in idx:
+        collapsed = sym.e[i] * Y / sym.S - sym.y[i]
+        if not is_zero_difference(fixed_k.d_dz(loss, i, sym), collapsed, on_targets):
+            raise ProofError(f"the cross-entropy's derivative in z_{i + 1} is not e_i Y / S - y_i")
+        grad[i] = collapsed
     hessian = sympy.ImmutableMatrix([[fixed_k.d_dz(grad[i], j, sym) for j in idx] for i in idx])
     closed = sympy.ImmutableMatrix(
         [[sum_y * s[i] * (int(i == j) - s[j]) for j in idx] for i in idx]
@@ -620,7 +630,7 @@ def _prove_second_order(sym: FixedK, forms: KernelForms) -> list[Identity]:
         ]
         for i in idx
     ]
-    reductions = {forms.sv: inst.inner(), forms.sum_y: sum_y}
+    reductions = {forms.sv: inst.inner(), forms.sum_y: Y}
 
     def row(i: int) -> sympy.Expr:  # sum_j H_ij v_j, H differentiated from the definition
         other = fixed_k.d_dz(grad[i], e_o, sym) * v_o
@@ -638,6 +648,7 @@ def _prove_second_order(sym: FixedK, forms: KernelForms) -> list[Identity]:
                 "dL/dz_i differentiated again by z_j minus sum_k y_k s_i (delta_ij - s_j), the "
                 "softmax Jacobian times sum(y), is 0",
             ),
+            relations=on_targets,
         ),
         prove_entries(
             "cross-entropy-hessian-symmetric",
@@ -660,7 +671,7 @@ def _prove_second_order(sym: FixedK, forms: KernelForms) -> list[Identity]:
                 "sum(y) s_i (v_i - sum_j s_j v_j) on the stable probabilities minus "
                 "sum_j H_ij v_j, H differentiated twice",
             ),
-            relations=inst.relations,
+            relations=(*inst.relations, *on_targets),
         ),
     ]
 
@@ -702,7 +713,28 @@ def _prove_distillation(sym: FixedK, forms: KernelForms) -> list[Identity]:
     definition = sympy.Add(*(T**2 * q[i] * (log_q[i] - log_s[i]) for i in range(k)), evaluate=False)
     x = sympy.Symbol("x", real=True)
     dw_dz = sympy.diff(x / T, x)  # the chain rule's factor: w = z / T
-    gradient = sympy.ImmutableMatrix([dw_dz * fixed_k.d_dz(definition, j, sym) for j in idx])
+    # d/dw_j term by term: class j's own term, and the others' as one generic class o's term
+    # differentiated once (only through S) and renamed per class (a ClassSum), O(K) per entry
+    e_o, a_o = student_row._class_o[2], teacher_row._class_o[2]
+    q_o = a_o / teacher.S
+    term_o = T**2 * q_o * (sympy.log(q_o, evaluate=False) - sympy.log(e_o / sym.S, evaluate=False))
+    definition_terms = sympy.Add.make_args(definition)
+
+    def derivative(j: int) -> sympy.Expr:
+        others = [
+            (*a, *b)
+            for n, (a, b) in enumerate(
+                zip(student_row.classes(), teacher_row.classes(), strict=True)
+            )
+            if n != j
+        ]
+        placeholders = (*student_row._class_o, *teacher_row._class_o)
+        rest = ClassSum(fixed_k.d_dz(term_o, j, sym), placeholders, others)
+        return dw_dz * (fixed_k.d_dz(definition_terms[j], j, sym) + rest)
+
+    if len(definition_terms) != k:
+        raise ProofError("distillation: the definition is not one term per class")
+    gradient = sympy.ImmutableMatrix([derivative(j) for j in idx])
     closed = sympy.ImmutableMatrix([T * (s[j] - q[j]) for j in idx])
     identities.append(
         prove_entries(
