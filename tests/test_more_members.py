@@ -145,6 +145,21 @@ def test_distillation_against_mpmath(generated, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_and_hessian_against_mpmath(generated, backend):
+    k = 5
+    kern = kernels(generated, k, backend)
+    rng = numpy.random.default_rng(6)
+    zs, zt = random_logits(rng, 30, k), random_logits(rng, 30, k)
+    y = soft_labels(rng, 30, k, normalised=False)
+    for temperature in (0.5, 3.0):
+        expected = rows(lambda a, b, t=temperature: reference.distillation_kl_grad(a, b, t), zs, zt)
+        got = kern.distillation_kl_grad(zs, zt, temperature=temperature, reduction="none")
+        assert numpy.all(numpy.abs(got - expected) <= 1e-13 * temperature)
+    expected = rows(reference.cross_entropy_hessian, zs, y)
+    assert numpy.all(numpy.abs(kern.cross_entropy_hessian(zs, y) - expected) <= 1e-14 * k)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_distillation_options_are_checked(generated, backend):
     kern = kernels(generated, 3, backend)
     z = numpy.zeros((2, 3))

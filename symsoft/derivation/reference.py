@@ -108,3 +108,21 @@ def cross_entropy_hvp(
         total = mpmath.fsum(_mp(y))
         inner = mpmath.fsum(sj * vj for sj, vj in zip(s, vs, strict=True))
         return [total * si * (vi - inner) for si, vi in zip(s, vs, strict=True)]
+
+
+def distillation_kl_grad(
+    zs: Sequence[float], zt: Sequence[float], temperature: float
+) -> list[mpmath.mpf]:
+    """d/d zs of distillation_kl's row: T (softmax(zs / T) - softmax(zt / T))."""
+    with mpmath.workdps(DIGITS):
+        t = mpmath.mpf(temperature)
+        s = softmax([mpmath.mpf(v) / t for v in zs])
+        q = softmax([mpmath.mpf(v) / t for v in zt])
+        return [t * (si - qi) for si, qi in zip(s, q, strict=True)]
+
+
+def cross_entropy_hessian(z: Sequence[float], y: Sequence[float]) -> list[list[mpmath.mpf]]:
+    """d^2 L / dz_i dz_j = sum(y) s_i (delta_ij - s_j)."""
+    with mpmath.workdps(DIGITS):
+        total = mpmath.fsum(_mp(y))
+        return [[total * entry for entry in row] for row in softmax_jacobian(z)]
