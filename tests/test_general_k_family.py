@@ -82,6 +82,8 @@ def test_the_bundle_carries_them():
         "general-k-log-softmax-vjp",
         "general-k-cross-entropy-hessian",
         "general-k-cross-entropy-hvp",
+        "general-k-cross-entropy-hessian-kernel",
+        "general-k-cross-entropy-hessian-quadratic-form",
         "general-k-distillation-gradient",
     ]
 
@@ -100,6 +102,15 @@ distillation = by_name["general-k-distillation-gradient"]
         ("general-k-log-softmax-vjp", v[j] - Sum(s_i * v[i], (i, 1, K))),
         ("general-k-cross-entropy-hessian", s_i * (KroneckerDelta(i, j) - s_j)),  # no sum(y)
         ("general-k-cross-entropy-hvp", s_i * (v[i] - Sum(s_j * v[j], (j, 1, K)))),
+        ("general-k-cross-entropy-hessian-kernel", s_i),  # H 1 = 0 fails without -s s^T
+        (
+            "general-k-cross-entropy-hessian-quadratic-form",
+            Sum(s_i * (v[i] - Sum(s_j * v[j], (j, 1, K))) ** 2, (i, 1, K)),  # no sum(y)
+        ),
+        (
+            "general-k-cross-entropy-hessian-quadratic-form",
+            Sum(gk.y[gk.k], (gk.k, 1, K)) * Sum(s_i * v[i] ** 2, (i, 1, K)),  # no <s, v>
+        ),
         ("general-k-distillation-gradient", distillation.rhs * family.T),  # T^2 kept
         ("general-k-distillation-gradient", distillation.rhs / family.T),  # 1/T forgotten
         ("general-k-distillation-gradient", -distillation.rhs),  # KL arguments swapped

@@ -91,6 +91,32 @@ def family_identities() -> tuple[Identity, ...]:
         )
     )
 
+    # H 1 = 0 and v^T H v = sum(y) sum_i s_i (v_i - <s, v>)^2: with y >= 0 the Hessian is
+    # positive semidefinite (the loss is convex in z); where sum(y) > 0 and every s_i > 0 the
+    # form vanishes only for v = <s, v> 1, so the kernel is spanned by 1 and the rank is K - 1
+    steps.append(
+        gk._step(
+            "general-k-cross-entropy-hessian-kernel",
+            Sum(hessian, (j, 1, K)),
+            sympy.S.Zero,
+            gk.sift(gk.linearity(Sum(hessian, (j, 1, K)))),
+            "linearity, sifting, and sum_j s_j = 1: H 1 = 0",
+            r"$1 \le i \le K$",
+        )
+    )
+    quadratic = Sum(v[i] * Sum(hessian * v[j], (j, 1, K)), (i, 1, K))
+    steps.append(
+        gk._step(
+            "general-k-cross-entropy-hessian-quadratic-form",
+            quadratic,
+            total_y * Sum(s_i * (v[i] - Sum(s_j * v[j], (j, 1, K))) ** 2, (i, 1, K)),
+            gk.sift(gk.linearity(quadratic)),
+            "linearity and sifting; both sides expanded with sum_i s_i = 1: v^T H v is sum(y) "
+            "times a sum of s_i-weighted squares, >= 0 for y >= 0, and 0 only for v "
+            "proportional to 1 when sum(y) > 0 and every s_i > 0 (kernel span(1), rank K - 1)",
+        )
+    )
+
     # distillation: T^2 KL(q || p), p = softmax(z / T), q = softmax(t / T)
     n = sympy.Symbol("n", integer=True)  # summed over: i stays free for the document's use
     p = [_tempered_softmax(z, index) for index in (n, j)]
