@@ -109,6 +109,20 @@ def test_hessian_and_hvp_against_torch_func(generated, backend, k):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_hessian_is_positive_semidefinite_of_rank_k_minus_1_with_kernel_ones(generated, backend):
+    k = 6
+    kern = kernels(generated, k, backend)
+    rng = numpy.random.default_rng(8)
+    z, y = rng.normal(size=(20, k)) * 2, soft_labels(rng, 20, k, normalised=False)
+    hessians = kern.cross_entropy_hessian(z, y)
+    for h in hessians:
+        eigenvalues = numpy.linalg.eigvalsh(h)  # ascending
+        assert eigenvalues[0] >= -1e-15 and eigenvalues[1] > 1e-6  # one zero, K - 1 positive
+        assert numpy.max(numpy.abs(h @ numpy.ones(k))) < 1e-15  # the kernel: 1
+        assert numpy.linalg.matrix_rank(h, tol=1e-12) == k - 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 2.5, 4.0])
 def test_distillation_against_kl_div_and_autograd(generated, backend, k, temperature):
