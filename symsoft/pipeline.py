@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from symsoft.derivation import closed_forms, fixed_k, general_k, reference
+from symsoft.derivation import closed_forms, fixed_k, general_k, general_k_family, reference
 from symsoft.derivation.bundle import Bundle, WorkedExample
 from symsoft.document.builder import build_document
 from symsoft.document.pdf import INSTALL_HINT, PdfError, build_pdf, pdflatex_available
@@ -105,6 +105,7 @@ def build_bundle(spec: Spec) -> Bundle:
         kernel=kernel,
         worked=worked_example(spec),
         prefix=spec.prefix,
+        family_identities=general_k_family.family_identities(),
     )
 
 

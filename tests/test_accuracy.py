@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from symsoft.runtime.accuracy import measure
+from symsoft.runtime.accuracy import measure, measure_family
 
 
 # the C computes rows whole at K = 3 and a block's exponentials in one flat loop at K = 5
@@ -31,3 +31,33 @@ def test_budget_catches_an_inaccurate_kernel(generated):
     results = {m.kernel: m for m in measure(Downcast(), 5, numpy.float64, rows=600)}
     assert results["softmax"].worst_fraction > 1
     assert results["log_softmax"].worst_fraction <= 1
+
+
+# logsumexp, the log-softmax products, H v and distillation (T = 1 and 3); fewer rows: their
+# references cost more
+@pytest.mark.parametrize(("k", "backend"), [(5, "numpy"), (5, "c"), (3, "c")])
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+def test_new_members_within_budget(generated, k, backend, dtype):
+    kernels = generated(k).backend(backend)
+    results = measure_family(kernels, k, dtype, rows=1200)
+    assert len(results) == 6
+    for m in results:
+        assert m.worst_fraction <= 1.0, m
+
+
+def test_family_budgets_catch_an_inaccurate_kernel(generated):
+    """log-sum-exp and distillation computed in float32, returned as float64, blow the budget."""
+    module = generated(5).numpy_module
+
+    class Downcast:
+        def __getattr__(self, name):
+            function = getattr(module, name)
+
+            def call(*args, **options):
+                low = [a.astype(numpy.float32) for a in args]
+                return numpy.asarray(function(*low, **options)).astype(numpy.float64)
+
+            return call
+
+    results = measure_family(Downcast(), 5, numpy.float64, rows=300)
+    assert all(m.worst_fraction > 1 for m in results), results

@@ -52,7 +52,10 @@ def inputs(dtype: str) -> dict[str, numpy.ndarray]:
     y[3, 2] = y[5, :3] = 0
     labels = rng.integers(0, K, size=40)
     labels[3], labels[5] = 1, 4  # not a masked class: finite losses
-    return {"z": z, "y": y, "v": rng.normal(size=(40, K)).astype(dtype), "labels": labels}
+    v = rng.normal(size=(40, K)).astype(dtype)
+    teacher = random_logits(rng, 40, K).astype(dtype)
+    teacher[3, 2] = -INF  # masked in both rows: adds 0
+    return {"z": z, "y": y, "v": v, "labels": labels, "g": v, "z_teacher": teacher}
 
 
 CALLS = {
@@ -66,6 +69,13 @@ CALLS = {
     "cross_entropy_with_grad": ("z", "y"),
     "softmax_jvp": ("z", "v"),
     "softmax_vjp": ("z", "v"),
+    "logsumexp": ("z",),
+    "log_softmax_jvp": ("z", "v"),
+    "log_softmax_vjp": ("z", "g"),
+    "distillation_kl": ("z", "z_teacher"),
+    "distillation_kl_grad": ("z", "z_teacher"),
+    "cross_entropy_hessian": ("z", "y"),
+    "cross_entropy_hvp": ("z", "y", "v"),
 }
 
 

@@ -110,12 +110,15 @@ def test_c_kernels_have_the_numpy_backends_parameter_names(c, py):
     assert c.names == tuple(SIGNATURES)
     rng = numpy.random.default_rng(0)
     for name, sig in SIGNATURES.items():
-        parameters = inspect.signature(getattr(c, name)).parameters.values()
-        # beside them, keyword-only threads= and storage= (C only)
-        c_params = [p.name for p in parameters if p.kind is not p.KEYWORD_ONLY]
-        assert c_params == list(inspect.signature(getattr(py, name)).parameters)
+        c_params = inspect.signature(getattr(c, name)).parameters
+        # beside the Python module's parameters, keyword-only threads= and storage= (C only)
+        shared = [p for p in c_params if p not in ("threads", "storage")]
+        assert shared == list(inspect.signature(getattr(py, name)).parameters)
+        # the arrays by name (keyword-only options, as distillation's temperature, after them)
+        arrays = [p for p in c_params.values() if p.kind != inspect.Parameter.KEYWORD_ONLY]
+        assert [p.name for p in arrays] == list(sig.inputs)
         args = arguments(sig, rng.normal(size=(4, K)), rng)
-        by_name = getattr(c, name)(**dict(zip(c_params, args, strict=True)))
+        by_name = getattr(c, name)(**dict(zip(sig.inputs, args, strict=True)))
         for a, b in zip(outputs(by_name), outputs(getattr(c, name)(*args)), strict=True):
             numpy.testing.assert_array_equal(a, b)
 
@@ -216,11 +219,13 @@ BAD_SECOND_INPUTS = {
 
 def test_bad_second_inputs_are_refused(c):
     z = numpy.zeros((2, K))
+    rng = numpy.random.default_rng(0)
     for name, sig in SIGNATURES.items():
+        good = dict(zip(sig.inputs[1:], arguments(sig, z, rng)[1:], strict=True))
         for param in sig.inputs[1:]:
             for value, error, match in BAD_SECOND_INPUTS[kind(param)]:
                 with pytest.raises(error, match=match):
-                    getattr(c, name)(z, **{param: value})
+                    getattr(c, name)(z, **{**good, param: value})
 
 
 def test_signatures_follow_the_family_declarations():

@@ -29,6 +29,18 @@ EXPECTED = [
     "jacobian-equals-transpose",
     "kernel-softmax-jvp",
     "kernel-softmax-vjp",
+    "stable-logsumexp",
+    "logsumexp-gradient",
+    "kernel-log-softmax-jvp",
+    "kernel-log-softmax-vjp",
+    "cross-entropy-hessian-closed-form",
+    "cross-entropy-hessian-symmetric",
+    "kernel-cross-entropy-hessian",
+    "kernel-cross-entropy-hvp",
+    "tempered-logits",
+    "distillation-kl-gradient",
+    "stable-distillation-kl",
+    "kernel-distillation-kl-grad",
 ]
 
 
@@ -74,6 +86,24 @@ def test_chain_rule_derivative_equals_sympy_diff_of_raw_definition(k):
         ("jvp", lambda f: f.s_i * (f.v_i + f.sv)),
         ("vjp", lambda f: f.v_i - f.sv),  # J^T v without the factor s_i
         ("jvp_term", lambda f: f.v_i),  # <s, v> summed without the probabilities
+        ("log_sum_exp", lambda f: f.log_S),  # the maximum's shift not added back
+        ("log_softmax_jvp", lambda f: f.s_i * (f.v_i - f.sv)),  # softmax's J v instead
+        ("log_softmax_vjp", lambda f: f.v_i - f.s_i * f.sv),  # <s, g> where sum(g) belongs
+        ("log_softmax_vjp", lambda f: f.v_i - f.sum_v),  # the factor s_i forgotten
+        ("hessian", lambda f: f.s_i * (f.delta_ij - f.s_j)),  # without the sum(y) factor
+        ("hvp", lambda f: f.s_i * (f.v_i - f.sv)),  # without the sum(y) factor
+        ("tempered", lambda f: f.z_i - f.m),  # the temperature forgotten
+        ("tempered", lambda f: f.z_i / f.temperature - f.m),  # m not divided
+        ("distillation_kl", lambda f: f.kl),  # T^2 forgotten
+        ("distillation_kl", lambda f: f.temperature * f.kl),
+        ("distillation_grad", lambda f: f.s_i - f.q_i),  # the factor T forgotten
+        ("distillation_grad", lambda f: f.temperature * (f.q_i - f.s_i)),  # sign flipped
+        (  # KL arguments swapped: KL(s || q)
+            "kl_term",
+            lambda f: sympy.Piecewise(
+                (0, sympy.Eq(f.q_i, 0)), (f.q_i * (f.log_s_i - f.log_q_i), True)
+            ),
+        ),
     ],
 )
 def test_wrong_kernel_form_is_refused(field, wrong):

@@ -26,6 +26,13 @@ KERNELS = (
     "softmax_jvp",
     "softmax_vjp",
     "cross_entropy_with_grad_index",
+    "logsumexp",
+    "log_softmax_jvp",
+    "log_softmax_vjp",
+    "cross_entropy_hessian",
+    "cross_entropy_hvp",
+    "distillation_kl",
+    "distillation_kl_grad",
 )
 
 
@@ -116,6 +123,17 @@ def test_sanitized_kernels_match_numpy(generated, tmp_path, compiler, k, masked_
             expected["cross_entropy_with_grad"] = numpy.concatenate([grad.ravel(), loss.ravel()])
             expected["softmax_jvp"] = module.softmax_jvp(zt, yt)
             expected["softmax_vjp"] = module.softmax_vjp(zt, yt)
+            expected["logsumexp"] = module.logsumexp(zt)
+            expected["log_softmax_jvp"] = module.log_softmax_jvp(zt, yt)
+            expected["log_softmax_vjp"] = module.log_softmax_vjp(zt, yt)
+            expected["cross_entropy_hessian"] = module.cross_entropy_hessian(zt, yt)
+            expected["cross_entropy_hvp"] = module.cross_entropy_hvp(zt, yt, yt)
+            expected["distillation_kl"] = module.distillation_kl(
+                zt, yt, temperature=2.0, reduction="none"
+            )
+            expected["distillation_kl_grad"] = module.distillation_kl_grad(
+                zt, yt, temperature=0.5, reduction="none"
+            )
         expected["cross_entropy_index"] = index_loss
         expected["cross_entropy_grad_index"] = index_grad
         expected["cross_entropy_with_grad_index"] = numpy.concatenate(

@@ -58,6 +58,22 @@ class KernelForms:
     jvp_term: sympy.Expr  # the summand of sv
     jvp: sympy.Expr  # (J v)_i
     vjp: sympy.Expr  # (J^T v)_i, the same form since J is symmetric
+    # log-sum-exp, the log-softmax products, distillation and the second order
+    sum_v: sympy.Symbol  # sum_j v_j, a reduction the templates compute
+    log_sum_exp: sympy.Expr  # log sum_j exp(z_j), from the row's maximum and log S
+    log_softmax_jvp: sympy.Expr  # (J v)_i with J = d log s / d z
+    log_softmax_vjp: sympy.Expr  # (J^T v)_i: what log-softmax's backward pass computes
+    hessian: sympy.Expr  # d^2 L / dz_i dz_j of the cross-entropy
+    hvp: sympy.Expr  # (H v)_i, O(K) per row
+    temperature: sympy.Symbol  # T > 0 of distillation
+    tempered: sympy.Expr  # (z_i - m) / T: a row's logits over T, shifted by its maximum
+    q_i: sympy.Symbol  # the teacher's probability, the probability form on its tempered row
+    log_q_i: sympy.Symbol  # the teacher's log-probability, likewise
+    log_s_i: sympy.Symbol  # the student's log-probability
+    kl: sympy.Symbol  # sum_i kl_term over the row, a reduction the templates compute
+    kl_term: sympy.Expr  # q_i (log q_i - log s_i), 0 where q_i = 0
+    distillation_kl: sympy.Expr  # T^2 KL(q || s) of one row
+    distillation_grad: sympy.Expr  # its gradient with respect to the student's logits
 
 
 @dataclass(frozen=True)
@@ -91,3 +107,6 @@ class Bundle:
     kernel: KernelForms
     worked: WorkedExample
     prefix: str = ""  # of the kernels' C symbols, file names and module name
+    # checked symbolic-K steps of the later members (log-sum-exp, the log-softmax products,
+    # the Hessian and H v, distillation): general_k_family.py
+    family_identities: tuple[Identity, ...] = ()

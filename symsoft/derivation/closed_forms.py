@@ -44,6 +44,8 @@ def kernel_forms() -> KernelForms:
         "z_i y_i m d_i e_i S log_S s_i s_j sum_y rest v_i sv", real=True
     )
     delta_ij = sympy.Symbol("delta_ij", real=True)
+    sum_v, q_i, log_q_i, log_s_i, kl = sympy.symbols("sum_v q_i log_q_i log_s_i kl", real=True)
+    temperature = sympy.Symbol("temperature", positive=True)
     return KernelForms(
         z_i=z_i,
         y_i=y_i,
@@ -76,6 +78,25 @@ def kernel_forms() -> KernelForms:
         # J v = s * (v - <s, v>): O(K) per row instead of the K x K matrix
         jvp=s_i * (v_i - sv),
         vjp=s_i * (v_i - sv),
+        sum_v=sum_v,
+        # log S is at most log K: the sum rounds once, at the scale of the result
+        log_sum_exp=m + log_S,
+        log_softmax_jvp=v_i - sv,
+        log_softmax_vjp=v_i - s_i * sum_v,
+        # s_i s_j is one rounded product either way round: the Hessian is symmetric bit for bit
+        hessian=sum_y * (s_i * delta_ij - s_i * s_j),
+        hvp=sum_y * s_i * (v_i - sv),
+        temperature=temperature,
+        # shifted before the division: its rounding error scales with z_i - m, not with z_i
+        tempered=(z_i - m) / temperature,
+        q_i=q_i,
+        log_q_i=log_q_i,
+        log_s_i=log_s_i,
+        kl=kl,
+        # a class masked in both rows (q_i = 0, log q_i = log s_i = -inf) must add 0, not NaN
+        kl_term=sympy.Piecewise((0, sympy.Eq(q_i, 0)), (q_i * (log_q_i - log_s_i), True)),
+        distillation_kl=temperature**2 * kl,
+        distillation_grad=temperature * (s_i - q_i),
     )
 
 
@@ -95,22 +116,27 @@ class _Instantiation:
     and the shifted normaliser is the symbol S_M with the relation S_M = C * S.
     """
 
-    def __init__(self, forms: KernelForms, sym: FixedK) -> None:
+    def __init__(self, forms: KernelForms, sym: FixedK, tag: str = "") -> None:
+        # tag names a second row's symbols apart (a teacher's, beside a student's)
         self.forms = forms
         self.sym = sym
-        self.M = sympy.Symbol("M", real=True)
-        self.C = sympy.Symbol("C", positive=True)
-        self.S_M = sympy.Symbol("S_M", positive=True)
+        self.M = sympy.Symbol(f"M{tag}", real=True)
+        self.C = sympy.Symbol(f"C{tag}", positive=True)
+        self.S_M = sympy.Symbol(f"S_M{tag}", positive=True)
         self.relations: tuple[Relation, ...] = ((self.S_M, self.C * sym.S), _sum_relation(sym))
-        self.v = tuple(sympy.Symbol(f"v_{{{i}}}", real=True) for i in range(1, sym.k + 1))
+        self.v = tuple(sympy.Symbol(f"v{tag}_{{{i}}}", real=True) for i in range(1, sym.k + 1))
+        self._class_o = (
+            _CLASS_O
+            if not tag
+            else tuple(sympy.Symbol(f"{p.name}{tag}", **p.assumptions0) for p in _CLASS_O)
+        )
         # log e_i = z_i (also for the generic class o), log S_M = log(C S) = -M + log S
         self.logs: dict[sympy.Basic, sympy.Expr] = {
             **dict(zip(sym.e, sym.z, strict=True)),
-            _CLASS_O[2]: _CLASS_O[0],
+            self._class_o[2]: self._class_o[0],
             self.S_M: -self.M + sympy.log(sym.S),
         }
         self._memo: dict[tuple[sympy.Basic, int], sympy.Expr] = {}
-        self._class_o = _CLASS_O
 
     def at(self, expr: sympy.Expr, i: int) -> sympy.Expr:
         """expr for component i, with the kernel's own shifted, exponential and probability
@@ -304,6 +330,9 @@ def prove_all(sym: FixedK, forms: KernelForms) -> tuple[Identity, ...]:
     identities.append(_prove_shift_invariance(sym, idx))
     identities.extend(_prove_kernel_forms(sym, forms, closed_jac, closed_grad))
     identities.extend(_prove_products(sym, forms))
+    identities.extend(_prove_log_sum_exp_and_log_softmax_products(sym, forms))
+    identities.extend(_prove_second_order(sym, forms))
+    identities.extend(_prove_distillation(sym, forms))
     check_every_member_proved(identities)
     return tuple(identities)
 
@@ -496,3 +525,270 @@ def _prove_products(sym: FixedK, forms: KernelForms) -> list[Identity]:
             relations=inst.relations,
         ),
     ]
+
+
+def _prove_log_sum_exp_and_log_softmax_products(sym: FixedK, forms: KernelForms) -> list[Identity]:
+    """m + log S is log sum_j e^{z_j}, whose gradient is softmax; the log-softmax products
+    v - <s, v> and g - s sum(g) are sum_j (d log s_i / dz_j) v_j and sum_i (d log s_i / dz_j) g_i
+    with the derivative differentiated from the definition (the other classes' terms one
+    ClassSum, as in _prove_products)."""
+    k = sym.k
+    idx = proof_indices(k)
+    inst = _Instantiation(forms, sym)
+    s = fixed_k.softmax(sym)
+    log_s = fixed_k.log_softmax(sym)
+    v = inst.v
+    _, _, e_o, v_o = inst._class_o
+    reductions = {forms.sv: inst.inner(), forms.sum_v: inst.over_classes(forms.v_i)}
+
+    def kernel(form: sympy.Expr, i: int) -> sympy.Expr:
+        return inst.at(form, i).xreplace(reductions)
+
+    def row(i: int) -> sympy.Expr:  # sum_j (d log s_i / dz_j) v_j
+        other = fixed_k.d_dz(log_s[i], e_o, sym) * v_o
+        return fixed_k.d_dz(log_s[i], i, sym) * v[i] + ClassSum(
+            other, inst._class_o, inst.classes((i,))
+        )
+
+    def column(j: int) -> sympy.Expr:  # sum_i (d log s_i / dz_j) v_i
+        other = fixed_k.d_dz(sympy.log(e_o / sym.S, evaluate=False), j, sym) * v_o
+        return fixed_k.d_dz(log_s[j], j, sym) * v[j] + ClassSum(
+            other, inst._class_o, inst.classes((j,))
+        )
+
+    return [
+        prove_entries(
+            "stable-logsumexp",
+            inst.at(forms.log_sum_exp, 0),
+            sympy.log(sym.S),
+            "m + log sum_j e^{z_j - m}: logarithms expanded, log e^{-m} = -m; the terms in m "
+            "cancel",
+            logs=inst.logs,
+            relations=inst.relations,
+        ),
+        prove_entries(
+            "logsumexp-gradient",
+            sympy.ImmutableMatrix([fixed_k.d_dz(sympy.log(sym.S), j, sym) for j in idx]),
+            sympy.ImmutableMatrix([s[j] for j in idx]),
+            _entries_method(k, "d log S / dz_j, differentiated, minus s_j is 0"),
+        ),
+        prove_entries(
+            "kernel-log-softmax-jvp",
+            sympy.ImmutableMatrix([kernel(forms.log_softmax_jvp, i) for i in idx]),
+            sympy.ImmutableMatrix([row(i) for i in idx]),
+            _entries_method(
+                k,
+                "v_i - sum_j s_j v_j on the stable probabilities minus sum_j (d log s_i/dz_j) v_j",
+            ),
+            relations=inst.relations,
+        ),
+        prove_entries(
+            "kernel-log-softmax-vjp",
+            sympy.ImmutableMatrix([kernel(forms.log_softmax_vjp, j) for j in idx]),
+            sympy.ImmutableMatrix([column(j) for j in idx]),
+            _entries_method(
+                k,
+                "g_j - s_j sum_i g_i on the stable probabilities minus sum_i (d log s_i/dz_j) g_i",
+            ),
+            relations=inst.relations,
+        ),
+    ]
+
+
+def _prove_second_order(sym: FixedK, forms: KernelForms) -> list[Identity]:
+    """The cross-entropy's Hessian, differentiated twice from the definition, is sum(y) times
+    the softmax Jacobian and symmetric; the kernels' Hessian and H v equal it."""
+    k = sym.k
+    idx = proof_indices(k)
+    inst = _Instantiation(forms, sym)
+    s = fixed_k.softmax(sym)
+    v = inst.v
+    _, _, e_o, v_o = inst._class_o
+    sum_y = sympy.Add(*sym.y)
+    loss = fixed_k.cross_entropy(sym)
+    # The first derivative, differentiated, carries sum_k y_k / S as K terms; checked equal
+    # (O(K)) to the same with Y standing for sum_k y_k (a constant in z), it is differentiated
+    # again in O(1) per entry: a K-term sum in every term of a row's ClassSum would cost K^2.
+    Y = sympy.Symbol("Y", real=True)
+    on_targets = ((Y, sum_y),)
+    grad = {}
+    for i in idx:
+        collapsed = sym.e[i] * Y / sym.S - sym.y[i]
+        if not is_zero_difference(fixed_k.d_dz(loss, i, sym), collapsed, on_targets):
+            raise ProofError(f"the cross-entropy's derivative in z_{i + 1} is not e_i Y / S - y_i")
+        grad[i] = collapsed
+    hessian = sympy.ImmutableMatrix([[fixed_k.d_dz(grad[i], j, sym) for j in idx] for i in idx])
+    closed = sympy.ImmutableMatrix(
+        [[sum_y * s[i] * (int(i == j) - s[j]) for j in idx] for i in idx]
+    )
+    on_probabilities = [
+        [
+            forms.hessian.xreplace(
+                {forms.s_i: s[i], forms.s_j: s[j], forms.delta_ij: int(i == j), forms.sum_y: sum_y}
+            )
+            for j in idx
+        ]
+        for i in idx
+    ]
+    reductions = {forms.sv: inst.inner(), forms.sum_y: Y}
+
+    def row(i: int) -> sympy.Expr:  # sum_j H_ij v_j, H differentiated from the definition
+        other = fixed_k.d_dz(grad[i], e_o, sym) * v_o
+        return fixed_k.d_dz(grad[i], i, sym) * v[i] + ClassSum(
+            other, inst._class_o, inst.classes((i,))
+        )
+
+    return [
+        prove_entries(
+            "cross-entropy-hessian-closed-form",
+            hessian,
+            closed,
+            _entries_method(
+                k,
+                "dL/dz_i differentiated again by z_j minus sum_k y_k s_i (delta_ij - s_j), the "
+                "softmax Jacobian times sum(y), is 0",
+            ),
+            relations=on_targets,
+        ),
+        prove_entries(
+            "cross-entropy-hessian-symmetric",
+            hessian,
+            hessian.T,
+            _entries_method(k, "d^2 L / dz_i dz_j minus d^2 L / dz_j dz_i, both differentiated"),
+        ),
+        prove_entries(
+            "kernel-cross-entropy-hessian",
+            sympy.ImmutableMatrix(on_probabilities),
+            closed,
+            _entries_method(k, "the kernel's form evaluated on the probabilities"),
+        ),
+        prove_entries(
+            "kernel-cross-entropy-hvp",
+            sympy.ImmutableMatrix([inst.at(forms.hvp, i).xreplace(reductions) for i in idx]),
+            sympy.ImmutableMatrix([row(i) for i in idx]),
+            _entries_method(
+                k,
+                "sum(y) s_i (v_i - sum_j s_j v_j) on the stable probabilities minus "
+                "sum_j H_ij v_j, H differentiated twice",
+            ),
+            relations=(*inst.relations, *on_targets),
+        ),
+    ]
+
+
+def _prove_distillation(sym: FixedK, forms: KernelForms) -> list[Identity]:
+    """T^2 KL(softmax(t/T) || softmax(z/T)) and its gradient in the student's logits z.
+
+    The definition is written in the tempered logits w = z/T (sym's logits) and the teacher's
+    tempered logits (a second, independent row); d/dz_j = (dw_j/dz_j) d/dw_j, with dw_j/dz_j
+    differentiated by SymPy. The kernels divide z_i - max z by T (proved to be w_i minus the
+    maximum of w), then apply the proved softmax forms to that row, whose own maximum shift
+    is arbitrary: so each row is instantiated with an arbitrary shift M, as elsewhere.
+    """
+    k = sym.k
+    idx = proof_indices(k)
+    T = forms.temperature
+    teacher = fixed_k.fixed_k(k, logit="t", target="u", normaliser="S_t")
+    student_row = _Instantiation(forms, sym)
+    teacher_row = _Instantiation(forms, teacher, tag="_t")
+    s, log_s = fixed_k.softmax(sym), fixed_k.log_softmax(sym)
+    q, log_q = fixed_k.softmax(teacher), fixed_k.log_softmax(teacher)
+    relations = (*teacher_row.relations, *student_row.relations)
+    logs = {**student_row.logs, **teacher_row.logs}
+
+    # the kernel's first step: (z_i - m) / T at z = T w, m = T max(w) is w_i - max(w)
+    M1 = sympy.Symbol("M_w", real=True)
+    tempered = sympy.ImmutableMatrix(
+        [forms.tempered.xreplace({forms.z_i: T * sym.z[i], forms.m: T * M1}) for i in idx]
+    )
+    identities = [
+        prove_entries(
+            "tempered-logits",
+            tempered,
+            sympy.ImmutableMatrix([sym.z[i] - M1 for i in idx]),
+            _entries_method(k, "at z = T w and m = T max(w) the factor T cancels"),
+        )
+    ]
+
+    definition = sympy.Add(*(T**2 * q[i] * (log_q[i] - log_s[i]) for i in range(k)), evaluate=False)
+    x = sympy.Symbol("x", real=True)
+    dw_dz = sympy.diff(x / T, x)  # the chain rule's factor: w = z / T
+    # d/dw_j term by term: class j's own term, and the others' as one generic class o's term
+    # differentiated once (only through S) and renamed per class (a ClassSum), O(K) per entry
+    e_o, a_o = student_row._class_o[2], teacher_row._class_o[2]
+    q_o = a_o / teacher.S
+    term_o = T**2 * q_o * (sympy.log(q_o, evaluate=False) - sympy.log(e_o / sym.S, evaluate=False))
+    definition_terms = sympy.Add.make_args(definition)
+
+    def derivative(j: int) -> sympy.Expr:
+        others = [
+            (*a, *b)
+            for n, (a, b) in enumerate(
+                zip(student_row.classes(), teacher_row.classes(), strict=True)
+            )
+            if n != j
+        ]
+        placeholders = (*student_row._class_o, *teacher_row._class_o)
+        rest = ClassSum(fixed_k.d_dz(term_o, j, sym), placeholders, others)
+        return dw_dz * (fixed_k.d_dz(definition_terms[j], j, sym) + rest)
+
+    if len(definition_terms) != k:
+        raise ProofError("distillation: the definition is not one term per class")
+    gradient = sympy.ImmutableMatrix([derivative(j) for j in idx])
+    closed = sympy.ImmutableMatrix([T * (s[j] - q[j]) for j in idx])
+    identities.append(
+        prove_entries(
+            "distillation-kl-gradient",
+            gradient,
+            closed,
+            _entries_method(
+                k,
+                "(1/T) d/dw_j of T^2 sum_i q_i (log q_i - log s_i), differentiated, minus "
+                "T (s_j - q_j) is 0, with sum_i q_i = 1 (S_t = sum_i e^{t_i})",
+            ),
+            relations=relations,
+        )
+    )
+
+    # the loss: the guard only avoids 0 * (-inf + inf); both branches agree where q_i = 0
+    (zero_branch, condition), (plain, _) = forms.kl_term.args
+    if condition != sympy.Eq(forms.q_i, 0) or plain.subs(forms.q_i, 0) != zero_branch:
+        raise ProofError("distillation: the kl term's guard differs from the formula at q_i = 0")
+    on_rows = {
+        forms.q_i: teacher_row._generic(forms.probability),
+        forms.log_q_i: teacher_row._generic(forms.log_probability),
+        forms.log_s_i: student_row._generic(forms.log_probability),
+    }
+    rows = [a + b for a, b in zip(student_row.classes(), teacher_row.classes(), strict=True)]
+    kl = ClassSum(plain.xreplace(on_rows), (*student_row._class_o, *teacher_row._class_o), rows)
+    identities.append(
+        prove_entries(
+            "stable-distillation-kl",
+            forms.distillation_kl.xreplace({forms.kl: kl}),
+            definition,
+            "each row's stable log-probabilities (logarithms expanded, the terms in its shift "
+            "cancel), T^2 times the sum of q_i (log q_i - log s_i); the q_i = 0 guard changes "
+            "nothing",
+            logs=logs,
+            relations=relations,
+        )
+    )
+    kernel_grad = [
+        forms.distillation_grad.xreplace(
+            {
+                forms.s_i: student_row.at(forms.probability, i),
+                forms.q_i: teacher_row.at(forms.probability, i),
+            }
+        )
+        for i in idx
+    ]
+    identities.append(
+        prove_entries(
+            "kernel-distillation-kl-grad",
+            sympy.ImmutableMatrix(kernel_grad),
+            closed,
+            _entries_method(k, "T (s_i - q_i) on both rows' stable probabilities"),
+            relations=relations,
+        )
+    )
+    return identities

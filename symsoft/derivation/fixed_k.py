@@ -42,14 +42,17 @@ class FixedK:
         )
 
 
-def fixed_k(k: int) -> FixedK:
+def fixed_k(k: int, logit: str = "z", target: str = "y", normaliser: str = "S") -> FixedK:
+    """The symbols of K classes; other names give a second, independent row (a teacher's)."""
+
     def numbered(stem: str, **assumptions: bool) -> tuple[sympy.Symbol, ...]:
         return tuple(sympy.Symbol(f"{stem}_{{{i}}}", **assumptions) for i in range(1, k + 1))
 
-    z, y = numbered("z", real=True), numbered("y", real=True)
-    e = tuple(sympy.Symbol(f"e^{{z_{{{i}}}}}", positive=True) for i in range(1, k + 1))
+    z, y = numbered(logit, real=True), numbered(target, real=True)
+    e = tuple(sympy.Symbol(f"e^{{{logit}_{{{i}}}}}", positive=True) for i in range(1, k + 1))
     classes = {symbol: i for group in (z, y, e) for i, symbol in enumerate(group)}
-    return FixedK(k=k, z=z, y=y, e=e, S=sympy.Symbol("S", positive=True), classes=classes)
+    S = sympy.Symbol(normaliser, positive=True)
+    return FixedK(k=k, z=z, y=y, e=e, S=S, classes=classes)
 
 
 # One class's symbols, standing for any class: a term of a sum over classes is differentiated

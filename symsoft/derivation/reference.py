@@ -75,3 +75,62 @@ def cross_entropy_grad(z: Sequence[float], y: Sequence[float]) -> list[mpmath.mp
         ys = _mp(y)
         total = mpmath.fsum(ys)
         return [si * total - yi for si, yi in zip(softmax(z), ys, strict=True)]
+
+
+def distillation_kl(zs: Sequence[float], zt: Sequence[float], temperature: float) -> mpmath.mpf:
+    """T^2 sum_i q_i (log q_i - log s_i), q = softmax(zt / T), s = softmax(zs / T); classes
+    with q_i = 0 contribute 0."""
+    with mpmath.workdps(DIGITS):
+        t = mpmath.mpf(temperature)
+        log_s = log_softmax([mpmath.mpf(v) / t for v in zs])
+        log_q = log_softmax([mpmath.mpf(v) / t for v in zt])
+        return t**2 * mpmath.fsum(
+            mpmath.exp(lq) * (lq - ls)
+            for lq, ls in zip(log_q, log_s, strict=True)
+            if lq != mpmath.ninf
+        )
+
+
+def log_softmax_vjp(z: Sequence[float], g: Sequence[float]) -> list[mpmath.mpf]:
+    """sum_i g_i d log s_i / d z_j = g_j - s_j sum_i g_i (d log s_i / dz_j = delta_ij - s_j)."""
+    with mpmath.workdps(DIGITS):
+        gs = _mp(g)
+        total = mpmath.fsum(gs)
+        return [gj - sj * total for gj, sj in zip(gs, softmax(z), strict=True)]
+
+
+def log_softmax_jvp(z: Sequence[float], v: Sequence[float]) -> list[mpmath.mpf]:
+    """sum_j (delta_ij - s_j) v_j = v_i - <s, v>."""
+    with mpmath.workdps(DIGITS):
+        vs = _mp(v)
+        inner = mpmath.fsum(sj * vj for sj, vj in zip(softmax(z), vs, strict=True))
+        return [vi - inner for vi in vs]
+
+
+def cross_entropy_hvp(
+    z: Sequence[float], y: Sequence[float], v: Sequence[float]
+) -> list[mpmath.mpf]:
+    """sum_j sum(y) s_i (delta_ij - s_j) v_j = sum(y) s_i (v_i - <s, v>)."""
+    with mpmath.workdps(DIGITS):
+        s, vs = softmax(z), _mp(v)
+        total = mpmath.fsum(_mp(y))
+        inner = mpmath.fsum(sj * vj for sj, vj in zip(s, vs, strict=True))
+        return [total * si * (vi - inner) for si, vi in zip(s, vs, strict=True)]
+
+
+def distillation_kl_grad(
+    zs: Sequence[float], zt: Sequence[float], temperature: float
+) -> list[mpmath.mpf]:
+    """d/d zs of distillation_kl's row: T (softmax(zs / T) - softmax(zt / T))."""
+    with mpmath.workdps(DIGITS):
+        t = mpmath.mpf(temperature)
+        s = softmax([mpmath.mpf(v) / t for v in zs])
+        q = softmax([mpmath.mpf(v) / t for v in zt])
+        return [t * (si - qi) for si, qi in zip(s, q, strict=True)]
+
+
+def cross_entropy_hessian(z: Sequence[float], y: Sequence[float]) -> list[list[mpmath.mpf]]:
+    """d^2 L / dz_i dz_j = sum(y) s_i (delta_ij - s_j)."""
+    with mpmath.workdps(DIGITS):
+        total = mpmath.fsum(_mp(y))
+        return [[total * entry for entry in row] for row in softmax_jacobian(z)]

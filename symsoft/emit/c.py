@@ -181,6 +181,16 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "jvp_term": c_code(f.jvp_term, dtype, names),
         "softmax_jvp": c_code(f.jvp, dtype, names),
         "softmax_vjp": c_code(f.vjp, dtype, names),
+        "log_sum_exp": c_code(f.log_sum_exp, dtype, names),
+        "log_softmax_jvp": c_code(f.log_softmax_jvp, dtype, names),
+        "log_softmax_vjp": c_code(f.log_softmax_vjp, dtype, names),
+        "hessian": c_code(f.hessian, dtype, jacobian_names),
+        "hvp": c_code(f.hvp, dtype, names),
+        "tempered": c_code(f.tempered, dtype, names),
+        "kl_term": c_code(f.kl_term, dtype, names),
+        "distillation_kl": c_code(f.distillation_kl, dtype, names),
+        "distillation_grad": c_code(f.distillation_grad, dtype, names),
+        **_distillation_rows(bundle, dtype),
         "lanes": lane_count,
         "keep_lane_loop": dtype == "float32" and k >= FLOAT_LANE_LOOP_FROM,
         "vector_max": dtype in VECTOR_MAX and lane_count > 0,
@@ -229,8 +239,41 @@ def _storage_members(k: int, prefix: str) -> list[dict[str, object]]:
             "doc": member.doc,
         }
         for member in MEMBERS
-        if all(out.rank <= 1 for out in member.outputs)
+        if all(out.rank <= 1 for out in member.outputs) and not member.scalars
     ]
+
+
+def _distillation_rows(bundle: Bundle, dtype: str) -> dict[str, dict[str, str]]:
+    """The softmax forms on distillation's tempered rows: the student's (wsr, with the usual
+    names) and the teacher's (wtr, m_t, dt_i, log_St, et_i, inv_St)."""
+    f = bundle.kernel
+    i = sympy.Symbol("i", integer=True)
+
+    def row(name: str) -> sympy.Indexed:
+        return sympy.IndexedBase(name, shape=(bundle.k,))[i]
+
+    student = {f.z_i: row("wsr"), f.S: 1 / sympy.Symbol("inv_S")}
+    teacher = {
+        f.z_i: row("wtr"),
+        f.m: sympy.Symbol("m_t"),
+        f.d_i: sympy.Symbol("dt_i"),
+        f.log_S: sympy.Symbol("log_St"),
+        f.e_i: sympy.Symbol("et_i"),
+    }
+    by_inverse = {**teacher, f.S: 1 / sympy.Symbol("inv_St")}
+    return {
+        "distillation_student": {
+            "shifted": c_code(f.shifted, dtype, student),
+            "log_probability": c_code(f.log_probability, dtype, student),
+        },
+        "distillation_teacher": {
+            "shifted": c_code(f.shifted, dtype, teacher),
+            "log_probability": c_code(f.log_probability, dtype, teacher),
+            "probability": c_code(f.probability, dtype, by_inverse),
+            "log_normaliser": c_code(f.log_normaliser, dtype, {f.S: sympy.Symbol("S_t")}),
+            "inverse_normaliser": c_code(1 / f.S, dtype, {f.S: sympy.Symbol("St[r]")}),
+        },
+    }
 
 
 def emit_c(bundle: Bundle) -> dict[str, str]:

@@ -20,6 +20,9 @@ INPUT_KINDS = {
     "y": "targets",  # (..., K) floats of z's dtype
     "v": "vector",  # (..., K) floats of z's dtype
     "labels": "labels",  # (...) integer class indices, int64 in C
+    "g": "vector",  # (..., K) an upstream gradient, floats of z's dtype
+    "z_student": "logits",  # (..., K) logits, as z, under the name distillation gives them
+    "z_teacher": "vector",  # (..., K) the teacher's logits, floats of z_student's dtype
 }
 _C_INPUT = {
     "logits": "const T",
@@ -52,9 +55,17 @@ class Member:
     whole_rows: bool = False  # C: no libm call, label branch or K x K output: rows can be
     #                           computed whole over groups turned into columns (see emit/c.py)
     checks: str = ""  # `symsoft check --of NAME` checks a user's derivative of this member
+    # scalar parameters (name, default): C takes each by value after the arrays; Python as a
+    # keyword-only argument. A temperature must be finite and > 0 (C: NaN rows otherwise).
+    scalars: tuple[tuple[str, float], ...] = ()
+    # C computes per row; Python takes reduction="batchmean" | "sum" | "none" and reduces the
+    # outputs: the per-row values summed (divided by the batch size z.shape[0] for
+    # batchmean), the per-row gradient divided by the batch size for batchmean
+    reduces: bool = False
 
     def __post_init__(self) -> None:
-        if self.inputs[:1] != ("z",) or not set(self.inputs) <= INPUT_KINDS.keys():
+        known = set(self.inputs) <= INPUT_KINDS.keys()
+        if not self.inputs or INPUT_KINDS.get(self.inputs[0]) != "logits" or not known:
             raise ValueError(f"{self.name}: inputs must start with z and be {set(INPUT_KINDS)}")
         if not self.outputs or not self.proofs:
             raise ValueError(f"{self.name}: a member needs outputs and the proofs of its forms")
@@ -67,6 +78,7 @@ class Member:
     def c_params(self, element: str = "T") -> str:
         """The C parameter list with the element type written as `element`."""
         params = [f"{_C_INPUT[INPUT_KINDS[name]]} *{name}" for name in self.inputs]
+        params += [f"T {name}" for name, _ in self.scalars]
         params += [f"T *{out.name}" for out in self.outputs]
         return ", ".join([*params, "size_t n"]).replace("T ", f"{element} ")
 
@@ -170,6 +182,76 @@ MEMBERS = (
         proofs=("kernel-softmax-vjp", "jacobian-equals-transpose"),
         equations=("general-vjp",),
         whole_rows=True,
+    ),
+    # --- issue 18: log-sum-exp, log-softmax products, distillation, second order ---------
+    Member(
+        "logsumexp",
+        ("z",),
+        (Output("out", 0),),
+        "out = log sum_j exp(z_j), n values",
+        forms=("log_normaliser", "log_sum_exp"),
+        proofs=("stable-logsumexp", "logsumexp-gradient"),
+    ),
+    Member(
+        "log_softmax_jvp",
+        ("z", "v"),
+        (Output("out", 1),),
+        "out = J v = v - <s, v> with J = d log s / dz, n*K values, O(K) per row",
+        forms=("probability", "jvp_term", "log_softmax_jvp"),
+        proofs=("kernel-log-softmax-jvp",),
+        whole_rows=True,
+    ),
+    Member(
+        "log_softmax_vjp",
+        ("z", "g"),
+        (Output("out", 1),),
+        "out = J^T g = g - s * sum(g) with J = d log s / dz (log-softmax's backward pass), "
+        "n*K values, O(K) per row",
+        forms=("probability", "log_softmax_vjp"),
+        proofs=("kernel-log-softmax-vjp",),
+        whole_rows=True,
+    ),
+    Member(
+        "distillation_kl",
+        ("z_student", "z_teacher"),
+        (Output("loss", 0),),
+        "loss = T^2 KL(softmax(z_teacher/T) || softmax(z_student/T)) per row, n values "
+        "(NaN rows unless T is finite and > 0)",
+        forms=("tempered", "log_probability", "probability", "kl_term", "distillation_kl"),
+        proofs=("tempered-logits", "stable-distillation-kl"),
+        scalars=(("temperature", 1.0),),
+        reduces=True,
+    ),
+    Member(
+        "distillation_kl_grad",
+        ("z_student", "z_teacher"),
+        (Output("grad", 1),),
+        "grad = d distillation_kl / d z_student = T (softmax(z_student/T) - "
+        "softmax(z_teacher/T)) per row, n*K values (NaN rows unless T is finite and > 0)",
+        forms=("tempered", "probability", "distillation_grad"),
+        proofs=("tempered-logits", "distillation-kl-gradient", "kernel-distillation-kl-grad"),
+        scalars=(("temperature", 1.0),),
+        reduces=True,
+    ),
+    Member(
+        "cross_entropy_hessian",
+        ("z", "y"),
+        (Output("hess", 2),),
+        "hess = d^2 L / dz dz = sum(y) (diag(s) - s s^T), n*K*K values, row-major",
+        forms=("probability", "hessian"),
+        proofs=(
+            "cross-entropy-hessian-closed-form",
+            "cross-entropy-hessian-symmetric",
+            "kernel-cross-entropy-hessian",
+        ),
+    ),
+    Member(
+        "cross_entropy_hvp",
+        ("z", "y", "v"),
+        (Output("out", 1),),
+        "out = H v = sum(y) s * (v - <s, v>) with H = d^2 L / dz dz, n*K values, O(K) per row",
+        forms=("probability", "jvp_term", "hvp"),
+        proofs=("kernel-cross-entropy-hvp",),
     ),
 )
 

@@ -5,6 +5,15 @@ Budgets, with u the unit roundoff of the dtype and K the number of classes:
                        (the shifted algorithm's bound, Blanchard, Higham & Higham 2021)
   log_softmax          absolute error <= (2 |l_i| + K + 3) u
   cross_entropy_index  absolute error <= (|L| + K + 3) u
+  logsumexp            absolute error <= (|L| + K + 3) u
+  log_softmax_vjp      absolute error per entry <= (|out_i| + (2K + 6 + 2 D) s_i sum_j |g_j|) u
+  log_softmax_jvp      absolute error per entry <= (|out_i| + (2K + 6 + 2 D) sum_j s_j |v_j|) u
+  cross_entropy_hvp    absolute error per entry
+                       <= (2K + 6 + 2 D) sum(y) s_i (|v_i| + sum_j s_j |v_j|) u
+  distillation_kl      absolute error per row <= T^2 (2K + 6 + (2K + 6 + 2 D_T) W) u, with
+                       W = sum_i q_i (|log q_i| + |log s_i|) and D_T the larger spread of the
+                       two tempered rows (the log-probabilities' budgets, weighted by q)
+with D = max z - min z over the row (the spread of the softmax budget).
 Results below the smallest normal number only need absolute accuracy of a few subnormal steps.
 """
 
@@ -118,3 +127,102 @@ def measure(kernels: object, k: int, dtype: type, rows: int = 10_000) -> list[Me
             ("cross_entropy_index", c_err, c_ref, c_budget, 1.0),
         ]
     ]
+
+
+@cache
+def _family_case(k: int, dtype_name: str, rows: int) -> tuple:
+    """Inputs and references for the members measured by measure_family."""
+    dtype = numpy.dtype(dtype_name).type
+    z = sample_logits(k, dtype, rows)
+    rng = numpy.random.default_rng([k, 18])
+    v = rng.normal(size=(rows, k)).astype(dtype)
+    y = rng.random((rows, k)).astype(dtype)
+    teacher = sample_logits(k, dtype, rows, seed=1)
+    references = {
+        "logsumexp": Reference(reference.log_sum_exp, z),
+        "log_softmax_vjp": Reference(reference.log_softmax_vjp, z, v),
+        "log_softmax_jvp": Reference(reference.log_softmax_jvp, z, v),
+        "cross_entropy_hvp": Reference(reference.cross_entropy_hvp, z, y, v),
+        "s": Reference(reference.softmax, z),
+    }
+    for temperature in DISTILLATION_TEMPERATURES:
+        references[f"kl{temperature}"] = Reference(
+            lambda a, b, t=temperature: reference.distillation_kl(a, b, t), z, teacher
+        )
+    return z, v, y, teacher, references
+
+
+# T = 1 divides exactly; T = 3 rounds every tempered logit
+DISTILLATION_TEMPERATURES = (1.0, 3.0)
+
+
+def measure_family(kernels: object, k: int, dtype: type, rows: int = 3000) -> list[Measurement]:
+    """logsumexp, the log-softmax products, H v and distillation_kl of `kernels` against the
+    reference, with the budgets of the module docstring."""
+    finfo = numpy.finfo(dtype)
+    u = float(finfo.eps) / 2
+    z, v, y, teacher, ref = _family_case(k, numpy.dtype(dtype).name, rows)
+    s = ref["s"].hi
+    spread = (z.max(axis=-1, keepdims=True) - z.min(axis=-1, keepdims=True)).astype(numpy.float64)
+    growth = 2 * k + 6 + 2 * spread
+    a_v, a_y = numpy.abs(v.astype(numpy.float64)), numpy.abs(y.astype(numpy.float64))
+    sv = numpy.sum(s * a_v, axis=-1, keepdims=True)
+    floor = float(finfo.tiny) * 4
+    results = []
+
+    def record(name: str, got: numpy.ndarray, expected: Reference, budget: numpy.ndarray):
+        err = expected.error(got)
+        results.append(
+            Measurement(
+                name,
+                numpy.dtype(dtype).name,
+                rows,
+                _ulps(err, expected.hi, dtype, 1.0),
+                float(numpy.max(err / (budget + floor))),
+            )
+        )
+
+    lse = ref["logsumexp"]
+    record("logsumexp", kernels.logsumexp(z), lse, (numpy.abs(lse.hi) + k + 3) * u)
+    out = ref["log_softmax_vjp"]
+    total_g = numpy.sum(a_v, axis=-1, keepdims=True)
+    record(
+        "log_softmax_vjp",
+        kernels.log_softmax_vjp(z, v),
+        out,
+        (numpy.abs(out.hi) + growth * s * total_g) * u,
+    )
+    out = ref["log_softmax_jvp"]
+    record(
+        "log_softmax_jvp", kernels.log_softmax_jvp(z, v), out, (numpy.abs(out.hi) + growth * sv) * u
+    )
+    out = ref["cross_entropy_hvp"]
+    scale = numpy.sum(a_y, axis=-1, keepdims=True) * s * (a_v + sv)
+    record("cross_entropy_hvp", kernels.cross_entropy_hvp(z, y, v), out, growth * scale * u)
+    for temperature in DISTILLATION_TEMPERATURES:
+        out = ref[f"kl{temperature}"]
+        got = kernels.distillation_kl(z, teacher, temperature=temperature, reduction="none")
+        weights = _tempered_weights(z, teacher, temperature)
+        spread_t = numpy.maximum(_spread(z), _spread(teacher)) / temperature
+        budget = temperature**2 * (2 * k + 6 + (2 * k + 6 + 2 * spread_t) * weights) * u
+        record(f"distillation_kl (T={temperature:g})", got, out, budget)
+    return results
+
+
+def _spread(z: numpy.ndarray) -> numpy.ndarray:
+    z = z.astype(numpy.float64)
+    return z.max(axis=-1) - z.min(axis=-1)
+
+
+def _tempered_weights(zs: numpy.ndarray, zt: numpy.ndarray, temperature: float) -> numpy.ndarray:
+    """sum_i q_i (|log q_i| + |log s_i|) in float64 (a weight in the budget, not a result)."""
+
+    def log_softmax(z: numpy.ndarray) -> numpy.ndarray:
+        w = z.astype(numpy.float64) / temperature
+        w = w - w.max(axis=-1, keepdims=True)
+        return w - numpy.log(numpy.sum(numpy.exp(w), axis=-1, keepdims=True))
+
+    log_s, log_q = log_softmax(zs), log_softmax(zt)
+    with numpy.errstate(invalid="ignore"):
+        terms = numpy.exp(log_q) * (numpy.abs(log_q) + numpy.abs(log_s))
+    return numpy.sum(numpy.where(numpy.isfinite(terms), terms, 0), axis=-1)

@@ -73,9 +73,10 @@ def _float_dtype(dtype: numpy.dtype, name: str) -> numpy.dtype:
 # arguments for free, and per call only the checks, one allocation and the ctypes call.
 # from_buffer() costs a fraction of array.ctypes.data_as(); _as_c makes sure it applies.
 _CALL = """\
-def {name}({params}, *, threads=None, storage=None):
-    _tensors = type(z) is not _ndarray and _is_tensor(z, "z", "c")
-    z, _key = _z(z, storage)
+def {name}({params}):
+    # the first input is the logits, z in the body whatever the parameter is called
+    _tensors = type({first}) is not _ndarray and _is_tensor({first}, {first!r}, "c")
+    z, _key = _z({first}, storage)
     {converts}
     {allocations}
     _rows = z.size // _k
@@ -87,6 +88,31 @@ def {name}({params}, *, threads=None, storage=None):
         return _to_tensor(({outs},))
     return {results}
 """
+# distillation's options: checked in Python (C would give NaN rows), the outputs reduced here
+_REDUCTIONS = ("batchmean", "sum", "none")
+
+
+def _options(temperature: object, reduction: object) -> float:
+    value = float(temperature)  # type: ignore[arg-type]
+    if not 0 < value < float("inf"):
+        raise ValueError(f"temperature must be finite and > 0, got {value}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    return value
+
+
+def _reduced(value: numpy.ndarray, reduction: str, z: numpy.ndarray, per_row: bool) -> Any:
+    """As the emitted Python module: none as computed; sum of the rows' values (a gradient is
+    each row's own); batchmean divided by z.shape[0] (one for a single row)."""
+    if reduction == "none":
+        return value if value.ndim else value[()]
+    batch = z.shape[0] if z.ndim > 1 else 1
+    if per_row:
+        value = value.sum(dtype=value.dtype)
+    if reduction == "sum":
+        return value
+    with numpy.errstate(invalid="ignore"):  # an empty batch: 0 / 0 is NaN, as in PyTorch
+        return value / value.dtype.type(batch) if batch else value * value.dtype.type("nan")
 
 
 class CKernels:
@@ -166,20 +192,33 @@ class CKernels:
         functions = {}
         ranks = [out.rank for out in member.outputs]
         keys: list[tuple[object, str, numpy.dtype]] = [(_F32, "f32", _F32), (_F64, "f64", _F64)]
-        if max(ranks) <= 1:  # the 16-bit storage kernels (symsoft/emit/c.py: STORAGE)
+        if max(ranks) <= 1 and not member.scalars:  # 16-bit storage (emit/c.py: STORAGE)
             keys += [(_F16, "f16", _F16), ("bf16", "bf16", _U16), ("f16", "f16", _U16)]
         for key, suffix, dtype in keys:
             # the C type of each buffer: the inputs', then the outputs'
             buffers = [
                 _CTYPE[_I64 if _converter(name) == "label" else dtype] for name in member.inputs
             ]
+            buffers += [_CTYPE[dtype]] * len(member.scalars)  # by value, after the inputs
             buffers += [_CTYPE[dtype]] * len(ranks)
             function = getattr(library, c_name(member.name, self.k, suffix, self.prefix))
-            function.argtypes = [*(ctypes.POINTER(c) for c in buffers), ctypes.c_size_t]
+            pointers = [ctypes.POINTER(c) for c in buffers]
+            n_in = len(member.inputs)
+            for n in range(n_in, n_in + len(member.scalars)):
+                pointers[n] = buffers[n]  # a scalar, by value
+            function.argtypes = [*pointers, ctypes.c_size_t]
             function.restype = None
             functions[key] = (function, buffers)
         names = list(member.inputs)
         converts = [f"{n} = _{_converter(n)}({n}, {n!r}, z)" for n in names[1:]]
+        params = list(names)
+        scalars = [name for name, _ in member.scalars]
+        params.append("*")
+        params += [f"{name}={default!r}" for name, default in member.scalars]
+        if member.reduces:
+            params.append('reduction="batchmean"')
+            converts += [f"{scalars[0]} = _options({scalars[0]}, reduction)"]
+        params += ["threads=None", "storage=None"]
         outs = [f"_out{o}" for o in range(len(ranks))]
         allocations = [
             f"{out} = _empty(z.shape[:-1] + {(self.k,) * rank!r}, z.dtype)"
@@ -187,14 +226,23 @@ class CKernels:
         ]
         # a scalar for one row, as NumPy reductions give
         results = [f"({out} if {out}.ndim else {out}[()])" for out in outs]
+        if member.reduces:
+            results = [
+                f"_reduced({out}, reduction, z, {rank == 0})"
+                for out, rank in zip(outs, ranks, strict=True)
+            ]
+        pointers = [f"_c[{i}].from_buffer({n})" for i, n in enumerate(["z", *names[1:]])]
+        pointers += [f"_c[{len(names) + n}]({name})" for n, name in enumerate(scalars)]
         source = _CALL.format(
             name=member.name,
-            params=", ".join(names),
+            params=", ".join(params),
+            first=names[0],
             converts="\n    ".join(converts) or "pass",
             allocations="\n    ".join(allocations),
-            pointers=", ".join(f"_c[{i}].from_buffer({n})" for i, n in enumerate(names)),
+            pointers=", ".join(pointers),
             out_pointers=", ".join(
-                f"_c[{len(names) + o}].from_buffer({out})" for o, out in enumerate(outs)
+                f"_c[{len(names) + len(scalars) + o}].from_buffer({out})"
+                for o, out in enumerate(outs)
             ),
             results=", ".join(results) if len(results) > 1 else results[0],
             outs=", ".join(outs),
@@ -210,6 +258,8 @@ class CKernels:
             "_float": self._floats,
             "_label": self._labels,
             "_threads": self._use_threads,
+            "_options": _options,
+            "_reduced": _reduced,
         }
         exec(compile(source, f"<symsoft kernel {member.name}>", "exec"), namespace)
         call = namespace[member.name]

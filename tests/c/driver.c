@@ -3,7 +3,8 @@
  * -include softmax_k<K>.h, under AddressSanitizer and UndefinedBehaviorSanitizer.
  *
  * stdin: n, then n*K logits, n*K targets, n labels (whitespace separated; "inf", "nan" ok).
- * The targets double as the vector v of the Jacobian-vector products.
+ * The targets double as the vector v of the Jacobian-vector products and as the teacher's
+ * logits of distillation (at T = 2 for the loss, T = 0.5 for the gradient).
  * stdout: one line per kernel and dtype: "<name>_<sfx>" followed by every output value.
  */
 #include <stdint.h>
@@ -68,6 +69,20 @@ static void print_floats(const char *name, const float *values, size_t count)
         print("softmax_vjp_" #sfx, out, n * k);                                            \
         KERNEL(cross_entropy_with_grad_index, SYMSOFT_K, sfx)(z, labels, out + n * k, out, n); \
         print("cross_entropy_with_grad_index_" #sfx, out, n * k + n);                      \
+        KERNEL(logsumexp, SYMSOFT_K, sfx)(z, out, n);                                      \
+        print("logsumexp_" #sfx, out, n);                                                  \
+        KERNEL(log_softmax_jvp, SYMSOFT_K, sfx)(z, y, out, n);                             \
+        print("log_softmax_jvp_" #sfx, out, n * k);                                        \
+        KERNEL(log_softmax_vjp, SYMSOFT_K, sfx)(z, y, out, n);                             \
+        print("log_softmax_vjp_" #sfx, out, n * k);                                        \
+        KERNEL(cross_entropy_hessian, SYMSOFT_K, sfx)(z, y, out, n);                       \
+        print("cross_entropy_hessian_" #sfx, out, n * k * k);                              \
+        KERNEL(cross_entropy_hvp, SYMSOFT_K, sfx)(z, y, y, out, n);                        \
+        print("cross_entropy_hvp_" #sfx, out, n * k);                                      \
+        KERNEL(distillation_kl, SYMSOFT_K, sfx)(z, y, (T)2, out, n);                       \
+        print("distillation_kl_" #sfx, out, n);                                            \
+        KERNEL(distillation_kl_grad, SYMSOFT_K, sfx)(z, y, (T)0.5, out, n);                \
+        print("distillation_kl_grad_" #sfx, out, n * k);                                   \
         free(out);                                                                         \
     } while (0)
 
