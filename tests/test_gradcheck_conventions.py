@@ -317,3 +317,22 @@ def test_cli_runs_the_c_kernel_with_cflags():
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "contract: fn(Z, C): z (N, K) float32 numpy array" in run.stdout
+
+
+def test_torch_functions_after_the_caller_ran_parallel_torch_code(tmp_path):
+    """The worker is forked: a parent whose torch thread pool is already running (any
+    training loop) used to leave the child's first parallel op waiting forever."""
+    script = tmp_path / "after_parallel_torch.py"
+    script.write_text(
+        "import torch\n"
+        "x = torch.randn(2000, 2000)\n"
+        "(x @ x).sum()  # the parent's intra-op threads are running\n"
+        "from symsoft.gradcheck import check_gradient\n"
+        f"r = check_gradient({f'{EXAMPLES}/torch_grads.py:ce_sum'!r}, 4, labels='index',\n"
+        "    batched=True, reduction='sum', array='torch', n_random=8)\n"
+        "print('ok' if r.ok else r.text())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "ok", done.stdout + done.stderr

@@ -90,6 +90,12 @@ def _serve(fn: Callable, conn: object, array: str, dtype: np.dtype) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the checker, not fn
     faulthandler.disable()  # a crash is reported by the checker, not dumped (pytest enables it)
     os.dup2(2, 1)  # whatever fn prints goes to stderr: stdout carries only the report
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # torch's thread pool does not survive a fork: a parent that already ran parallel
+        # torch code left pool threads the child does not have, and the child's first
+        # parallel op waited for them forever (seen in the full test suite)
+        torch.set_num_threads(1)
     me = os.getpid()
     forks: list[int] = []
     os.register_at_fork(after_in_parent=lambda: forks.append(1))
