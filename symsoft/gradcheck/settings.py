@@ -9,10 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from symsoft.errors import SpecError
+from symsoft.family.members import MEMBERS
 from symsoft.gradcheck.errors import CheckUsageError
 from symsoft.spec import validate_k
 
-OFS = ("softmax", "log_softmax", "cross_entropy")
+# what `--of` can name: the family members whose derivative the checker has a contract for
+OFS = tuple(member.checks for member in MEMBERS if member.checks)
 DTYPES = ("float64", "float32")
 LABELS = ("simplex", "one-hot", "any", "index")
 REDUCTIONS = ("none", "sum", "mean")
