@@ -190,6 +190,7 @@ def test_distillation_options_are_checked(generated, backend):
 def test_c_distillation_gives_nan_rows_for_a_bad_temperature(generated):
     """C cannot raise: without a usable temperature every value written is NaN."""
     g = generated(3)
+    assert g.c.k == 3  # compiles the library this test opens directly
     library = ctypes.CDLL(str(g.folder / "libsoftmax_k3.so"))
     pointer = numpy.ctypeslib.ndpointer(numpy.float64, flags="C_CONTIGUOUS")
     z = numpy.zeros((4, 3))

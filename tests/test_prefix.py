@@ -4,6 +4,7 @@ and Python module, and each file says which masked-row policy it implements."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import symsoft
 from symsoft import pipeline
 from symsoft.errors import SpecError
+from symsoft.family.members import MEMBERS
 from symsoft.spec import make_spec
 from tests.conftest import require_tool
 
@@ -97,17 +99,19 @@ def test_files_guard_and_module_take_the_prefix(both):
 )
 def test_every_file_and_function_says_its_masked_row_policy(both, prefix, policy, says):
     header = (both / f"{prefix}_softmax_k4.h").read_text()
-    declarations = [line for line in header.splitlines() if line.startswith("void ")]
+    kernels = re.compile(rf"void {prefix}_\w+_k4_f(32|64)\(")
+    declarations = [line for line in header.splitlines() if kernels.match(line)]
     lines = header.splitlines()
-    assert len(declarations) == 20  # 10 members, float and double
+    assert len(declarations) == 2 * len(MEMBERS)  # every member, float and double
     for line in declarations:
         comment = lines[lines.index(line) - 1]
         assert f"--masked-rows {policy}" in comment and says in comment, comment
     assert f"Masked rows: a fully masked row (every z_i = -inf) {says}" in header
     source = (both / f"{prefix}_softmax_k4.c").read_text()
-    assert source.count(f"(--masked-rows {policy})") == 20
+    assert source.count(f"(--masked-rows {policy})") == 2 * len(MEMBERS)
     module = (both / f"{prefix}_softmax_k4.py").read_text()
-    assert module.count(f"(--masked-rows {policy})") == 11  # the docstring and 10 functions
+    # the docstring and every function
+    assert module.count(f"(--masked-rows {policy})") == 1 + len(MEMBERS)
 
 
 @pytest.mark.parametrize("name", ["9lives", "for", "a-b", "x y", "__x", "é", "a\n"])

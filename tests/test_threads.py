@@ -59,7 +59,15 @@ def batch(k: int, dtype, storage: str | None = None):
         )
     else:
         z, v = z.astype(dtype), v.astype(dtype)
-    return {"z": z, "y": v, "v": v, "labels": labels}
+    return {
+        "z": z,
+        "y": v,
+        "v": v,
+        "g": v,
+        "labels": labels,
+        "z_student": z,
+        "z_teacher": numpy.roll(z, 1, axis=0),
+    }
 
 
 def as_outputs(result) -> tuple[numpy.ndarray, ...]:
@@ -72,7 +80,9 @@ def bits(array: numpy.ndarray) -> numpy.ndarray:
 
 @pytest.mark.parametrize("compiler", COMPILERS)
 @pytest.mark.parametrize("k", KS)
-def test_threads_give_the_bits_of_one_thread(generated, compiler, k):
+def test_threads_give_the_bits_of_one_thread(generated, compiler, k, monkeypatch):
+    # the C's NaN rows for invalid labels, past the wrapper's IndexError (tests/test_edges.py)
+    monkeypatch.setattr(CKernels, "_check_range", lambda self, labels, name: labels)
     kernels = openmp_kernels(generated, k, compiler)
     assert kernels.openmp >= 201107, "built with -fopenmp: the library says so"
     cases = [(numpy.float64, None), (numpy.float32, None), (numpy.float16, None)]
@@ -80,10 +90,11 @@ def test_threads_give_the_bits_of_one_thread(generated, compiler, k):
     for dtype, storage in cases:
         data = batch(k, dtype, storage)
         for member in MEMBERS:
-            if member.name == "softmax_jacobian" and (storage or dtype == numpy.float16):
-                continue  # no 16-bit Jacobian (K x K values a row)
+            square = max(out.rank for out in member.outputs) == 2
+            if (square or member.scalars) and (storage or dtype == numpy.float16):
+                continue  # no 16-bit kernels for K x K values a row or a scalar parameter
             args = [data[name] for name in member.inputs]
-            if member.name == "softmax_jacobian":
+            if square:
                 args = [a[: PARALLEL_FROM // (k * k) + 3] for a in args]
             one = as_outputs(getattr(kernels, member.name)(*args, threads=1, storage=storage))
             for threads in (2, 3):

@@ -28,9 +28,9 @@ def outputs(run: int, count: int = 4, size: int = 200) -> dict[str, str]:
     }
 
 
-def contents(folder: Path) -> dict[str, str]:
+def contents(folder: Path) -> dict[str, bytes | str]:
     """Every entry in folder, hidden ones included (a leftover must show)."""
-    return {p.name: p.read_text() if p.is_file() else "<dir>" for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() if p.is_file() else "<dir>" for p in sorted(folder.iterdir())}
 
 
 def test_a_stamp_matches_its_content_only():

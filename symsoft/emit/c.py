@@ -270,7 +270,11 @@ def _distillation_rows(bundle: Bundle, dtype: str) -> dict[str, dict[str, str]]:
             "shifted": c_code(f.shifted, dtype, teacher),
             "log_probability": c_code(f.log_probability, dtype, teacher),
             "probability": c_code(f.probability, dtype, by_inverse),
-            "log_normaliser": c_code(f.log_normaliser, dtype, {f.S: sympy.Symbol("S_t")}),
+            # the teacher's S_t is in [1, K] like the student's S: the same branch-free log,
+            # so equal rows give a divergence of exactly 0
+            "log_normaliser": c_code(
+                f.log_normaliser, dtype, {f.S: sympy.Symbol("S_t")}, kernel_log=True
+            ),
             "inverse_normaliser": c_code(1 / f.S, dtype, {f.S: sympy.Symbol("St[r]")}),
         },
     }

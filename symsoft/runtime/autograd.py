@@ -384,8 +384,10 @@ class JaxKernels:
     def _call(self, name: str, shapes: Any, *args: jax.Array) -> Any:
         """The kernel `name` on the host; shapes: the results' jax.ShapeDtypeStruct(s)."""
 
-        def host(*arrays: numpy.ndarray) -> Any:
-            result = getattr(self.kernels, name)(*arrays)
+        def host(*arrays: Any) -> Any:
+            # JAX hands the callback its own CPU arrays, which the C backend refuses by name
+            # (one behaviour per backend): the host-side NumPy views are what it takes
+            result = getattr(self.kernels, name)(*(numpy.asarray(a) for a in arrays))
             if isinstance(result, tuple):
                 return tuple(numpy.asarray(r) for r in result)
             return numpy.asarray(result)

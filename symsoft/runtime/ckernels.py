@@ -84,9 +84,10 @@ def {name}({params}):
         _function, _c = _functions[_key]
         _threads(threads)
         _function({pointers}, {out_pointers}, _rows)
+    _result = {results}
     if _tensors:  # CPU torch tensors in, tensors out, as from the array-API module
-        return _to_tensor(({outs},))
-    return {results}
+        return _to_tensor(_result)
+    return _result
 """
 # distillation's options: checked in Python (C would give NaN rows), the outputs reduced here
 _REDUCTIONS = ("batchmean", "sum", "none")
@@ -245,12 +246,11 @@ class CKernels:
                 for o, out in enumerate(outs)
             ),
             results=", ".join(results) if len(results) > 1 else results[0],
-            outs=", ".join(outs),
         )
         namespace: dict[str, Any] = {
             "_ndarray": numpy.ndarray,
             "_is_tensor": is_tensor,
-            "_to_tensor": to_tensor if len(outs) > 1 else lambda one: to_tensor(one[0]),
+            "_to_tensor": to_tensor,
             "_empty": numpy.empty,
             "_k": self.k,
             "_functions": _Kernels(member.name, functions),
