@@ -28,8 +28,13 @@ def outputs(run: int, count: int = 4, size: int = 200) -> dict[str, str]:
     }
 
 
-def contents(folder: Path) -> dict[str, bytes | str]:
+def contents(folder: Path) -> dict[str, str]:
     """Every entry in folder, hidden ones included (a leftover must show)."""
+    return {p.name: p.read_text() if p.is_file() else "<dir>" for p in sorted(folder.iterdir())}
+
+
+def raw_contents(folder: Path) -> dict[str, bytes | str]:
+    """contents(), in bytes: generated/k3 holds the figures' PDFs."""
     return {p.name: p.read_bytes() if p.is_file() else "<dir>" for p in sorted(folder.iterdir())}
 
 
@@ -268,4 +273,4 @@ def test_readme_first_command_regenerates_the_committed_example_without_force(tm
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""  # -q: nothing listed
-    assert contents(clone / "generated" / "k3") == contents(ROOT / "generated" / "k3")
+    assert raw_contents(clone / "generated" / "k3") == raw_contents(ROOT / "generated" / "k3")
