@@ -25,16 +25,7 @@ TOLERANCE = {torch.float32: 2e-6, torch.float64: 1e-14}
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """Every load() in this module caches under a temporary folder, never the user's."""
-    root = tmp_path_factory.mktemp("symsoft-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SYMSOFT_CACHE_DIR", str(root))
-        yield root
-
-
-@pytest.fixture(scope="module")
-def kernels(cache_dir):
+def kernels():  # cached in the session's temporary folder (conftest.pytest_configure)
     require_tool("cc")
     return {k: load(k) for k in (3, 10)}
 
@@ -420,7 +411,7 @@ def test_jax_errors(kernels):
         jax_kernels.cross_entropy(jnp.ones((2, 3)), jnp.ones((2, 3)), reduction="mean-ish")
 
 
-def test_importing_symsoft_imports_neither_torch_nor_jax(cache_dir):
+def test_importing_symsoft_imports_neither_torch_nor_jax():
     """.torch and .jax import torch and jax on first use: load() alone pays for neither."""
     code = (
         "import sys, symsoft; symsoft.load(3); "

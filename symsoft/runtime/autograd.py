@@ -3,8 +3,7 @@
 Forward and backward both run in the emitted C (through CKernels), on CPU data:
 
 - softmax: s = softmax(z); backward softmax_vjp(z, g) = s * (g - <s, g>) (J is symmetric);
-- log_softmax: backward g - s * sum(g), which is -cross_entropy_grad(z, g) (that kernel
-  computes s * sum(y) - y for any y), so no NumPy arithmetic is needed;
+- log_softmax: backward log_softmax_vjp(z, g) = g - s * sum(g);
 - cross_entropy (probability targets y) and cross_entropy_index (integer labels): when z
   needs a gradient, forward computes loss and gradient together (the fused kernel, reading z
   once) and backward only scales the saved gradient by the incoming one, row by row; the
@@ -44,17 +43,6 @@ def _check_reduction(reduction: str, options: dict[str, Any]) -> None:
     # when some are weighted or ignored: not known here until the kernels take those options
     if reduction == "mean" and {"weight", "ignore_index"} & options.keys():
         raise NotImplementedError("reduction='mean' with weight or ignore_index (issue 17)")
-
-
-def _fused_index(kernels: CKernels, z: numpy.ndarray, labels: numpy.ndarray, **options: Any):
-    """(loss, grad) for integer labels: the fused kernel where the library has it."""
-    fused = getattr(kernels, "cross_entropy_with_grad_index", None)
-    if fused is not None:
-        return fused(z, labels, **options)
-    return (
-        kernels.cross_entropy_index(z, labels, **options),
-        kernels.cross_entropy_grad_index(z, labels, **options),
-    )
 
 
 # --- PyTorch ------------------------------------------------------------------------------------
@@ -167,8 +155,7 @@ def _torch_functions() -> dict[str, Any]:
         @first_order
         def backward(ctx, g: torch.Tensor) -> tuple[None, torch.Tensor]:
             (z,) = ctx.saved_tensors
-            # g - s * sum(g) = -(s * sum(g) - g); negating is exact
-            return None, _tensor(ctx.kernels.cross_entropy_grad(_array(z), _array(g))).neg_()
+            return None, _tensor(ctx.kernels.log_softmax_vjp(_array(z), _array(g)))
 
     class CrossEntropy(torch.autograd.Function):
         @staticmethod
@@ -210,7 +197,7 @@ def _torch_functions() -> dict[str, Any]:
         ) -> torch.Tensor:
             z_, labels_ = _array(z), _array(labels)
             if ctx.needs_input_grad[1]:
-                loss, grad = _fused_index(kernels, z_, labels_, **options)
+                loss, grad = kernels.cross_entropy_with_grad_index(z_, labels_, **options)
                 ctx.grad = _tensor(grad)
             else:
                 loss = kernels.cross_entropy_index(z_, labels_, **options)
@@ -324,9 +311,8 @@ class JaxKernels:
         self.kernels = kernels
         self.k = kernels.k
         self._jax = jax
-        self._softmax = self._probabilities("softmax", "softmax_vjp", negate=False)
-        # log_softmax's VJP g - s * sum(g) is -cross_entropy_grad(z, g), as for torch
-        self._log_softmax = self._probabilities("log_softmax", "cross_entropy_grad", negate=True)
+        self._softmax = self._probabilities("softmax", "softmax_vjp")
+        self._log_softmax = self._probabilities("log_softmax", "log_softmax_vjp")
         self._cross_entropy = self._soft_loss()
         self._cross_entropy_index = self._index_loss()
 
@@ -402,7 +388,7 @@ class JaxKernels:
     def _like(self, z: jax.Array) -> Any:
         return self._jax.ShapeDtypeStruct(z.shape, z.dtype)
 
-    def _probabilities(self, forward: str, backward: str, negate: bool) -> Callable:
+    def _probabilities(self, forward: str, backward: str) -> Callable:
         jax = self._jax
 
         @jax.custom_vjp
@@ -413,8 +399,7 @@ class JaxKernels:
             return function(z), z
 
         def bwd(z: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-            dz = self._call(backward, self._like(z), z, g)
-            return (-dz if negate else dz,)
+            return (self._call(backward, self._like(z), z, g),)
 
         function.defvjp(fwd, bwd)
         return function
