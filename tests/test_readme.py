@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -117,3 +118,12 @@ def test_readme_states_the_subnormal_floor_of_the_softmax_bound():
         assert f"+ {floor:.1e} in {finfo.dtype}" in text
     source = (ROOT / "symsoft" / "runtime" / "accuracy.py").read_text()
     assert "floor = float(finfo.tiny) * float(finfo.eps) * 4" in source
+
+
+def test_readme_adds_the_worked_example_as_the_tutorial_does():
+    """The tutorial sums the rounded exponentials (11.212); the exact sum rounds to 11.213."""
+    rounded = [round(math.exp(v), 3) for v in (2.0, 1.0, 0.1)]
+    shown = " + ".join(f"{r:.3f}" for r in rounded) + f" = {sum(rounded):.3f}"
+    assert shown in " ".join((ROOT / "README.md").read_text().split())
+    exact = sum(math.exp(v) for v in (2.0, 1.0, 0.1))
+    assert f"the exact sum is {str(exact)[:7]}…" in (ROOT / "README.md").read_text()
