@@ -567,6 +567,51 @@ void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss,
     }
 }
 
+void cross_entropy_with_grad_index_k3_f32(const float *z, const int64_t *labels, float *loss, float *grad, size_t n)
+{
+    float mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const float *zb = z + r0 * K;
+        float *gb = grad + r0 * K;
+        normalise_f32(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            float *er = gb + r * K;
+            const float S_scaled = Sb[r];
+            const float inv_S = 1.0F/S_scaled;
+            const float *zr = zb + r * K;
+            float *gr = gb + r * K;
+            const int64_t label = labels[r0 + r];
+            if (label < 0 || label >= K) {
+                loss[r0 + r] = NAN;
+                for (size_t i = 0; i < K; ++i) {
+                    gr[i] = NAN;
+                }
+                continue;
+            }
+            const size_t c = (size_t)label;
+            {
+                const size_t i = c;
+                const float m = mb[r];
+                const float S = S_scaled * 0x1p-32F;
+                const float log_S = logf(S);
+                loss[r0 + r] = sum3_f32(log_S, m, -zr[i]);
+            }
+            /* the label's entry from the other classes' share: s_c - 1 would cancel */
+            const float e_c = er[c];
+            er[c] = 0.0F;
+            const float rest = row_sum_f32(er);
+            er[c] = e_c;
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const float e_i = er[i];
+                gr[i] = e_i*inv_S;
+            }
+            gr[c] = -inv_S*rest;
+        }
+    }
+}
+
 void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n)
 {
     float mb[GROUP_F32], zc[K * GROUP_F32], vc[K * GROUP_F32], oc[K * GROUP_F32];
@@ -661,6 +706,214 @@ void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
             memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
         }
     }
+}
+
+/* Whether o asks for nothing but the plain kernel (NULL or every option neutral). */
+static int options_plain_f32(const softmax_k3_options_f32 *o)
+{
+    return o == NULL || (o->weight == NULL && !o->has_ignore_index && o->reduction == 0
+                         && o->label_smoothing == 0.0F && o->z_loss == 0.0F
+                         && (o->temperature == 0.0F || o->temperature == 1));
+}
+
+/* Block qb = the block of raw logits zo divided by the temperature. */
+static void tempered_f32(const float *restrict zo, size_t values, float temperature,
+                           float *restrict qb)
+{
+    for (size_t i = 0; i < values; ++i) {
+        qb[i] = zo[i]/temperature;
+    }
+}
+
+/* The loss (n values, or one for SUM and MEAN: loss may be NULL) and the gradient of what is
+ * written (grad may be NULL) with the options o, for targets y or labels (the other NULL). */
+static void options_ce_f32(const float *z, const float *y, const int64_t *labels,
+                             float *loss, float *grad, size_t n, const softmax_k3_options_f32 *o)
+{
+    const float temperature = o->temperature == 0.0F ? 1 : o->temperature;
+    const float eps = o->label_smoothing, lam = o->z_loss;
+    const int reduction = o->reduction;
+    float ones[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
+    for (size_t i = 0; i < K; ++i) {
+        ones[i] = 1;
+    }
+    const float *w = o->weight != NULL ? o->weight : ones;
+    float scale = 1, total = 0.0F;
+    if (reduction == 2) {  /* D: the kept rows' label weights, or n */
+        float D = 0.0F;
+        if (labels == NULL) {
+            D = (float)n;
+        } else {
+            for (size_t r = 0; r < n; ++r) {
+                const int64_t c = labels[r];
+                if (!(o->has_ignore_index && c == o->ignore_index)) {
+                    D += c >= 0 && c < K ? w[c] : NAN;
+                }
+            }
+        }
+        scale = 1 / D;
+    }
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_f32(z + r0 * K, rows * K, temperature, qb);
+        normalise_f32(qb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const float *zr = qb + r * K;  /* the tempered row */
+            const float *er = eb + r * K;
+            float *gr = grad != NULL ? grad + (r0 + r) * K : NULL;
+            const float *yr = y != NULL ? y + (r0 + r) * K : NULL;
+            float ar[K], tr[K], row = 0.0F;
+            size_t c = K;  /* the label, K for none */
+            int computed = 1;
+            if (labels != NULL) {
+                const int64_t label = labels[r0 + r];
+                const int ignored = o->has_ignore_index && label == o->ignore_index;
+                if (ignored || label < 0 || label >= K) {  /* 0, or NaN for a bad label */
+                    row = ignored ? 0.0F : NAN;
+                    for (size_t i = 0; gr != NULL && i < K; ++i) {
+                        gr[i] = row;
+                    }
+                    computed = 0;
+                } else {
+                    c = (size_t)label;
+                }
+            }
+            if (computed) {
+                const float m = mb[r];
+                const float S_scaled = Sb[r];
+                const float inv_S = 1.0F/S_scaled;
+            const float S = S_scaled * 0x1p-32F;
+            const float log_S = logf(S);
+                for (size_t i = 0; i < K; ++i) {
+                    const float d_i = -m + zr[i];
+                    /* the targets, or the label's one-hot row */
+                    const float y_i = yr != NULL ? yr[i] : i == c ? 1 : 0.0F;
+                    const float a_i = ((1.0F/3.0F)*eps + y_i*(1 - eps))*w[i];
+                    ar[i] = a_i;
+                    tr[i] = ((a_i == 0) ? 0 : a_i*(-d_i + log_S));
+                }
+                const float ce = row_sum_f32(tr);
+                const float lse = log_S + m;
+                row = ce + lam*powf(lse, 2);
+                if (gr != NULL) {
+                    const float sum_a = row_sum_f32(ar);
+                    const float g = scale/temperature;
+                    for (size_t i = 0; i < K; ++i) {
+                        const float e_i = er[i];
+                        const float s_i = e_i*inv_S;
+                        const float a_i = ar[i];
+                        gr[i] = g*(-a_i + 2*lam*lse*s_i + s_i*sum_a);
+                    }
+                    if (c < K) {  /* the label's entry from the others' share: no 1 - s_c */
+                        float others[K];
+                        for (size_t i = 0; i < K; ++i) {
+                            others[i] = i == c ? 0.0F : er[i];
+                        }
+                        const float rest = row_sum_f32(others);
+                        for (size_t i = 0; i < K; ++i) {
+                            others[i] = i == c ? 0.0F : ar[i];
+                        }
+                        const float rest_a = row_sum_f32(others);
+                        const size_t i = c;
+                        const float e_i = er[i];
+                        const float s_i = e_i*inv_S;
+                        const float a_i = ar[i];
+                        gr[i] = g*(-a_i*inv_S*rest + 2*lam*lse*s_i + rest_a*s_i);
+                    }
+                }
+            }
+            if (loss != NULL && reduction == 0) {
+                loss[r0 + r] = row;
+            } else {
+                total += row;
+            }
+        }
+    }
+    if (loss != NULL && reduction != 0) {
+        loss[0] = total * scale;
+    }
+}
+
+void softmax_opt_k3_f32(const float *z, float *s, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options) || options->temperature == 0.0F) {
+        softmax_k3_f32(z, s, n);
+        return;
+    }
+    float qb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {  /* the plain kernel on the tempered logits */
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_f32(z + r0 * K, rows * K, options->temperature, qb);
+        softmax_k3_f32(qb, s + r0 * K, rows);
+    }
+}
+
+void log_softmax_opt_k3_f32(const float *z, float *out, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options) || options->temperature == 0.0F) {
+        log_softmax_k3_f32(z, out, n);
+        return;
+    }
+    float qb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {  /* the plain kernel on the tempered logits */
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_f32(z + r0 * K, rows * K, options->temperature, qb);
+        log_softmax_k3_f32(qb, out + r0 * K, rows);
+    }
+}
+
+void cross_entropy_opt_k3_f32(const float *z, const float *y, float *loss, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options)) {
+        cross_entropy_k3_f32(z, y, loss, n);
+        return;
+    }
+    options_ce_f32(z, y, NULL, loss, NULL, n, options);
+}
+
+void cross_entropy_grad_opt_k3_f32(const float *z, const float *y, float *grad, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options)) {
+        cross_entropy_grad_k3_f32(z, y, grad, n);
+        return;
+    }
+    options_ce_f32(z, y, NULL, NULL, grad, n, options);
+}
+
+void cross_entropy_index_opt_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options)) {
+        cross_entropy_index_k3_f32(z, labels, loss, n);
+        return;
+    }
+    options_ce_f32(z, NULL, labels, loss, NULL, n, options);
+}
+
+void cross_entropy_grad_index_opt_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options)) {
+        cross_entropy_grad_index_k3_f32(z, labels, grad, n);
+        return;
+    }
+    options_ce_f32(z, NULL, labels, NULL, grad, n, options);
+}
+
+void cross_entropy_with_grad_opt_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options)) {
+        cross_entropy_with_grad_k3_f32(z, y, loss, grad, n);
+        return;
+    }
+    options_ce_f32(z, y, NULL, loss, grad, n, options);
+}
+
+void cross_entropy_with_grad_index_opt_k3_f32(const float *z, const int64_t *labels, float *loss, float *grad, size_t n, const softmax_k3_options_f32 *options)
+{
+    if (options_plain_f32(options)) {
+        cross_entropy_with_grad_index_k3_f32(z, labels, loss, grad, n);
+        return;
+    }
+    options_ce_f32(z, NULL, labels, loss, grad, n, options);
 }
 
 /* ---- double (float64) ---- */
@@ -1037,6 +1290,51 @@ void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *lo
     }
 }
 
+void cross_entropy_with_grad_index_k3_f64(const double *z, const int64_t *labels, double *loss, double *grad, size_t n)
+{
+    double mb[ROWS], Sb[ROWS];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        const double *zb = z + r0 * K;
+        double *gb = grad + r0 * K;
+        normalise_f64(zb, rows, mb, gb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            double *er = gb + r * K;
+            const double S_scaled = Sb[r];
+            const double inv_S = 1.0/S_scaled;
+            const double *zr = zb + r * K;
+            double *gr = gb + r * K;
+            const int64_t label = labels[r0 + r];
+            if (label < 0 || label >= K) {
+                loss[r0 + r] = (double)NAN;
+                for (size_t i = 0; i < K; ++i) {
+                    gr[i] = (double)NAN;
+                }
+                continue;
+            }
+            const size_t c = (size_t)label;
+            {
+                const size_t i = c;
+                const double m = mb[r];
+                const double S = S_scaled * 0x1p-64;
+                const double log_S = log(S);
+                loss[r0 + r] = sum3_f64(log_S, m, -zr[i]);
+            }
+            /* the label's entry from the other classes' share: s_c - 1 would cancel */
+            const double e_c = er[c];
+            er[c] = 0.0;
+            const double rest = row_sum_f64(er);
+            er[c] = e_c;
+            ALONG_ROW
+            for (size_t i = 0; i < K; ++i) {
+                const double e_i = er[i];
+                gr[i] = e_i*inv_S;
+            }
+            gr[c] = -inv_S*rest;
+        }
+    }
+}
+
 void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n)
 {
     double mb[GROUP_F64], zc[K * GROUP_F64], vc[K * GROUP_F64], oc[K * GROUP_F64];
@@ -1131,4 +1429,212 @@ void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
             memcpy(out + r0 * K, out_tail, rows * K * sizeof *out_tail);
         }
     }
+}
+
+/* Whether o asks for nothing but the plain kernel (NULL or every option neutral). */
+static int options_plain_f64(const softmax_k3_options_f64 *o)
+{
+    return o == NULL || (o->weight == NULL && !o->has_ignore_index && o->reduction == 0
+                         && o->label_smoothing == 0.0 && o->z_loss == 0.0
+                         && (o->temperature == 0.0 || o->temperature == 1));
+}
+
+/* Block qb = the block of raw logits zo divided by the temperature. */
+static void tempered_f64(const double *restrict zo, size_t values, double temperature,
+                           double *restrict qb)
+{
+    for (size_t i = 0; i < values; ++i) {
+        qb[i] = zo[i]/temperature;
+    }
+}
+
+/* The loss (n values, or one for SUM and MEAN: loss may be NULL) and the gradient of what is
+ * written (grad may be NULL) with the options o, for targets y or labels (the other NULL). */
+static void options_ce_f64(const double *z, const double *y, const int64_t *labels,
+                             double *loss, double *grad, size_t n, const softmax_k3_options_f64 *o)
+{
+    const double temperature = o->temperature == 0.0 ? 1 : o->temperature;
+    const double eps = o->label_smoothing, lam = o->z_loss;
+    const int reduction = o->reduction;
+    double ones[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
+    for (size_t i = 0; i < K; ++i) {
+        ones[i] = 1;
+    }
+    const double *w = o->weight != NULL ? o->weight : ones;
+    double scale = 1, total = 0.0;
+    if (reduction == 2) {  /* D: the kept rows' label weights, or n */
+        double D = 0.0;
+        if (labels == NULL) {
+            D = (double)n;
+        } else {
+            for (size_t r = 0; r < n; ++r) {
+                const int64_t c = labels[r];
+                if (!(o->has_ignore_index && c == o->ignore_index)) {
+                    D += c >= 0 && c < K ? w[c] : (double)NAN;
+                }
+            }
+        }
+        scale = 1 / D;
+    }
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_f64(z + r0 * K, rows * K, temperature, qb);
+        normalise_f64(qb, rows, mb, eb, Sb);
+        for (size_t r = 0; r < rows; ++r) {
+            const double *zr = qb + r * K;  /* the tempered row */
+            const double *er = eb + r * K;
+            double *gr = grad != NULL ? grad + (r0 + r) * K : NULL;
+            const double *yr = y != NULL ? y + (r0 + r) * K : NULL;
+            double ar[K], tr[K], row = 0.0;
+            size_t c = K;  /* the label, K for none */
+            int computed = 1;
+            if (labels != NULL) {
+                const int64_t label = labels[r0 + r];
+                const int ignored = o->has_ignore_index && label == o->ignore_index;
+                if (ignored || label < 0 || label >= K) {  /* 0, or NaN for a bad label */
+                    row = ignored ? 0.0 : (double)NAN;
+                    for (size_t i = 0; gr != NULL && i < K; ++i) {
+                        gr[i] = row;
+                    }
+                    computed = 0;
+                } else {
+                    c = (size_t)label;
+                }
+            }
+            if (computed) {
+                const double m = mb[r];
+                const double S_scaled = Sb[r];
+                const double inv_S = 1.0/S_scaled;
+            const double S = S_scaled * 0x1p-64;
+            const double log_S = log(S);
+                for (size_t i = 0; i < K; ++i) {
+                    const double d_i = -m + zr[i];
+                    /* the targets, or the label's one-hot row */
+                    const double y_i = yr != NULL ? yr[i] : i == c ? 1 : 0.0;
+                    const double a_i = ((1.0/3.0)*eps + y_i*(1 - eps))*w[i];
+                    ar[i] = a_i;
+                    tr[i] = ((a_i == 0) ? 0 : a_i*(-d_i + log_S));
+                }
+                const double ce = row_sum_f64(tr);
+                const double lse = log_S + m;
+                row = ce + lam*pow(lse, 2);
+                if (gr != NULL) {
+                    const double sum_a = row_sum_f64(ar);
+                    const double g = scale/temperature;
+                    for (size_t i = 0; i < K; ++i) {
+                        const double e_i = er[i];
+                        const double s_i = e_i*inv_S;
+                        const double a_i = ar[i];
+                        gr[i] = g*(-a_i + 2*lam*lse*s_i + s_i*sum_a);
+                    }
+                    if (c < K) {  /* the label's entry from the others' share: no 1 - s_c */
+                        double others[K];
+                        for (size_t i = 0; i < K; ++i) {
+                            others[i] = i == c ? 0.0 : er[i];
+                        }
+                        const double rest = row_sum_f64(others);
+                        for (size_t i = 0; i < K; ++i) {
+                            others[i] = i == c ? 0.0 : ar[i];
+                        }
+                        const double rest_a = row_sum_f64(others);
+                        const size_t i = c;
+                        const double e_i = er[i];
+                        const double s_i = e_i*inv_S;
+                        const double a_i = ar[i];
+                        gr[i] = g*(-a_i*inv_S*rest + 2*lam*lse*s_i + rest_a*s_i);
+                    }
+                }
+            }
+            if (loss != NULL && reduction == 0) {
+                loss[r0 + r] = row;
+            } else {
+                total += row;
+            }
+        }
+    }
+    if (loss != NULL && reduction != 0) {
+        loss[0] = total * scale;
+    }
+}
+
+void softmax_opt_k3_f64(const double *z, double *s, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options) || options->temperature == 0.0) {
+        softmax_k3_f64(z, s, n);
+        return;
+    }
+    double qb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {  /* the plain kernel on the tempered logits */
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_f64(z + r0 * K, rows * K, options->temperature, qb);
+        softmax_k3_f64(qb, s + r0 * K, rows);
+    }
+}
+
+void log_softmax_opt_k3_f64(const double *z, double *out, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options) || options->temperature == 0.0) {
+        log_softmax_k3_f64(z, out, n);
+        return;
+    }
+    double qb[ROWS * K];
+    for (size_t r0 = 0; r0 < n; r0 += ROWS) {  /* the plain kernel on the tempered logits */
+        const size_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+        tempered_f64(z + r0 * K, rows * K, options->temperature, qb);
+        log_softmax_k3_f64(qb, out + r0 * K, rows);
+    }
+}
+
+void cross_entropy_opt_k3_f64(const double *z, const double *y, double *loss, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options)) {
+        cross_entropy_k3_f64(z, y, loss, n);
+        return;
+    }
+    options_ce_f64(z, y, NULL, loss, NULL, n, options);
+}
+
+void cross_entropy_grad_opt_k3_f64(const double *z, const double *y, double *grad, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options)) {
+        cross_entropy_grad_k3_f64(z, y, grad, n);
+        return;
+    }
+    options_ce_f64(z, y, NULL, NULL, grad, n, options);
+}
+
+void cross_entropy_index_opt_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options)) {
+        cross_entropy_index_k3_f64(z, labels, loss, n);
+        return;
+    }
+    options_ce_f64(z, NULL, labels, loss, NULL, n, options);
+}
+
+void cross_entropy_grad_index_opt_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options)) {
+        cross_entropy_grad_index_k3_f64(z, labels, grad, n);
+        return;
+    }
+    options_ce_f64(z, NULL, labels, NULL, grad, n, options);
+}
+
+void cross_entropy_with_grad_opt_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options)) {
+        cross_entropy_with_grad_k3_f64(z, y, loss, grad, n);
+        return;
+    }
+    options_ce_f64(z, y, NULL, loss, grad, n, options);
+}
+
+void cross_entropy_with_grad_index_opt_k3_f64(const double *z, const int64_t *labels, double *loss, double *grad, size_t n, const softmax_k3_options_f64 *options)
+{
+    if (options_plain_f64(options)) {
+        cross_entropy_with_grad_index_k3_f64(z, labels, loss, grad, n);
+        return;
+    }
+    options_ce_f64(z, NULL, labels, loss, grad, n, options);
 }

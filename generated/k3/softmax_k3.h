@@ -24,6 +24,31 @@ extern "C" {
  * and infinity handling and the exact error terms these kernels rely on.
  */
 
+/*
+ * Options of the cross-entropy family, at run time: each member taking them has an entry
+ * point NAME_opt_k{K}_SUFFIX with the plain kernel's parameters and a pointer to its type's
+ * options struct. A NULL pointer, or a zero-initialised struct, gives the plain kernel (the
+ * same call, bit for bit). Semantics: those of PyTorch's torch.nn.functional.cross_entropy,
+ * plus temperature and z-loss:
+ *   - the logits are divided by temperature first (0 means 1; softmax and log_softmax take
+ *     only this option); gradients are with respect to the raw logits;
+ *   - the target of class j is w_j ((1 - label_smoothing) y_j + label_smoothing / K), with
+ *     y the targets or the label's one-hot row, w the K weights (NULL: all 1); a class whose
+ *     target is 0 adds 0 to the loss, even at a -inf logit;
+ *   - z_loss adds z_loss * (log sum_j exp(z_j / temperature))^2 to each row, unweighted;
+ *   - a row whose label is ignore_index (when has_ignore_index) has loss 0 and gradient 0;
+ *     any other label outside 0..K-1 gives a NaN row (and a NaN reduced loss);
+ *   - reduction NONE writes n losses; SUM and MEAN write ONE value, loss[0], and the
+ *     gradient of that value: MEAN divides by D, the sum of w[label] over the rows not
+ *     ignored (labels) or n (probability targets). A batch whose rows are all ignored has
+ *     D = 0: its MEAN is NaN (0 / 0) and its gradient 0, as in PyTorch.
+ * Options out of range (temperature < 0, label_smoothing outside [0, 1], z_loss < 0,
+ * negative or NaN weights) are not checked here: symsoft.load checks them in Python.
+ */
+#define SOFTMAX_K3_NONE 0
+#define SOFTMAX_K3_SUM 1
+#define SOFTMAX_K3_MEAN 2
+
 /* float (float32) */
 void softmax_k3_f32(const float *z, float *s, size_t n);  /* s = softmax(z), n*K values */
 void log_softmax_k3_f32(const float *z, float *out, size_t n);  /* out = log softmax(z), n*K values */
@@ -33,8 +58,27 @@ void cross_entropy_grad_k3_f32(const float *z, const float *y, float *grad, size
 void cross_entropy_index_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n);  /* loss = -log s_label, n values; NaN where a label is outside 0..K-1 */
 void cross_entropy_grad_index_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n);  /* grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1 */
 void cross_entropy_with_grad_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
+void cross_entropy_with_grad_index_k3_f32(const float *z, const int64_t *labels, float *loss, float *grad, size_t n);  /* loss as cross_entropy_index (n values) and grad as cross_entropy_grad_index (n*K values), reading z once */
 void softmax_jvp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
 void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
+
+typedef struct {
+    const float *weight;  /* K class weights, or NULL for all 1 */
+    int64_t ignore_index;  /* rows with this label are ignored, if has_ignore_index */
+    int has_ignore_index;
+    int reduction;  /* SOFTMAX_K3_NONE, _SUM or _MEAN */
+    float label_smoothing;  /* in [0, 1] */
+    float temperature;  /* > 0; 0 means 1 */
+    float z_loss;  /* >= 0 */
+} softmax_k3_options_f32;
+void softmax_opt_k3_f32(const float *z, float *s, size_t n, const softmax_k3_options_f32 *options);
+void log_softmax_opt_k3_f32(const float *z, float *out, size_t n, const softmax_k3_options_f32 *options);
+void cross_entropy_opt_k3_f32(const float *z, const float *y, float *loss, size_t n, const softmax_k3_options_f32 *options);
+void cross_entropy_grad_opt_k3_f32(const float *z, const float *y, float *grad, size_t n, const softmax_k3_options_f32 *options);
+void cross_entropy_index_opt_k3_f32(const float *z, const int64_t *labels, float *loss, size_t n, const softmax_k3_options_f32 *options);
+void cross_entropy_grad_index_opt_k3_f32(const float *z, const int64_t *labels, float *grad, size_t n, const softmax_k3_options_f32 *options);
+void cross_entropy_with_grad_opt_k3_f32(const float *z, const float *y, float *loss, float *grad, size_t n, const softmax_k3_options_f32 *options);
+void cross_entropy_with_grad_index_opt_k3_f32(const float *z, const int64_t *labels, float *loss, float *grad, size_t n, const softmax_k3_options_f32 *options);
 
 /* double (float64) */
 void softmax_k3_f64(const double *z, double *s, size_t n);  /* s = softmax(z), n*K values */
@@ -45,8 +89,27 @@ void cross_entropy_grad_k3_f64(const double *z, const double *y, double *grad, s
 void cross_entropy_index_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n);  /* loss = -log s_label, n values; NaN where a label is outside 0..K-1 */
 void cross_entropy_grad_index_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n);  /* grad = s - onehot(label), n*K values; NaN rows where a label is outside 0..K-1 */
 void cross_entropy_with_grad_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n);  /* loss as cross_entropy (n values) and grad as cross_entropy_grad (n*K values), reading z and y once */
+void cross_entropy_with_grad_index_k3_f64(const double *z, const int64_t *labels, double *loss, double *grad, size_t n);  /* loss as cross_entropy_index (n values) and grad as cross_entropy_grad_index (n*K values), reading z once */
 void softmax_jvp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J v = s * (v - <s, v>) with J = ds/dz, n*K values, O(K) per row */
 void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n);  /* out = J^T v (= J v: J is symmetric), n*K values, O(K) per row */
+
+typedef struct {
+    const double *weight;  /* K class weights, or NULL for all 1 */
+    int64_t ignore_index;  /* rows with this label are ignored, if has_ignore_index */
+    int has_ignore_index;
+    int reduction;  /* SOFTMAX_K3_NONE, _SUM or _MEAN */
+    double label_smoothing;  /* in [0, 1] */
+    double temperature;  /* > 0; 0 means 1 */
+    double z_loss;  /* >= 0 */
+} softmax_k3_options_f64;
+void softmax_opt_k3_f64(const double *z, double *s, size_t n, const softmax_k3_options_f64 *options);
+void log_softmax_opt_k3_f64(const double *z, double *out, size_t n, const softmax_k3_options_f64 *options);
+void cross_entropy_opt_k3_f64(const double *z, const double *y, double *loss, size_t n, const softmax_k3_options_f64 *options);
+void cross_entropy_grad_opt_k3_f64(const double *z, const double *y, double *grad, size_t n, const softmax_k3_options_f64 *options);
+void cross_entropy_index_opt_k3_f64(const double *z, const int64_t *labels, double *loss, size_t n, const softmax_k3_options_f64 *options);
+void cross_entropy_grad_index_opt_k3_f64(const double *z, const int64_t *labels, double *grad, size_t n, const softmax_k3_options_f64 *options);
+void cross_entropy_with_grad_opt_k3_f64(const double *z, const double *y, double *loss, double *grad, size_t n, const softmax_k3_options_f64 *options);
+void cross_entropy_with_grad_index_opt_k3_f64(const double *z, const int64_t *labels, double *loss, double *grad, size_t n, const softmax_k3_options_f64 *options);
 
 #ifdef __cplusplus
 }

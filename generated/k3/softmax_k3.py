@@ -5,6 +5,17 @@ cross-entropy loss with its gradient for K=3 classes. Inputs have shape (..., 3)
 float64 gives float64 (integers are promoted to float64). Every formula below is the
 numerically stable form that symsoft proved equal to the definition.
 
+Options (keyword-only, each default giving the plain result bit for bit): softmax and
+log_softmax take temperature=T (of z / T); the cross-entropy functions take weight (K
+class weights), reduction ("none", "sum" or "mean"), label_smoothing, temperature and z_loss,
+and those for integer labels ignore_index, with the semantics of PyTorch's
+torch.nn.functional.cross_entropy: the target is w ((1 - eps) y + eps / K); "mean" divides by
+the sum of the weights of the labels not ignored (integer labels; a batch of ignored rows gives
+NaN) or by the number of rows (probability targets); z_loss adds z_loss * (log sum_j e^{z_j/T})^2
+to each row, unweighted, 0 for an ignored row, reduced like the rest. A gradient is that of the
+reduced loss with respect to z. A class whose weighted target is 0 adds 0 to the loss even at a
+-inf logit (PyTorch computes 0 * inf = NaN there). A bad option raises ValueError.
+
 Written against the Python array API standard: every function takes its array library from
 its inputs (array_api_compat.array_namespace), so NumPy, PyTorch, JAX, CuPy, Dask and
 array-api-strict arrays go in and the same kind of array comes out, on the same device.
@@ -27,6 +38,7 @@ __all__ = [
     "cross_entropy_index",
     "cross_entropy_grad_index",
     "cross_entropy_with_grad",
+    "cross_entropy_with_grad_index",
     "softmax_jvp",
     "softmax_vjp",
 ]
@@ -64,17 +76,21 @@ def _targets(y, z, name="y"):
     return xp.astype(y, z.dtype, copy=False)
 
 
-def _labels(labels, z):
+def _labels(labels, z, ignore_index=None):
     xp, labels = _from(labels, "labels", like=z)
     if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(f"labels must be integers, got {labels.dtype}")
     if labels.shape != z.shape[:-1]:
         raise ValueError(f"labels must have shape {z.shape[:-1]}, got {labels.shape}")
     lazy = array_api_compat.is_lazy_array(labels)
-    if not lazy and array_api_compat.size(labels) and (
-        bool(xp.min(labels) < 0) or bool(xp.max(labels) >= K)
-    ):
-        raise IndexError(f"labels must be class indices in 0..{K - 1}")
+    if not lazy and array_api_compat.size(labels):
+        bad = (labels < 0) | (labels >= K)
+        if ignore_index is not None:
+            bad = bad & (labels != ignore_index)
+        if bool(xp.any(bad)):
+            raise IndexError(
+                f"labels must be class indices in 0..{K - 1}{_or_ignored(ignore_index)}"
+            )
     return labels[..., None]
 
 
@@ -83,6 +99,10 @@ def _out_of_range(value, labels):
     eagerly, and a wrong label must not pass as the loss of some other class."""
     xp = array_api_compat.array_namespace(value)
     return xp.where((labels < 0) | (labels >= K), xp.nan, value)
+
+
+def _or_ignored(ignore_index):
+    return "" if ignore_index is None else f" or ignore_index={ignore_index}"
 
 
 def _sum3(a, b, c):
@@ -112,17 +132,142 @@ def _normalise(z):
     return d, e, S
 
 
-def softmax(z):
+_REDUCTIONS = ("none", "sum", "mean")
+
+
+def _number(value, name):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _temperature(temperature):
+    T = _number(temperature, "temperature")
+    if not (0 < T < float("inf")):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    return T
+
+
+def _options(z, weight=None, ignore_index=None, reduction="none", label_smoothing=0.0,
+             temperature=1.0, z_loss=0.0):
+    """The checked options as a dict, or None when each is at its default (the plain path,
+    whose results are those of the functions without options, bit for bit)."""
+    xp = array_api_compat.array_namespace(z)
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    T = _temperature(temperature)
+    eps = _number(label_smoothing, "label_smoothing")
+    if not 0 <= eps <= 1:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    lam = _number(z_loss, "z_loss")
+    if not 0 <= lam < float("inf"):
+        raise ValueError(f"z_loss must be finite and >= 0, got {z_loss!r}")
+    if ignore_index is not None:
+        try:
+            ignore_index = type(ignore_index).__index__(ignore_index)  # integers only
+        except (TypeError, AttributeError):
+            raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    if weight is not None:
+        w = _from(weight, "weight", like=z)[1]
+        real = xp.isdtype(w.dtype, ("bool", "integral", "real floating"))
+        if w.shape != (K,) or not real:
+            raise ValueError(f"weight must be {K} real numbers, one per class, got {w.shape}")
+        w = xp.astype(w, z.dtype)
+        if not array_api_compat.is_lazy_array(w) and not bool(xp.all(xp.isfinite(w) & (w >= 0))):
+            raise ValueError("weight must be finite and >= 0")
+        weight = w
+    if (weight is None and ignore_index is None and reduction == "none" and eps == 0
+            and T == 1 and lam == 0):
+        return None
+    return {"weight": weight, "ignore_index": ignore_index, "reduction": reduction,
+            "eps": eps, "T": T, "lam": lam}
+
+
+def _with_options(z, y, c, options):
+    """(loss, grad) with the options: y the targets, or c the labels (shape (..., 1)).
+
+    The loss of a row is ce + lam lse^2, ce = sum_i a_i (log S - d_i) over the tempered
+    row, a = w ((1 - eps) y + eps / K); the gradient of the reduced loss with respect to z
+    is (s sum_a - a + 2 lam lse s) scale / T, the label's entry with the others' share.
+    Ignored rows give 0 and are left out of mean's normaliser D (sum of w_c, or N).
+    """
+    xp = array_api_compat.array_namespace(z)
+    T, eps, lam = options["T"], options["eps"], options["lam"]
+    w = options["weight"]
+    if w is None:
+        w = xp.ones(K, dtype=z.dtype, device=array_api_compat.device(z))
+    with numpy.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = z/T
+        d, e, S = _normalise(q)
+        m = xp.max(q, axis=-1, keepdims=True)
+        log_S = xp.log(S)
+        kept = None
+        if c is not None:
+            is_label = xp.arange(K, device=array_api_compat.device(z)) == c
+            y = xp.astype(is_label, z.dtype)
+            if options["ignore_index"] is not None:
+                kept = c[..., 0] != options["ignore_index"]
+        a = w*((1/3)*eps + y*(1 - eps))
+        ce = xp.sum(xp.where(xp.equal(a, 0), 0, a*(-d + log_S)), axis=-1, keepdims=True)
+        lse = log_S + m
+        loss = (ce + lam*lse**2)[..., 0]
+        if kept is not None:
+            loss = xp.where(kept, loss, 0)
+        scale = 1.0
+        if options["reduction"] == "mean":
+            if c is None:
+                D = float(numpy.prod(z.shape[:-1]))
+            else:
+                w_c = xp.sum(xp.where(is_label, w, 0), axis=-1)
+                D = xp.sum(w_c if kept is None else xp.where(kept, w_c, 0))
+            scale = 1 / D
+        g = scale/T
+        s = e/S
+        sum_a = xp.sum(a, axis=-1, keepdims=True)
+        grad = g*(-a + 2*lam*lse*s + s*sum_a)
+        if c is not None:
+            rest = xp.sum(xp.where(is_label, 0, e), axis=-1, keepdims=True)
+            rest_a = xp.sum(xp.where(is_label, 0, a), axis=-1, keepdims=True)
+            grad = xp.where(is_label, g*(2*lam*lse*s + rest_a*s - a*rest/S), grad)
+        if kept is not None:
+            grad = xp.where(kept[..., None], grad, 0)
+        if options["reduction"] != "none":
+            loss = xp.sum(loss) * scale
+    if c is not None:
+        loss, grad = _out_of_range_options(loss, grad, c, options)
+    return loss, grad
+
+
+def _out_of_range_options(loss, grad, c, options):
+    """NaN where a label is neither a class index nor ignore_index (lazy arrays)."""
+    xp = array_api_compat.array_namespace(grad)
+    bad = (c < 0) | (c >= K)
+    if options["ignore_index"] is not None:
+        bad = bad & (c != options["ignore_index"])
+    grad = xp.where(bad, xp.nan, grad)
+    if options["reduction"] == "none":
+        return xp.where(bad[..., 0], xp.nan, loss), grad
+    return xp.where(xp.any(bad), xp.nan, loss), grad
+
+
+def softmax(z, *, temperature=1.0):
     """s_i = exp(z_i) / sum_j exp(z_j), computed as exp(z_i - m) / sum_j exp(z_j - m)."""
     xp, z = _as_array(z, "z")
+    T = _temperature(temperature)
+    if T != 1:  # of the tempered logits z / T; T = 1 keeps the plain path, bit for bit
+        z = z/T
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
     s = e/S
     return s
 
 
-def log_softmax(z):
+def log_softmax(z, *, temperature=1.0):
     """log s_i, computed as (z_i - m) - log sum_j exp(z_j - m)."""
     xp, z = _as_array(z, "z")
+    T = _temperature(temperature)
+    if T != 1:  # of the tempered logits z / T; T = 1 keeps the plain path, bit for bit
+        z = z/T
     d, e, S = _normalise(z)
     log_S = xp.log(S)
     log_s = d - log_S
@@ -137,9 +282,13 @@ def softmax_jacobian(z):
     return s[..., :, None]*(eye - s[..., None, :])
 
 
-def cross_entropy(z, y):
+def cross_entropy(z, y, *, weight=None, reduction="none", label_smoothing=0.0, temperature=1.0,
+        z_loss=0.0):
     """L = -sum_i y_i log s_i, shape (...); classes with y_i = 0 add 0 even when z_i = -inf."""
     xp, z = _as_array(z, "z")
+    options = _options(z, weight, None, reduction, label_smoothing, temperature, z_loss)
+    if options is not None:
+        return _with_options(z, _targets(y, z), None, options)[0]
     y = _targets(y, z)
     d, e, S = _normalise(z)
     log_S = xp.log(S)
@@ -149,9 +298,13 @@ def cross_entropy(z, y):
     return loss
 
 
-def cross_entropy_grad(z, y):
+def cross_entropy_grad(z, y, *, weight=None, reduction="none", label_smoothing=0.0, temperature=1.0,
+        z_loss=0.0):
     """dL/dz_i = s_i sum_j y_j - y_i (which is s_i - y_i when y sums to 1)."""
     xp, z = _as_array(z, "z")
+    options = _options(z, weight, None, reduction, label_smoothing, temperature, z_loss)
+    if options is not None:
+        return _with_options(z, _targets(y, z), None, options)[1]
     y = _targets(y, z)
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
     s = e/S
@@ -160,9 +313,15 @@ def cross_entropy_grad(z, y):
     return grad
 
 
-def cross_entropy_index(z, labels):
+def cross_entropy_index(z, labels, *, weight=None, ignore_index=None, reduction="none", label_smoothing=0.0, temperature=1.0,
+        z_loss=0.0):
     """L = -log s_c for integer class labels c of shape (...), computed as log S + m - z_c."""
     xp, z = _as_array(z, "z")
+    options = _options(z, weight, ignore_index, reduction, label_smoothing, temperature, z_loss)
+    if options is not None:
+        c = _labels(labels, z, options["ignore_index"])
+        return _with_options(z, None, c, options)[0]
+
     c = _labels(labels, z)
     d, e, S = _normalise(z)
     log_S = xp.log(S)
@@ -173,10 +332,16 @@ def cross_entropy_index(z, labels):
     return loss
 
 
-def cross_entropy_grad_index(z, labels):
+def cross_entropy_grad_index(z, labels, *, weight=None, ignore_index=None, reduction="none", label_smoothing=0.0, temperature=1.0,
+        z_loss=0.0):
     """dL/dz_i = s_i - delta_ic; the label's entry is minus the other classes' share,
     which keeps full relative accuracy as s_c -> 1 (s_c - 1 would not)."""
     xp, z = _as_array(z, "z")
+    options = _options(z, weight, ignore_index, reduction, label_smoothing, temperature, z_loss)
+    if options is not None:
+        c = _labels(labels, z, options["ignore_index"])
+        return _with_options(z, None, c, options)[1]
+
     c = _labels(labels, z)
     e, S = _normalise(z)[1:]  # d is not needed: let it go before the next array
     is_label = xp.arange(K, device=array_api_compat.device(z)) == c
@@ -185,9 +350,13 @@ def cross_entropy_grad_index(z, labels):
     return grad
 
 
-def cross_entropy_with_grad(z, y):
+def cross_entropy_with_grad(z, y, *, weight=None, reduction="none", label_smoothing=0.0, temperature=1.0,
+        z_loss=0.0):
     """(cross_entropy(z, y), cross_entropy_grad(z, y)), computing the softmax once."""
     xp, z = _as_array(z, "z")
+    options = _options(z, weight, None, reduction, label_smoothing, temperature, z_loss)
+    if options is not None:
+        return _with_options(z, _targets(y, z), None, options)
     y = _targets(y, z)
     d, e, S = _normalise(z)
     log_S = xp.log(S)
@@ -197,6 +366,30 @@ def cross_entropy_with_grad(z, y):
     s = e/S
     sum_y = xp.sum(y, axis=-1, keepdims=True)
     grad = s*sum_y - y
+    return loss, grad
+
+
+def cross_entropy_with_grad_index(z, labels, *, weight=None, ignore_index=None, reduction="none", label_smoothing=0.0, temperature=1.0,
+        z_loss=0.0):
+    """(cross_entropy_index(z, labels), cross_entropy_grad_index(z, labels)), computing the
+    softmax once."""
+    xp, z = _as_array(z, "z")
+    options = _options(z, weight, ignore_index, reduction, label_smoothing, temperature, z_loss)
+    if options is not None:
+        c = _labels(labels, z, options["ignore_index"])
+        return _with_options(z, None, c, options)
+
+    c = _labels(labels, z)
+    d, e, S = _normalise(z)
+    log_S = xp.log(S)
+    m = xp.max(z, axis=-1, keepdims=True)
+    is_label = xp.arange(K, device=array_api_compat.device(z)) == c
+    z_c = xp.sum(xp.where(is_label, z, 0), axis=-1, keepdims=True)
+    loss = _sum3(log_S, m, -z_c)
+    rest = xp.sum(xp.where(is_label, 0, e), axis=-1, keepdims=True)
+    grad = xp.where(is_label, -rest/S, e/S)
+    loss, grad = _out_of_range(loss, c), _out_of_range(grad, c)
+    loss = loss[..., 0]
     return loss, grad
 
 

@@ -183,10 +183,66 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     }
 
 
+# the options path (issue 17): reductions as the header's constants
+REDUCTION_CODES = {"none": 0, "sum": 1, "mean": 2}
+
+
+def _option_view(bundle: Bundle, dtype: str, signatures: dict[str, str]) -> dict[str, object]:
+    """The options path's forms printed for one type, and its entry points: NAME_opt, the
+    member's parameters and a pointer to the type's options struct (NULL: the plain kernel)."""
+    f, o, k = bundle.kernel, bundle.options, bundle.k
+    if o is None:
+        raise ValueError("the Bundle has no option forms")
+    i = sympy.Symbol("i", integer=True)
+    names = {
+        **_names(bundle),
+        o.z_i: sympy.IndexedBase("zo", shape=(k,))[i],
+        f.y_i: sympy.Symbol("y_i"),
+        o.w_i: sympy.IndexedBase("w", shape=(k,))[i],
+        o.T: sympy.Symbol("temperature"),
+        o.eps: sympy.Symbol("eps"),
+        o.lam: sympy.Symbol("lam"),
+        f.S: 1 / sympy.Symbol("inv_S"),
+    }
+    suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
+    struct = f"softmax_k{k}_options_{suffix}"
+    members = [member for member in MEMBERS if member.options]
+    opt_signatures = {
+        member.name: f"{c_name(member.name + '_opt', k, suffix)}"
+        f"({member.c_params(ctype).removesuffix(', size_t n')}, size_t n, const {struct} *options)"
+        for member in members
+    }
+    return {
+        "options_struct": struct,
+        "option_members": [member.name for member in members],
+        "opt_names": {member.name: c_name(member.name + "_opt", k, suffix) for member in members},
+        "opt_signatures": opt_signatures,
+        "opt_functions": [
+            {"signature": opt_signatures[m.name], "doc": m.doc, "reduces": m.reduces}
+            for m in members
+        ],
+        **{
+            f"option_{name}": c_code(getattr(o, name), dtype, names)
+            for name in (
+                "tempered",
+                "target",
+                "log_sum_exp",
+                "loss_term",
+                "row_loss",
+                "row_factor",
+                "gradient",
+                "gradient_label",
+            )
+        },
+    }
+
+
 def emit_c(bundle: Bundle) -> dict[str, str]:
     k = bundle.k
     stem = f"softmax_k{k}"
     types = [_type_view(bundle, dtype) for dtype in DTYPES]
+    for view in types:
+        view.update(_option_view(bundle, str(view["dtype"]), view["signatures"]))  # type: ignore[arg-type]
     dtypes = ", ".join(DTYPES)
     return {
         f"{stem}.h": render(
@@ -196,6 +252,7 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             guard=f"SYMSOFT_{stem.upper()}_H",
             prefix=stem,
             types=types,
+            reduction_codes=REDUCTION_CODES,
         ),
         f"{stem}.c": render(
             "softmax.c.jinja",
@@ -208,5 +265,6 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             rows=block_rows(k),
             block=BLOCK,
             masked_rows=bundle.masked_rows,
+            reduction_codes=REDUCTION_CODES,
         ),
     }

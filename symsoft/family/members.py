@@ -29,6 +29,20 @@ _C_INPUT = {
 }
 
 
+# The options of the cross-entropy family (issue 17), with their defaults; each default
+# gives the plain kernel's result bit for bit.
+OPTIONS = {
+    "weight": None,
+    "ignore_index": None,
+    "reduction": "none",
+    "label_smoothing": 0.0,
+    "temperature": 1.0,
+    "z_loss": 0.0,
+}
+_LOSS_OPTIONS = ("weight", "reduction", "label_smoothing", "temperature", "z_loss")
+_INDEX_OPTIONS = ("weight", "ignore_index", "reduction", "label_smoothing", "temperature", "z_loss")
+
+
 @dataclass(frozen=True)
 class Output:
     name: str  # the C parameter
@@ -52,10 +66,15 @@ class Member:
     whole_rows: bool = False  # C: no log, label branch or K x K output: rows can be computed
     #                           whole over groups turned into columns (see emit/c.py)
     checks: str = ""  # `symsoft check --of NAME` checks a user's derivative of this member
+    # keyword-only options (issue 17), in the order of OPTIONS; their proofs are
+    # derivation.options.required_proofs(member), checked before generation
+    options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.inputs[:1] != ("z",) or not set(self.inputs) <= INPUT_KINDS.keys():
             raise ValueError(f"{self.name}: inputs must start with z and be {set(INPUT_KINDS)}")
+        if not set(self.options) <= OPTIONS.keys():
+            raise ValueError(f"{self.name}: options must be among {set(OPTIONS)}")
         if not self.outputs or not self.proofs:
             raise ValueError(f"{self.name}: a member needs outputs and the proofs of its forms")
         for out in self.outputs:  # the doc says what the caller must allocate
@@ -63,6 +82,11 @@ class Member:
                 raise ValueError(
                     f"{self.name}: the doc must say '{out.size} values' for {out.name}"
                 )
+
+    @property
+    def reduces(self) -> bool:
+        """Takes reduction=: with "sum" or "mean" its loss output is one value."""
+        return "reduction" in self.options
 
     def c_params(self, element: str = "T") -> str:
         """The C parameter list with the element type written as `element`."""
@@ -82,6 +106,7 @@ MEMBERS = (
         equations=("softmax-definition", "stable-softmax"),
         whole_rows=True,
         checks="softmax",
+        options=("temperature",),
     ),
     Member(
         "log_softmax",
@@ -92,6 +117,7 @@ MEMBERS = (
         proofs=("stable-log-softmax", "log-softmax-jacobian-closed-form"),
         equations=("stable-log-softmax",),
         checks="log_softmax",
+        options=("temperature",),
     ),
     Member(
         "softmax_jacobian",
@@ -110,6 +136,7 @@ MEMBERS = (
         forms=("log_normaliser", "loss_term"),
         proofs=("stable-cross-entropy",),
         equations=("loss-definition",),
+        options=_LOSS_OPTIONS,
     ),
     Member(
         "cross_entropy_grad",
@@ -121,6 +148,7 @@ MEMBERS = (
         equations=("cross-entropy-gradient",),
         whole_rows=True,
         checks="cross_entropy",
+        options=_LOSS_OPTIONS,
     ),
     Member(
         "cross_entropy_index",
@@ -130,6 +158,7 @@ MEMBERS = (
         forms=("loss_index",),
         proofs=("kernel-cross-entropy-index",),
         equations=("one-hot",),
+        options=_INDEX_OPTIONS,
     ),
     Member(
         "cross_entropy_grad_index",
@@ -139,6 +168,7 @@ MEMBERS = (
         forms=("probability", "gradient_true_class"),
         proofs=("kernel-cross-entropy-grad-index",),
         equations=("one-hot",),
+        options=_INDEX_OPTIONS,
     ),
     Member(
         "cross_entropy_with_grad",
@@ -148,6 +178,17 @@ MEMBERS = (
         "reading z and y once",
         forms=("log_normaliser", "loss_term", "probability", "gradient"),
         proofs=("stable-cross-entropy", "kernel-cross-entropy-gradient"),
+        options=_LOSS_OPTIONS,
+    ),
+    Member(
+        "cross_entropy_with_grad_index",
+        ("z", "labels"),
+        (Output("loss", 0), Output("grad", 1)),
+        "loss as cross_entropy_index (n values) and grad as cross_entropy_grad_index "
+        "(n*K values), reading z once",
+        forms=("log_normaliser", "loss_index", "probability", "gradient_true_class"),
+        proofs=("kernel-cross-entropy-index", "kernel-cross-entropy-grad-index"),
+        options=_INDEX_OPTIONS,
     ),
     Member(
         "softmax_jvp",
