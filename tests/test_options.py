@@ -373,3 +373,73 @@ def test_labels_out_of_range_unless_ignored(generated, backend):
         kernels.cross_entropy_index(z, labels)
     loss = kernels.cross_entropy_index(z, labels, ignore_index=-100)
     assert loss[1] == 0 and loss[4] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masked_rows_zero_with_options(generated, backend):
+    """--masked-rows zero: a row of -inf is left out as 0 (loss and gradient), also when
+    reduced; the C and Python paths agree with the same batch without that row (sum)."""
+    kernels = generated(K, "zero").backend(backend)
+    z, _, labels = _inputs()
+    z[2] = -numpy.inf
+    kw = dict(weight=WEIGHTS, label_smoothing=0.2, temperature=0.9, z_loss=0.1)
+    loss, grad = kernels.cross_entropy_with_grad_index(z, labels, reduction="sum", **kw)
+    assert numpy.all(grad[2] == 0)
+    keep = numpy.arange(len(z)) != 2
+    want_loss, want_grad = _torch(
+        z[keep],
+        labels[keep],
+        weight=WEIGHTS,
+        ignore_index=None,
+        reduction="sum",
+        eps=0.2,
+        T=0.9,
+        lam=0.1,
+    )
+    numpy.testing.assert_allclose(loss, want_loss, rtol=1e-13)
+    numpy.testing.assert_allclose(grad[keep], want_grad, rtol=1e-13, atol=1e-15)
+
+
+def test_general_k_steps_are_checked():
+    names = [identity.name for identity in options.general_k_option_identities()]
+    assert names == [
+        "general-k-tempered-sum-derivative",
+        "general-k-smoothed-label-loss",
+        "general-k-options-gradient",
+    ]
+    gradient = options.general_k_option_identities()[2]
+    wrong = gradient.rhs * 2  # e.g. the 1/T taken twice over: must not reduce to the derivative
+    with pytest.raises(ProofError):
+        options.gk.check_equal("wrong", gradient.lhs.doit(), wrong)
+
+
+@pytest.mark.parametrize("k", [1, 2, 16, 33])
+def test_c_agrees_with_numpy_at_other_k(generated, k):
+    """The C options path over each way normalise_<sfx> computes a block (flat loop at small
+    K, lanes from 16, a tail of lanes at 33), against the NumPy-only module; K = 1 too."""
+    g = generated(k)
+    rng = numpy.random.default_rng(k)
+    z = rng.normal(0, 3, (37, k))
+    labels = rng.integers(0, k, 37)
+    y = rng.dirichlet(numpy.ones(k), 37)
+    w = rng.uniform(0, 2, k)
+    kw = dict(weight=w, reduction="mean", label_smoothing=0.15, temperature=1.3, z_loss=0.02)
+    for dtype, tol in ((numpy.float64, 1e-13), (numpy.float32, 1e-5)):
+        zt = z.astype(dtype)
+        for got, want in [
+            (
+                g.c.cross_entropy_with_grad_index(zt, labels, ignore_index=0, **kw),
+                g.numpy_only_module.cross_entropy_with_grad_index(zt, labels, ignore_index=0, **kw),
+            ),
+            (
+                g.c.cross_entropy_with_grad(zt, y.astype(dtype), **kw),
+                g.numpy_only_module.cross_entropy_with_grad(zt, y.astype(dtype), **kw),
+            ),
+            (
+                (g.c.softmax(zt, temperature=0.5),),
+                (g.numpy_only_module.softmax(zt, temperature=0.5),),
+            ),
+        ]:
+            for a, b in zip(got, want, strict=True):
+                assert numpy.asarray(a).dtype == dtype
+                numpy.testing.assert_allclose(a, b, rtol=tol, atol=tol)

@@ -30,6 +30,7 @@ from functools import lru_cache
 import sympy
 
 from symsoft.derivation import fixed_k
+from symsoft.derivation import general_k as gk
 from symsoft.derivation.bundle import KernelForms, OptionForms
 from symsoft.derivation.fixed_k import FixedK
 from symsoft.errors import ProofError
@@ -348,6 +349,7 @@ def prove_options(k: int, kernel: KernelForms, forms: OptionForms) -> tuple[Iden
                     prove_combination(combo, SPECIALISATION_K, kernel, small, (0, 1, 2))
                 )
     identities.extend(_prove_tempered(kernel, forms))
+    identities.extend(general_k_option_identities())
     proved = {identity.name for identity in identities}
     for member in MEMBERS:
         missing = sorted(set(required_proofs(member)) - proved)
@@ -395,3 +397,72 @@ def _prove_tempered(kernel: KernelForms, forms: OptionForms) -> list[Identity]:
             )
         )
     return identities
+
+
+# --- symbolic K -------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def general_k_option_identities() -> tuple[Identity, ...]:
+    """The new closed forms for a symbolic K (general_k's notation and rules), each step
+    derived by SymPy and checked by reducing lhs - rhs to 0:
+
+    1. d/dz_j sum_k e^{z_k / T} = e^{z_j / T} / T (SymPy's Kronecker-delta sum, sifted);
+    2. PyTorch's smoothed, weighted loss for a label c is sum_j a_j (-log s_j) with
+       a_j = w_j ((1 - eps) delta_jc + eps / K) (linearity and sifting);
+    3. d/dz_j [sum_i a_i (-log s_i) + lam (log sum_k e^{z_k / T})^2]
+       = (s_j sum_i a_i - a_j + 2 lam lse s_j) / T, s_j = e^{z_j / T} / sum_k e^{z_k / T}.
+    """
+    K, i, j, k, c, z = gk.K, gk.i, gk.j, gk.k, gk.c, gk.z
+    a = sympy.IndexedBase("a", real=True)
+    w = sympy.IndexedBase("w", real=True)
+    T = sympy.Symbol("T", positive=True)
+    eps, lam = sympy.symbols("epsilon lambda", real=True)
+    sigma = sympy.Sum(sympy.exp(z[k] / T), (k, 1, K))
+
+    def s(x: sympy.Expr) -> sympy.Expr:
+        return sympy.exp(z[x] / T) / sigma
+
+    steps = []
+    raw = sigma.diff(z[j])
+    d_sigma = sympy.exp(z[j] / T) / T
+    gk.check_equal("general-k-tempered-sum-derivative", gk.sift(gk.linearity(raw)), d_sigma)
+    steps.append(
+        Identity(
+            "general-k-tempered-sum-derivative",
+            sympy.Derivative(sigma, z[j]),
+            d_sigma,
+            "SymPy differentiates the sum term-wise; sifting collapses the Kronecker delta",
+            r"$1 \le j \le K$",
+        )
+    )
+    torch_form = (1 - eps) * w[c] * -sympy.log(s(c)) + eps / K * sympy.Sum(
+        w[i] * -sympy.log(s(i)), (i, 1, K)
+    )
+    target = w[i] * ((1 - eps) * sympy.KroneckerDelta(i, c) + eps / K)
+    mixture = sympy.Sum(target * -sympy.log(s(i)), (i, 1, K))
+    gk.check_equal("general-k-smoothed-label-loss", mixture, torch_form)
+    steps.append(
+        Identity(
+            "general-k-smoothed-label-loss",
+            mixture,
+            torch_form,
+            "linearity splits the mixture; sifting collapses the label's delta",
+            r"$1 \le c \le K$",
+        )
+    )
+    loss = sympy.Sum(a[i] * -sympy.log(s(i)), (i, 1, K)) + lam * sympy.log(sigma) ** 2
+    derived = loss.diff(z[j]).xreplace({raw: d_sigma})
+    closed = (s(j) * sympy.Sum(a[i], (i, 1, K)) - a[j] + 2 * lam * sympy.log(sigma) * s(j)) / T
+    gk.check_equal("general-k-options-gradient", derived, closed)
+    steps.append(
+        Identity(
+            "general-k-options-gradient",
+            sympy.Derivative(loss, z[j]),
+            closed,
+            "SymPy differentiates the loss; step 1 replaces the sum's derivative; the "
+            "difference from the closed form reduces to 0",
+            r"$1 \le j \le K$",
+        )
+    )
+    return tuple(steps)
