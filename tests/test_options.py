@@ -443,3 +443,24 @@ def test_c_agrees_with_numpy_at_other_k(generated, k):
             for a, b in zip(got, want, strict=True):
                 assert numpy.asarray(a).dtype == dtype
                 numpy.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_array_api_module_takes_torch_tensors_with_options(generated):
+    """Torch tensors in (weights too), torch tensors out, NumPy's values."""
+    module = generated(K).numpy_module
+    z, y, labels = _inputs()
+    kw = dict(reduction="mean", label_smoothing=0.2, temperature=0.8, z_loss=0.05)
+    for fn, target in (
+        (module.cross_entropy_with_grad_index, labels),
+        (module.cross_entropy_with_grad, y),
+    ):
+        extra = {"ignore_index": 2} if target is labels else {}
+        loss, grad = fn(
+            torch.tensor(z), torch.tensor(target), weight=torch.tensor(WEIGHTS), **kw, **extra
+        )
+        want_loss, want_grad = fn(z, target, weight=WEIGHTS, **kw, **extra)
+        assert isinstance(loss, torch.Tensor) and isinstance(grad, torch.Tensor)
+        numpy.testing.assert_allclose(loss.numpy(), want_loss, rtol=1e-15)
+        numpy.testing.assert_allclose(grad.numpy(), want_grad, rtol=1e-15)
+    with pytest.raises(TypeError, match="weight"):  # a NumPy weight for torch logits
+        module.cross_entropy_index(torch.tensor(z), torch.tensor(labels), weight=WEIGHTS)
