@@ -464,3 +464,19 @@ def test_array_api_module_takes_torch_tensors_with_options(generated):
         numpy.testing.assert_allclose(grad.numpy(), want_grad, rtol=1e-15)
     with pytest.raises(TypeError, match="weight"):  # a NumPy weight for torch logits
         module.cross_entropy_index(torch.tensor(z), torch.tensor(labels), weight=WEIGHTS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_reduction_over_many_rows(generated, backend):
+    """The sum over 2^17 rows in float32 stays within a few u of the float64 value (a plain
+    running sum in C lost 1.8e-4 relatively at 10^5 rows)."""
+    kernels = generated(K).backend(backend)
+    rng = numpy.random.default_rng(5)
+    z = rng.normal(0, 3, (1 << 17, K))
+    labels = rng.integers(0, K, len(z))
+    w = numpy.array([0.7, 1.3, 2.1])
+    for reduction in ("sum", "mean"):
+        kw = dict(reduction=reduction, label_smoothing=0.1, temperature=2.0, z_loss=1e-4)
+        single = kernels.cross_entropy_index(z.astype(numpy.float32), labels, weight=w, **kw)
+        double = kernels.cross_entropy_index(z, labels, weight=w, **kw)
+        assert abs(float(single) - float(double)) <= 8 * 2.0**-24 * abs(float(double))
