@@ -743,9 +743,10 @@ static void options_ce_f32(const float *z, const float *y, const int64_t *labels
     const float temperature = o->temperature == 0.0F ? 1 : o->temperature;
     const float eps = o->label_smoothing, lam = o->z_loss;
     const int reduction = o->reduction;
-    float ones[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
+    float ones[K], zeros[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
     for (size_t i = 0; i < K; ++i) {
         ones[i] = 1;
+        zeros[i] = 0.0F;
     }
     const float *w = o->weight != NULL ? o->weight : ones;
     float scale = 1, total = 0.0F, total_error = 0.0F;
@@ -771,7 +772,8 @@ static void options_ce_f32(const float *z, const float *y, const int64_t *labels
             const float *zr = qb + r * K;  /* the tempered row */
             const float *er = eb + r * K;
             float *gr = grad != NULL ? grad + (r0 + r) * K : NULL;
-            const float *yr = y != NULL ? y + (r0 + r) * K : NULL;
+            /* never NULL: a load under a condition would stop the row's loops vectorising */
+            const float *yr = y != NULL ? y + (r0 + r) * K : zeros;
             float ar[K], tr[K], row = 0.0F;
             size_t c = K;  /* the label, K for none */
             int computed = 1;
@@ -797,7 +799,7 @@ static void options_ce_f32(const float *z, const float *y, const int64_t *labels
                 for (size_t i = 0; i < K; ++i) {
                     const float d_i = -m + zr[i];
                     /* the targets, or the label's one-hot row */
-                    const float y_i = yr != NULL ? yr[i] : i == c ? 1 : 0.0F;
+                    const float y_i = i == c ? 1 : yr[i];  /* c = K for targets */
                     const float a_i = ((1.0F/3.0F)*eps + y_i*(1 - eps))*w[i];
                     ar[i] = a_i;
                     tr[i] = ((a_i == 0) ? 0 : a_i*(-d_i + log_S));
@@ -1476,9 +1478,10 @@ static void options_ce_f64(const double *z, const double *y, const int64_t *labe
     const double temperature = o->temperature == 0.0 ? 1 : o->temperature;
     const double eps = o->label_smoothing, lam = o->z_loss;
     const int reduction = o->reduction;
-    double ones[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
+    double ones[K], zeros[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
     for (size_t i = 0; i < K; ++i) {
         ones[i] = 1;
+        zeros[i] = 0.0;
     }
     const double *w = o->weight != NULL ? o->weight : ones;
     double scale = 1, total = 0.0, total_error = 0.0;
@@ -1504,7 +1507,8 @@ static void options_ce_f64(const double *z, const double *y, const int64_t *labe
             const double *zr = qb + r * K;  /* the tempered row */
             const double *er = eb + r * K;
             double *gr = grad != NULL ? grad + (r0 + r) * K : NULL;
-            const double *yr = y != NULL ? y + (r0 + r) * K : NULL;
+            /* never NULL: a load under a condition would stop the row's loops vectorising */
+            const double *yr = y != NULL ? y + (r0 + r) * K : zeros;
             double ar[K], tr[K], row = 0.0;
             size_t c = K;  /* the label, K for none */
             int computed = 1;
@@ -1530,7 +1534,7 @@ static void options_ce_f64(const double *z, const double *y, const int64_t *labe
                 for (size_t i = 0; i < K; ++i) {
                     const double d_i = -m + zr[i];
                     /* the targets, or the label's one-hot row */
-                    const double y_i = yr != NULL ? yr[i] : i == c ? 1 : 0.0;
+                    const double y_i = i == c ? 1 : yr[i];  /* c = K for targets */
                     const double a_i = ((1.0/3.0)*eps + y_i*(1 - eps))*w[i];
                     ar[i] = a_i;
                     tr[i] = ((a_i == 0) ? 0 : a_i*(-d_i + log_S));
