@@ -10,7 +10,7 @@ import pytest
 import scipy.special
 
 from symsoft.derivation import reference
-from symsoft.family.members import MEMBERS, c_name
+from symsoft.family.members import INPUT_KINDS, MEMBERS, c_name
 from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
 from symsoft.runtime.ckernels import CKernels
 from tests.conftest import require_tool
@@ -334,3 +334,76 @@ def test_no_overflow_for_large_finite_logits(generated):
         assert numpy.all(numpy.isfinite(s))
         numpy.testing.assert_allclose(s, scipy.special.softmax(z, axis=-1), rtol=1e-13)
         assert numpy.all(numpy.isfinite(kern.cross_entropy(z, numpy.eye(3)[[0, 2]])))
+
+
+# --- every member of the family, from its declaration --------------------------------------
+
+
+def _one_hot(label: int, k: int) -> list[float]:
+    return [1.0 if i == label else 0.0 for i in range(k)]
+
+
+def _matvec(matrix, vector, transpose: bool = False) -> list:
+    k = len(vector)
+    if transpose:
+        return [sum(matrix[i][j] * vector[i] for i in range(k)) for j in range(k)]
+    return [sum(matrix[i][j] * vector[j] for j in range(k)) for i in range(k)]
+
+
+# each member's value on one row, from symsoft.derivation.reference (mpmath, 50 digits), in
+# the order of its declared inputs; a member without an entry fails the test below
+MEMBER_REFERENCES = {
+    "softmax": reference.softmax,
+    "log_softmax": reference.log_softmax,
+    "softmax_jacobian": reference.softmax_jacobian,
+    "cross_entropy": reference.cross_entropy,
+    "cross_entropy_grad": reference.cross_entropy_grad,
+    "cross_entropy_index": lambda z, c: reference.cross_entropy(z, _one_hot(c, len(z))),
+    "cross_entropy_grad_index": lambda z, c: reference.cross_entropy_grad(z, _one_hot(c, len(z))),
+    "cross_entropy_with_grad": lambda z, y: (
+        reference.cross_entropy(z, y),
+        reference.cross_entropy_grad(z, y),
+    ),
+    "softmax_jvp": lambda z, v: _matvec(reference.softmax_jacobian(z), v),
+    "softmax_vjp": lambda z, v: _matvec(reference.softmax_jacobian(z), v, transpose=True),
+}
+
+
+def member_inputs(member, rng: numpy.random.Generator, n: int, k: int, dtype) -> list:
+    """Valid inputs for a member, by the kinds its declaration names."""
+    made = {
+        "logits": lambda: random_logits(rng, n, k).astype(dtype),
+        "targets": lambda: soft_labels(rng, n, k, normalised=False).astype(dtype),
+        "vector": lambda: rng.normal(size=(n, k)).astype(dtype),
+        "labels": lambda: rng.integers(0, k, n),
+    }
+    return [made[INPUT_KINDS[name]]() for name in member.inputs]
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=lambda m: m.name)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("k", (1, 3, 16))
+def test_every_member_against_mpmath(generated, member, backend, dtype, k):
+    """Each declared output, with its declared shape and the input's dtype, within
+    TOLERANCE * 8K of the reference relative to 1 + its size (losses and log-probabilities
+    grow with the logits' spread; probabilities and gradients are O(K))."""
+    rng = numpy.random.default_rng(k)
+    n = 12
+    args = member_inputs(member, rng, n, k, dtype)
+    got = getattr(kernels(generated, k, backend), member.name)(*args)
+    got = got if isinstance(got, tuple) else (got,)
+    expected_rows = [
+        MEMBER_REFERENCES[member.name](*(a[r].tolist() for a in args)) for r in range(n)
+    ]
+    if len(member.outputs) == 1:
+        expected_rows = [(row,) for row in expected_rows]
+    assert len(got) == len(member.outputs)
+    for o, output in enumerate(member.outputs):
+        expected = numpy.array([row[o] for row in expected_rows], dtype=object).astype(float)
+        assert got[o].shape == (n,) + (k,) * output.rank and got[o].dtype == dtype
+        error = numpy.abs(got[o].astype(numpy.float64) - expected)
+        assert numpy.all(error <= TOLERANCE[dtype] * 8 * k * (1 + numpy.abs(expected))), (
+            output.name,
+            float(numpy.max(error)),
+        )
