@@ -364,6 +364,10 @@ MEMBER_REFERENCES = {
         reference.cross_entropy(z, y),
         reference.cross_entropy_grad(z, y),
     ),
+    "cross_entropy_with_grad_index": lambda z, c: (
+        reference.cross_entropy(z, _one_hot(c, len(z))),
+        reference.cross_entropy_grad(z, _one_hot(c, len(z))),
+    ),
     "softmax_jvp": lambda z, v: _matvec(reference.softmax_jacobian(z), v),
     "softmax_vjp": lambda z, v: _matvec(reference.softmax_jacobian(z), v, transpose=True),
 }
