@@ -218,7 +218,11 @@ def _option_view(bundle: Bundle, dtype: str, signatures: dict[str, str]) -> dict
         "opt_names": {member.name: c_name(member.name + "_opt", k, suffix) for member in members},
         "opt_signatures": opt_signatures,
         "opt_functions": [
-            {"signature": opt_signatures[m.name], "doc": m.doc, "reduces": m.reduces}
+            {
+                "signature": opt_signatures[m.name],
+                "doc": m.doc,
+                "takes_reduction": m.takes_reduction,
+            }
             for m in members
         ],
         **{

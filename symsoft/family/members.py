@@ -84,7 +84,7 @@ class Member:
                 )
 
     @property
-    def reduces(self) -> bool:
+    def takes_reduction(self) -> bool:
         """Takes reduction=: with "sum" or "mean" its loss output is one value."""
         return "reduction" in self.options
 

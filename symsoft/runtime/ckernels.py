@@ -186,17 +186,17 @@ class CKernels:
         converts = ["z = _z(z)"] + [f"{n} = _{_converter(n)}({n}, {n!r}, z)" for n in names[1:]]
         outs = [f"_out{o}" for o in range(len(ranks))]
         # a reduced loss (reduction sum or mean) is one value: 0 for no rows, NaN under mean
-        reduced = "_o is not None and reduction != 'none'" if member.reduces else "False"
+        reduced = "_o is not None and reduction != 'none'" if member.takes_reduction else "False"
         allocations = [
             f"{out} = _empty(z.shape[:-1] + {(self.k,) * rank!r}, z.dtype)"
-            if rank or not member.reduces
+            if rank or not member.takes_reduction
             else f"{out} = _full(1, 0.0 if reduction == 'sum' else _nan, z.dtype) "
             f"if {reduced} else _empty(z.shape[:-1], z.dtype)"
             for out, rank in zip(outs, ranks, strict=True)
         ]
         # a scalar for one row, as NumPy reductions give
         results = [f"({out} if {out}.ndim else {out}[()])" for out in outs]
-        if member.reduces and ranks[0] == 0:
+        if member.takes_reduction and ranks[0] == 0:
             results[0] = f"({outs[0]}[0] if {reduced} else {results[0]})"
         fields = {
             "name": member.name,
