@@ -711,7 +711,8 @@ void softmax_vjp_k3_f32(const float *z, const float *v, float *out, size_t n)
 /* Whether o asks for nothing but the plain kernel (NULL or every option neutral). */
 static int options_plain_f32(const softmax_k3_options_f32 *o)
 {
-    return o == NULL || (o->weight == NULL && !o->has_ignore_index && o->reduction == 0
+    return o == NULL || (o->weight == NULL && !o->has_ignore_index
+                         && o->reduction == 0
                          && o->label_smoothing == 0.0F && o->z_loss == 0.0F
                          && (o->temperature == 0.0F || o->temperature == 1));
 }
@@ -743,10 +744,10 @@ static void options_ce_f32(const float *z, const float *y, const int64_t *labels
     const float temperature = o->temperature == 0.0F ? 1 : o->temperature;
     const float eps = o->label_smoothing, lam = o->z_loss;
     const int reduction = o->reduction;
-    float ones[K], zeros[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
+    static const float zeros[K];  /* the targets of a labelled row (its label added) */
+    float ones[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
     for (size_t i = 0; i < K; ++i) {
         ones[i] = 1;
-        zeros[i] = 0.0F;
     }
     const float *w = o->weight != NULL ? o->weight : ones;
     float scale = 1, total = 0.0F, total_error = 0.0F;
@@ -817,7 +818,7 @@ static void options_ce_f32(const float *z, const float *y, const int64_t *labels
                         gr[i] = g*(-a_i + 2*lam*lse*s_i + s_i*sum_a);
                     }
                     if (c < K) {  /* the label's entry from the others' share: no 1 - s_c */
-                        float others[K];
+                        float *others = tr;  /* the loss terms are summed: reuse their row */
                         for (size_t i = 0; i < K; ++i) {
                             others[i] = i == c ? 0.0F : er[i];
                         }
@@ -1446,7 +1447,8 @@ void softmax_vjp_k3_f64(const double *z, const double *v, double *out, size_t n)
 /* Whether o asks for nothing but the plain kernel (NULL or every option neutral). */
 static int options_plain_f64(const softmax_k3_options_f64 *o)
 {
-    return o == NULL || (o->weight == NULL && !o->has_ignore_index && o->reduction == 0
+    return o == NULL || (o->weight == NULL && !o->has_ignore_index
+                         && o->reduction == 0
                          && o->label_smoothing == 0.0 && o->z_loss == 0.0
                          && (o->temperature == 0.0 || o->temperature == 1));
 }
@@ -1478,10 +1480,10 @@ static void options_ce_f64(const double *z, const double *y, const int64_t *labe
     const double temperature = o->temperature == 0.0 ? 1 : o->temperature;
     const double eps = o->label_smoothing, lam = o->z_loss;
     const int reduction = o->reduction;
-    double ones[K], zeros[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
+    static const double zeros[K];  /* the targets of a labelled row (its label added) */
+    double ones[K], mb[ROWS], Sb[ROWS], qb[ROWS * K], eb[ROWS * K];
     for (size_t i = 0; i < K; ++i) {
         ones[i] = 1;
-        zeros[i] = 0.0;
     }
     const double *w = o->weight != NULL ? o->weight : ones;
     double scale = 1, total = 0.0, total_error = 0.0;
@@ -1552,7 +1554,7 @@ static void options_ce_f64(const double *z, const double *y, const int64_t *labe
                         gr[i] = g*(-a_i + 2*lam*lse*s_i + s_i*sum_a);
                     }
                     if (c < K) {  /* the label's entry from the others' share: no 1 - s_c */
-                        double others[K];
+                        double *others = tr;  /* the loss terms are summed: reuse their row */
                         for (size_t i = 0; i < K; ++i) {
                             others[i] = i == c ? 0.0 : er[i];
                         }
