@@ -406,6 +406,7 @@ def test_general_k_steps_are_checked():
         "general-k-tempered-sum-derivative",
         "general-k-smoothed-label-loss",
         "general-k-options-gradient",
+        "general-k-options-gradient-label",
     ]
     gradient = options.general_k_option_identities()[2]
     wrong = gradient.rhs * 2  # e.g. the 1/T taken twice over: must not reduce to the derivative

@@ -411,7 +411,8 @@ def general_k_option_identities() -> tuple[Identity, ...]:
     2. PyTorch's smoothed, weighted loss for a label c is sum_j a_j (-log s_j) with
        a_j = w_j ((1 - eps) delta_jc + eps / K) (linearity and sifting);
     3. d/dz_j [sum_i a_i (-log s_i) + lam (log sum_k e^{z_k / T})^2]
-       = (s_j sum_i a_i - a_j + 2 lam lse s_j) / T, s_j = e^{z_j / T} / sum_k e^{z_k / T}.
+       = (s_j sum_i a_i - a_j + 2 lam lse s_j) / T, s_j = e^{z_j / T} / sum_k e^{z_k / T};
+    4. at the label, the kernels' form (s_c rest_a - a_c rest / sum + 2 lam lse s_c) / T.
     """
     K, i, j, k, c, z = gk.K, gk.i, gk.j, gk.k, gk.c, gk.z
     a = sympy.IndexedBase("a", real=True)
@@ -463,6 +464,23 @@ def general_k_option_identities() -> tuple[Identity, ...]:
             "SymPy differentiates the loss; step 1 replaces the sum's derivative; the "
             "difference from the closed form reduces to 0",
             r"$1 \le j \le K$",
+        )
+    )
+    # 4. the label's entry as the kernels compute it: the others' share rest = sum_k e^{z_k/T}
+    # - e^{z_c/T} and rest_a = sum_i a_i - a_c, free of the cancellation of 1 - s_c
+    rest = sigma - sympy.exp(z[c] / T)
+    rest_a = sympy.Sum(a[i], (i, 1, K)) - a[c]
+    label_entry = (s(c) * rest_a - a[c] * rest / sigma + 2 * lam * sympy.log(sigma) * s(c)) / T
+    at_label = closed.xreplace({j: c})
+    gk.check_equal("general-k-options-gradient-label", label_entry, at_label)
+    steps.append(
+        Identity(
+            "general-k-options-gradient-label",
+            label_entry,
+            at_label,
+            "the closed form at j = c, with s_c sum a - a_c written as s_c (sum a - a_c) "
+            "- a_c (1 - s_c) and 1 - s_c as the others' share over the sum; reduces to 0",
+            r"$1 \le c \le K$",
         )
     )
     return tuple(steps)
