@@ -247,10 +247,12 @@ def test_torch_errors(kernels):
         torch_kernels.softmax(torch.randn(2, 4))
     with pytest.raises(ValueError, match="reduction"):
         torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), reduction="average")
-    with pytest.raises(NotImplementedError, match="issue 17"):
-        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), reduction="mean", weight=z[0])
-    with pytest.raises(TypeError, match="label_smoothing"):  # options reach the kernels
-        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), label_smoothing=0.1)
+    with pytest.raises(ValueError, match="label_smoothing"):  # options reach the kernels
+        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), label_smoothing=1.5)
+    with pytest.raises(ValueError, match="weight"):
+        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), weight=-z[0].detach().abs())
+    with pytest.raises(TypeError, match="softcap"):
+        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), softcap=30.0)
 
 
 def test_torch_out_of_range_labels_raise(kernels):
