@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from symsoft.runtime.ckernels import CKernels
 
 REDUCTIONS = ("none", "mean", "sum")
-_FLOATS = ("float32", "float64")  # the dtypes the C kernels have
+# the dtypes the C kernels have: float, double, and bfloat16 / float16 storage (computed in
+# float, rounded once; the options path is float and double only)
+_FLOATS = ("float32", "float64", "bfloat16", "float16")
 
 
 def _check_reduction(reduction: str) -> None:
@@ -111,14 +113,18 @@ def _soft_target_gradient(
 # --- PyTorch ------------------------------------------------------------------------------------
 
 
-def _array(tensor: torch.Tensor) -> numpy.ndarray:
-    """The tensor's memory as a NumPy array (no copy; CKernels copies what C cannot take)."""
-    return tensor.detach().numpy()
+def _array(tensor: torch.Tensor) -> numpy.ndarray | torch.Tensor:
+    """The tensor's memory as a NumPy array (no copy; CKernels copies what C cannot take);
+    a bfloat16 tensor as it is (NumPy has no bfloat16: CKernels takes its bits)."""
+    tensor = tensor.detach()
+    return tensor if str(tensor.dtype) == "torch.bfloat16" else tensor.numpy()
 
 
 def _tensor(array: object) -> torch.Tensor:
     import torch
 
+    if isinstance(array, torch.Tensor):  # CKernels gives tensors for tensors (bfloat16)
+        return array
     # asarray: for a single row the kernels return a NumPy scalar, as NumPy's reductions do
     return torch.from_numpy(numpy.asarray(array))
 
@@ -134,7 +140,7 @@ def _check_tensor(tensor: object, name: str, floats: bool = True) -> None:
             ".cpu(), or use symsoft.load(k, backend='array-api'), which runs on any device"
         )
     if floats and str(tensor.dtype).removeprefix("torch.") not in _FLOATS:
-        raise TypeError(f"{name} must be float32 or float64, got {tensor.dtype}")
+        raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {tensor.dtype}")
     if not floats and (tensor.dtype.is_floating_point or tensor.dtype.is_complex):
         raise TypeError(f"{name} must be integer class indices, got {tensor.dtype}")
 
@@ -280,7 +286,8 @@ def _torch_functions() -> dict[str, Any]:
 
 class TorchKernels:
     """`symsoft.load(k).torch`: softmax, log_softmax and the cross-entropy losses as
-    differentiable functions of CPU tensors (float32 or float64), forward and backward in C.
+    differentiable functions of CPU tensors (float32, float64, bfloat16 or float16), forward
+    and backward in C.
 
     As torch.nn.functional, with the class axis last, as every symsoft kernel has it:
     `softmax(z, dim=-1)`, `log_softmax(z, dim=-1)` (another dim is moved last and back, at
@@ -382,7 +389,7 @@ class JaxKernels:
 
     As jax.nn.softmax / jax.nn.log_softmax (`axis=-1`), and the losses as the torch ones:
     `cross_entropy(z, y)` and `cross_entropy_index(z, labels)` per row, or
-    `reduction="mean"` / `"sum"`. float32 or float64 (float64 needs jax_enable_x64).
+    `reduction="mean"` / `"sum"`. float32, float64 (with jax_enable_x64), bfloat16 or float16.
     """
 
     def __init__(self, kernels: CKernels) -> None:
@@ -426,7 +433,7 @@ class JaxKernels:
         if y.shape != z.shape:
             raise ValueError(f"y must have the shape of z, {z.shape}, got {y.shape}")
         if y.dtype.name not in _FLOATS:
-            raise TypeError(f"y must be float32 or float64, got {y.dtype}")
+            raise TypeError(f"y must be float32, float64, bfloat16 or float16, got {y.dtype}")
         options = self._static(z, _options(weight, None, label_smoothing, temperature, z_loss))
         loss = self._cross_entropy(options, z, y.astype(z.dtype))
         return _reduce(self._jax.numpy, loss, reduction, None, dict(options))
@@ -463,6 +470,8 @@ class JaxKernels:
         concrete array, not a traced one."""
         from symsoft.runtime.ckernels import check_options
 
+        if not options:
+            return ()
         if "weight" in options:
             try:
                 weight = numpy.asarray(options["weight"], dtype=z.dtype)
@@ -478,7 +487,7 @@ class JaxKernels:
     def _logits(self, z: object) -> jax.Array:
         z = self._jax.numpy.asarray(z)
         if z.dtype.name not in _FLOATS:
-            raise TypeError(f"z must be float32 or float64, got {z.dtype}")
+            raise TypeError(f"z must be float32, float64, bfloat16 or float16, got {z.dtype}")
         if z.ndim == 0 or z.shape[-1] != self.k:
             raise ValueError(f"z must have shape (..., {self.k}) for K={self.k}, got {z.shape}")
         return z

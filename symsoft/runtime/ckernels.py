@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy
 
 from symsoft.family.members import INPUT_KINDS, MEMBERS, OPTIONS, Member, c_name, stem
-from symsoft.runtime.arrays import is_tensor, to_tensor
+from symsoft.runtime.arrays import bfloat16_bits, is_tensor, to_tensor
 
 if TYPE_CHECKING:
     from symsoft.runtime.autograd import JaxKernels, TorchKernels
@@ -76,6 +76,7 @@ _CALL = """\
 def {name}({params}):
     # the first input is the logits, z in the body whatever the parameter is called
     _tensors = type({first}) is not _ndarray and _is_tensor({first}, {first!r}, "c")
+    _given = {first}  # its type, for the results
     z, _key = _z({first}, storage)
     {options}
     {converts}
@@ -87,7 +88,9 @@ def {name}({params}):
         _function({pointers}, {out_pointers}, _rows{options_pointer})
     _result = {results}
     if _tensors:  # CPU torch tensors in, tensors out, as from the array-API module
-        return _to_tensor(_result)
+        return _to_tensor(_result, _given.dtype)
+    if type(_key) is str and storage is None:  # bfloat16 values in: the same type out
+        return _bits_as(_result, _given.dtype)
     return _result
 """
 # distillation's options: checked in Python (C would give NaN rows), the outputs reduced here
@@ -203,7 +206,9 @@ class CKernels:
 
     One method per member of family.members.MEMBERS, with the C parameter names. float32 in
     gives float32 out, float64 gives float64, float16 gives float16 (computed in float by the
-    _f16 kernels, rounded once to nearest-even), integers become float64. Non-contiguous,
+    _f16 kernels, rounded once to nearest-even), bfloat16 (CPU torch tensors, NumPy arrays of
+    ml_dtypes.bfloat16 as JAX has them) gives bfloat16 (the _bf16 kernels; further float
+    inputs must then be bfloat16 too), integers become float64. Non-contiguous,
     Fortran-ordered, misaligned, read-only or non-native byte order arrays are copied first;
     complex and other dtypes are refused (TypeError), as is a last axis that is not K
     (ValueError). Further float inputs (y) must have z's shape and are converted to z's dtype;
@@ -366,6 +371,7 @@ class CKernels:
             "_ndarray": numpy.ndarray,
             "_is_tensor": is_tensor,
             "_to_tensor": to_tensor,
+            "_bits_as": _bits_as,
             "_empty": numpy.empty,
             "_full": numpy.full,
             "_nan": numpy.nan,
@@ -408,6 +414,10 @@ class CKernels:
             ):
                 return x, x.dtype
             is_tensor(x, "z", "c")
+            bits = bfloat16_bits(x)
+            if bits is not None:  # bfloat16 tensors and arrays: the bf16 storage kernels
+                self._check_last_axis(bits, "z")
+                return _as_c(bits, _U16), "bf16"
             array = numpy.asarray(x)
             self._check_last_axis(array, "z")
             dtype = array.dtype if array.dtype in _SUFFIX else _float_dtype(array.dtype, "z")
@@ -431,7 +441,8 @@ class CKernels:
         ):
             return x
         is_tensor(x, name, "c")  # refuses arrays NumPy cannot read as they are
-        array = numpy.asarray(x)
+        bits = bfloat16_bits(x)
+        array = numpy.asarray(x) if bits is None else bits
         self._check_last_axis(array, name)
         if array.shape != z.shape:
             raise ValueError(f"{name} must have the shape of z, {z.shape}, got {array.shape}")
@@ -478,6 +489,13 @@ class CKernels:
             raise ValueError(
                 f"{name} must have shape (..., {self.k}) for K={self.k}, got shape {array.shape}"
             )
+
+
+def _bits_as(result: Any, dtype: numpy.dtype) -> Any:
+    """uint16 results as arrays of dtype (ml_dtypes' bfloat16: the caller's type)."""
+    if isinstance(result, tuple):
+        return tuple(r.view(dtype) for r in result)
+    return result.view(dtype)
 
 
 class _Kernels(dict):
