@@ -319,6 +319,7 @@ def _option_view(bundle: Bundle, dtype: str, signatures: dict[str, str]) -> dict
         "opt_signatures": opt_signatures,
         "opt_functions": [
             {
+                "name": m.name,
                 "signature": opt_signatures[m.name],
                 "doc": m.doc,
                 "takes_reduction": m.takes_reduction,
