@@ -159,7 +159,10 @@ def distillation_reference(
     log_s = np.where(live, us - lse_s, LD(0))
     log_t = np.where(live, ut - lse_t, LD(0))
     loss = t * t * np.sum(np.where(live, pt * (log_t - log_s), LD(0))) / d
-    loss_scale = t * t * np.sum(np.where(live, pt * (abs(log_t) + abs(log_s)), LD(0))) / d
+    # each log p carries an absolute error of about u*D (D: the tolerance's logit size, which
+    # the budget multiplies): a term of size 1 per log, beside |log p| itself
+    sizes = abs(log_t) + abs(log_s) + 2
+    loss_scale = t * t * np.sum(np.where(live, pt * sizes, LD(0))) / d
     # the gradient of T^2 KL(p_s || p_t) (arguments swapped): T p_s (a - <p_s, a>)
     a = np.where(ps > 0, (us - lse_s) - np.where(np.isfinite(ut), ut - lse_t, LD(0)), LD(0))
     reverse = t * ps * (a - np.sum(ps * a)) / d

@@ -42,10 +42,11 @@ def grad(
         safe = np.where(keep, t, 0)
         a = np.zeros((n, k))
         a[np.arange(n), safe] = (1 - eps) * w[safe]
-        a[keep] += eps / k * w
-        if bug == "smoothing_on_ignored":
-            a[~keep] += eps / k * w
-        a[~keep, :] *= bug == "smoothing_on_ignored"
+        a += eps / k * w
+        if bug != "smoothing_on_ignored":
+            a[~keep] = 0.0
+        else:
+            a[~keep] = eps / k * w
         norm = np.sum(w[safe] * keep)
         if bug == "weights_of_ignored" and ignore_index is not None and 0 <= ignore_index < k:
             norm = np.sum(w[np.atleast_1d(target)])
