@@ -32,6 +32,16 @@ def example(name: str):
     return load_function(f"{EXAMPLES}/family.py:{name}")[0]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: torch's threads only contend for the shared cores (45 ms a call, 1 ms
+    on one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def finite_masks(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """-inf replaced by a logit so far below the row's maximum that exp gives exactly 0:
     torch's kl_div and soft-target losses compute 0 * (-inf) = NaN at masks, and the answer

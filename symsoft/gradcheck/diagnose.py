@@ -58,6 +58,7 @@ TITLES = {
     "ignored_rows": "smoothing, z-loss or weights applied to ignored rows",
     "mean_normaliser": "mean divides by N where it should divide by the sum of the weights",
     "z_loss_factor": "z-loss gradient wrong (its factor 2 forgotten, or left out)",
+    "empty_mean": "mean of a batch whose rows are all ignored divides 0 by 0",
     "vjp_sum": "log-softmax VJP without sum(g): g - s*g or g - s where g - s*sum(g) is needed",
     "unexplained": "no known bug class fits",
     "loss_log_underflow": "loss: log of a probability that underflowed to 0",
@@ -220,6 +221,7 @@ class _Diagnosis:
         self.raised()
         if self.batches is not None:
             self.wrong_axis()
+        self.empty_mean()
         self.max_start()
         self.divides_by_s()
         self.overflow_and_masks()
@@ -410,6 +412,19 @@ class _Diagnosis:
                 "max(z) is taken over the whole batch"
             )
         return "rows are right alone (N = 1) but wrong inside a batch whose rows differ"
+
+    def empty_mean(self) -> None:
+        """NaN/inf on the rows of a batch with nothing to average: every row ignored."""
+        if self.st.reduction != "mean" or self.st.options.ignore_index is None:
+            return
+        group = [o for o in self.todo if o.error is None and o.divisor == 0 and not finite(o.got)]
+        self.add(
+            "empty_mean",
+            group,
+            f"NaN/inf on {self.of_n(group)}, rows of batches whose rows are all ignored: the "
+            "mean's normaliser (the sum of the weights of the non-ignored rows) is 0 there. "
+            "PyTorch's gradient is 0 on such a batch (its loss is NaN); guard the division.",
+        )
 
     def max_start(self) -> None:
         """NaN only on rows whose logits all lie far below 0, every higher row right (even

@@ -144,6 +144,11 @@ class Report:
         lines.append(f"  contract: {st.contract}")
         if st.finite:
             lines.append("  masked (-inf) inputs: not tried (--finite: the contract excludes -inf)")
+        elif st.options.label_smoothing:
+            lines.append(
+                "  masked (-inf) inputs: not tried (label smoothing puts eps/K on every class: "
+                "the loss is +inf there and has no gradient)"
+            )
         n = len(self.outcomes)
         verdict = (
             f"verdict: CORRECT on all {n} inputs"

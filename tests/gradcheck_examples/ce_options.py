@@ -93,3 +93,20 @@ def zloss_grad(z, y):
 def zloss_grad_no_2(z, y):
     """Wrong: the z-loss gradient lambda lse s where 2 lambda lse s is right."""
     return grad(z, y, z_loss=1e-3, bug="z_loss_no_2")
+
+
+def class0_ignored_grad(z, c):
+    """Class 0 is padding: ignore_index 0, weights W, the batch mean."""
+    return grad(z, c, reduction="mean", weight=W, ignore_index=0)
+
+
+def class0_ignored_grad_counts_ignored(z, c):
+    """Wrong: the mean's normaliser includes the weights of the ignored (class 0) rows."""
+    return grad(z, c, reduction="mean", weight=W, ignore_index=0, bug="weights_of_ignored")
+
+
+def train_grad_nan_when_all_ignored(z, c):
+    """Wrong on a batch whose rows are all ignored: divides 0 by 0 (PyTorch's gradient is 0)."""
+    g = grad(z, c, **TRAIN)
+    keep = np.atleast_1d(c) != TRAIN["ignore_index"]
+    return g / np.sum(W[np.where(keep, c, 0)] * keep)
