@@ -7,6 +7,7 @@ seeds, and each usual mistake named by its class."""
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import subprocess
 import sys
@@ -240,6 +241,14 @@ def test_mistake_is_named(name, of, options, bug):
     assert not report.ok
     assert report.bugs == (bug,), report.text()
     assert "unexplained" not in report.text()
+
+
+@pytest.mark.parametrize(("name", "of", "options", "bug"), MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_mistake_is_named_on_every_seed_and_dtype(name, of, options, bug):
+    fn = example(name)
+    for dtype, seed in itertools.product(["float64", "float32"], range(4)):
+        _, findings = run(fn, of, K, seed=seed, dtype=dtype, **options)
+        assert [f.bug for f in findings] == [bug], (dtype, seed, findings)
 
 
 def test_distillation_mistake_labels_say_which_factor():

@@ -294,6 +294,35 @@ def test_mistake_is_named(name, args, bug):
     assert [d["bug"] for d in report["diagnosis"]] == [bug], report["diagnosis"]
 
 
+def _options(args: list[str]) -> dict:
+    """The CLI's arguments as check_gradient's keywords."""
+    out: dict = {}
+    it = iter(args)
+    for flag in it:
+        key = flag.removeprefix("--").replace("-", "_")
+        if key == "batched":
+            out[key] = True
+            continue
+        value = next(it)
+        if key == "weight":
+            out[key] = [float(v) for v in value.split(",")]
+        elif key == "ignore_index":
+            out[key] = int(value)
+        elif key in ("label_smoothing", "temperature", "z_loss"):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize(("name", "args", "bug"), MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_mistake_is_named_on_every_seed_and_dtype(name, args, bug):
+    fn = load_function(f"{EXAMPLES}/ce_options.py:{name}")[0]
+    for dtype, seed in itertools.product(["float64", "float32"], range(4)):
+        _, findings = run(fn, "cross_entropy", K, seed=seed, dtype=dtype, **_options(args))
+        assert [f.bug for f in findings] == [bug], (dtype, seed, findings)
+
+
 @pytest.mark.parametrize(
     ("name", "args"),
     [("train_grad", TRAIN), ("class0_ignored_grad", CLASS0), ("zloss_grad", ["--z-loss", "1e-3"])],

@@ -608,6 +608,28 @@ class _Diagnosis:
             labels = Counter(label for _, label in hits)
             detail = "; ".join(label for label, _ in labels.most_common(2))
             self.add(bug, group, f"{detail}: on {self.of_n(group)}.{self._extra(bug, group)}")
+            self.absorb(bug)
+
+    def absorb(self, bug: str) -> None:
+        """Inputs the class's prediction matches but cannot be told from the right answer
+        (its distance to the expected value is within a few tolerances: float32 at |z| ~ 1e6)
+        join the class that explained the others, rather than a looser class or none."""
+        own = dict(STRUCTURAL).get(bug)
+        if own is None:
+            return
+        variants = with_alternatives(bug, own)
+        group = [
+            o
+            for o in self.todo
+            if any(close(o, pred, scale, self.st) for _, pred, scale in variants(o, self.st))
+        ]
+        if group:
+            self.add(
+                bug,
+                group,
+                f"Also consistent with it: {self.of_n(group)}, where the tolerance is too wide "
+                "to tell it clearly from the right answer.",
+            )
 
     def _extra(self, bug: str, group: list[Outcome]) -> str:
         st = self.st
