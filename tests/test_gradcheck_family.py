@@ -272,6 +272,32 @@ def test_hessian_without_sum_y_passes_when_sum_y_is_one():
     assert report.ok, report.text()
 
 
+@pytest.mark.parametrize(
+    ("function", "of", "options"),
+    [
+        ("logsumexp_grad", "logsumexp", {}),
+        ("distillation_grad", "distillation_kl", {"temperature": 2.0, "batched": True}),
+        ("cross_entropy_hessian", "cross_entropy_hessian", {"labels": "any"}),
+    ],
+)
+def test_c_functions_of_the_kernels_convention(function, of, options):
+    report = check_gradient(
+        f"{EXAMPLES}/c/family_double.c:{function}", 4, of=of, cflags="-DK=4", **options
+    )
+    assert report.ok, report.text()
+
+
+def test_c_distillation_at_the_wrong_temperature_is_named():
+    report = check_gradient(
+        f"{EXAMPLES}/c/family_double.c:distillation_grad",
+        4,
+        of="distillation_kl",
+        temperature=2.0,
+        cflags="-DK=4 -DTEMPERATURE=1.0",  # T = 1 in the code: T^2 and 1/T vanish there
+    )
+    assert not report.ok and report.bugs == ("temperature",), report.text()
+
+
 # ---- the command line ----
 
 

@@ -23,8 +23,9 @@ from symsoft.gradcheck.settings import (
 )
 
 DESCRIPTION = (
-    "Check a hand-written softmax / log-softmax / cross-entropy derivative against symsoft's "
-    "exact one (50-digit reference) on random, tied, dominant, huge, masked (-inf) and batched "
+    "Check a hand-written softmax / log-softmax / cross-entropy (with F.cross_entropy's options, "
+    "temperature and z-loss) / log-sum-exp / distillation KL derivative or cross-entropy Hessian "
+    "against symsoft's exact one on random, tied, dominant, huge, masked (-inf) and batched "
     "inputs. The function runs in a child process. Exit 0: correct on every input; 1: wrong "
     "somewhere (or raised, exited, crashed, hung); 2: usage error."
 )

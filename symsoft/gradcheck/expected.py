@@ -205,6 +205,12 @@ def distillation_reference(
             _f64(t * (plain_s - plain_t) / d),
             _f64(t * (plain_s + plain_t) / d),
         ),
+        (
+            "temperature",
+            "got = softmax(z_s) - softmax(z_t): no temperature at all (the function's T is 1?)",
+            _f64((plain_s - plain_t) / d),
+            _f64((plain_s + plain_t) / d),
+        ),
     )
     s64 = _f64(ps)
     _frozen(values, scale, s64)
