@@ -222,6 +222,7 @@ MEMBERS = (
         "out = log sum_j exp(z_j), n values",
         forms=("log_normaliser", "log_sum_exp"),
         proofs=("stable-logsumexp", "logsumexp-gradient"),
+        checks="logsumexp",  # fn(z) -> the gradient of log-sum-exp (= softmax)
     ),
     Member(
         "log_softmax_jvp",
@@ -263,6 +264,7 @@ MEMBERS = (
         proofs=("tempered-logits", "distillation-kl-gradient", "kernel-distillation-kl-grad"),
         scalars=(("temperature", 1.0),),
         reduces=True,
+        checks="distillation_kl",  # fn(z_student, z_teacher) -> this gradient (--temperature)
     ),
     Member(
         "cross_entropy_hessian",
@@ -275,6 +277,7 @@ MEMBERS = (
             "cross-entropy-hessian-symmetric",
             "kernel-cross-entropy-hessian",
         ),
+        checks="cross_entropy_hessian",  # fn(z, y) -> (K, K)
     ),
     Member(
         "cross_entropy_hvp",

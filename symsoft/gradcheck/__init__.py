@@ -1,4 +1,5 @@
-"""Check hand-written softmax / log-softmax / cross-entropy derivatives against exact ones."""
+"""Check hand-written derivatives of the softmax family (softmax, log-softmax, cross-entropy
+with its options, log-sum-exp, distillation KL, the cross-entropy Hessian) against exact ones."""
 
 from symsoft.gradcheck.check import check_gradient
 from symsoft.gradcheck.diagnose import TITLES as BUG_CLASSES

@@ -32,6 +32,13 @@ def signature(settings: Settings) -> str:
     t = "float" if settings.dtype == np.float32 else "double"
     if settings.vjp:
         return f"void fn(const {t} *z, const {t} *g, {t} *out, size_t n)"
+    if settings.distillation:
+        return f"void fn(const {t} *z_student, const {t} *z_teacher, {t} *grad, size_t n)"
+    if settings.of == "logsumexp":
+        return f"void fn(const {t} *z, {t} *grad, size_t n)"
+    if settings.of == "cross_entropy_hessian":
+        labels = "const int64_t *labels" if settings.index_labels else f"const {t} *y"
+        return f"void fn(const {t} *z, {labels}, {t} *hess, size_t n)"
     if settings.jacobian:
         return f"void fn(const {t} *z, {t} *jac, size_t n)"
     if settings.index_labels:

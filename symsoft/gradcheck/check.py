@@ -35,16 +35,28 @@ def check_gradient(
     timeout: float = DEFAULT_TIMEOUT,
     check_timeout: float = DEFAULT_CHECK_TIMEOUT,
     cflags: str | tuple[str, ...] = (),
+    weight: object = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
 ) -> Report:
     """Check a hand-written derivative against symsoft's exact one.
 
     fn: a callable, or a target as the CLI takes it ("grads.py:ce_grad", "kernel.c:backward",
     "libk.so:backward"). of: "softmax" (fn(z) -> K x K Jacobian of s), "log_softmax" (of
-    log s) or "cross_entropy" (fn(z, y) -> dL/dz, or (loss, dL/dz)). z and y are 1-D arrays
+    log s), "cross_entropy" (fn(z, y) -> dL/dz, or (loss, dL/dz)), "logsumexp" (fn(z) -> d lse/dz,
+    or (lse, grad)), "distillation_kl" (fn(z_student, z_teacher) -> the gradient of T^2 KL(
+    softmax(z_teacher/T) || softmax(z_student/T)) w.r.t. z_student, or (loss, grad)) or
+    "cross_entropy_hessian" (fn(z, y) -> the K x K Hessian). z and y are 1-D arrays
     of length K in `dtype`, or (N, K) arrays with batched=True. labels is what the function
     assumes about y: "simplex" (y >= 0, sum 1), "one-hot", "any" (y >= 0) or "index" (fn(z,
     c) with an integer class; batched an int64 array (N,)). reduction "sum" / "mean": fn
-    returns the gradient of the batch's summed / mean loss. form "vjp": fn(z, g) returns
+    returns the gradient of the batch's summed / mean loss ("batchmean" for distillation_kl,
+    as F.kl_div's). Cross-entropy's options as torch.nn.functional.cross_entropy's: weight (K
+    numbers, "w1,...,wK" or a .npy path), ignore_index (labels="index"), label_smoothing; and
+    temperature T (z/T first; distillation_kl's T too) and z_loss (lambda * lse(z/T)^2 per
+    non-ignored row, unweighted, reduced like the loss). form "vjp": fn(z, g) returns
     g^T J. array: the inputs are "numpy", "torch" or "jax" arrays. finite: the contract
     excludes -inf logits. timeout: seconds per call; check_timeout: for the whole check.
     cflags: compiler flags for a .c target. n_random: how many random-logit inputs (default
@@ -69,6 +81,11 @@ def check_gradient(
         finite=finite,
         timeout=timeout,
         check_timeout=check_timeout,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        z_loss=z_loss,
     )
     if isinstance(fn, str):
         fn, default_name = load_function(fn, settings, cflags)
@@ -91,7 +108,11 @@ def check_gradient(
         findings = diagnose(outcomes, settings, batches, alone)
         restarts = w.restarts
     worst = _worst(outcomes)
-    fd = finite_differences(settings.of, worst.case.z, worst.y64)
+    fd = (
+        finite_differences(settings.of, worst.case.z, worst.y64)
+        if settings.exact_reference
+        else None
+    )
     return Report(
         name,
         settings,

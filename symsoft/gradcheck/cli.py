@@ -23,8 +23,9 @@ from symsoft.gradcheck.settings import (
 )
 
 DESCRIPTION = (
-    "Check a hand-written softmax / log-softmax / cross-entropy derivative against symsoft's "
-    "exact one (50-digit reference) on random, tied, dominant, huge, masked (-inf) and batched "
+    "Check a hand-written softmax / log-softmax / cross-entropy (with F.cross_entropy's options, "
+    "temperature and z-loss) / log-sum-exp / distillation KL derivative or cross-entropy Hessian "
+    "against symsoft's exact one on random, tied, dominant, huge, masked (-inf) and batched "
     "inputs. The function runs in a child process. Exit 0: correct on every input; 1: wrong "
     "somewhere (or raised, exited, crashed, hung); 2: usage error."
 )
@@ -43,7 +44,9 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         choices=OFS,
         default="cross_entropy",
         help="softmax: fn(z) is the KxK Jacobian of s; log_softmax: of log s; "
-        "cross_entropy: fn(z, y) is dL/dz (default)",
+        "cross_entropy: fn(z, y) is dL/dz (default); logsumexp: fn(z) is d lse/dz; "
+        "distillation_kl: fn(z_student, z_teacher) is d/dz_student of T^2 KL(p_t || p_s); "
+        "cross_entropy_hessian: fn(z, y) is the KxK Hessian",
     )
     parser.add_argument(
         "--batched", action="store_true", help="fn takes (N, K) arrays, returns (N, K[, K])"
@@ -60,8 +63,45 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         "--reduction",
         choices=REDUCTIONS,
         default="none",
-        help="batched cross-entropy: fn returns the gradient of the sum or mean of the row "
-        "losses (default none: per row)",
+        help="batched: fn returns the gradient of the sum or mean (cross-entropy, Hessian) or "
+        "batchmean (distillation_kl) of the row losses (default none: per row)",
+    )
+    parser.add_argument(
+        "--weight",
+        default=None,
+        metavar="W1,...,WK|FILE.npy",
+        help="cross-entropy: class weights, as F.cross_entropy's weight",
+    )
+    parser.add_argument(
+        "--ignore-index",
+        dest="ignore_index",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cross-entropy with --labels index: rows whose label is N contribute nothing",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        dest="label_smoothing",
+        type=float,
+        default=0.0,
+        metavar="EPS",
+        help="cross-entropy: targets (1 - EPS) y + EPS/K, as F.cross_entropy's (default 0)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="cross-entropy and distillation_kl: the logits are divided by T (default 1)",
+    )
+    parser.add_argument(
+        "--z-loss",
+        dest="z_loss",
+        type=float,
+        default=0.0,
+        metavar="LAMBDA",
+        help="cross-entropy: adds LAMBDA * logsumexp(z/T)^2 per non-ignored row (default 0)",
     )
     parser.add_argument(
         "--form",
@@ -128,6 +168,11 @@ def run_check(args: argparse.Namespace) -> int:
         "finite": args.finite,
         "timeout": args.timeout,
         "check_timeout": args.check_timeout,
+        "weight": args.weight,
+        "ignore_index": args.ignore_index,
+        "label_smoothing": args.label_smoothing,
+        "temperature": args.temperature,
+        "z_loss": args.z_loss,
     }
     try:
         # a bad option fails before the file is imported

@@ -43,14 +43,14 @@ def close(
     bad = ~np.isfinite(o.got)
     if not np.array_equal(bad, ~np.isfinite(pred)):
         return False
-    tol = factor * entry_tolerance(dtype or st.dtype, st.k, o.case.z, scale, o.y64)
+    tol = factor * entry_tolerance(dtype or st.dtype, st.k, o.case.size_z, scale, o.y64)
     return bool(np.all(np.abs(o.got[~bad] - pred[~bad]) <= tol[~bad]))
 
 
 def distinct(o: Outcome, pred: np.ndarray, scale: np.ndarray, st: Settings) -> bool:
     """The alternative is itself clearly wrong: somewhere it is outside the tolerance of the
     expected value (with a margin), so it cannot pass for imprecision."""
-    tol = 2 * HYP_FACTOR * entry_tolerance(st.dtype, st.k, o.case.z, o.ref.scale, o.y64)
+    tol = 2 * HYP_FACTOR * entry_tolerance(st.dtype, st.k, o.case.size_z, o.ref.scale, o.y64)
     with np.errstate(invalid="ignore"):
         return bool(np.any(~(np.abs(pred - o.ref.values) <= tol)))
 
@@ -114,7 +114,7 @@ def _missing_terms(o: Outcome, st: Settings) -> Iterator[Variant]:
             np.diag(1 - s),
             np.diag(1 + s),
         )
-    else:
+    elif st.of == "cross_entropy":
         t = float(np.sum(y))
         yield "got = s*sum(y): the -y term is missing", s * t, s * abs(t)
         yield "got = -y: the softmax term s*sum(y) is missing", -y, np.abs(y)
@@ -161,7 +161,7 @@ def _shifted(o: Outcome, st: Settings) -> Iterator[Variant]:
     # off by one or two; longer rotations are still caught as "permuted"
     for r in sorted({r % st.k for r in (1, -1, 2, -2)} - {0}):
         d = -_shift_name(r, st.k)  # np.roll(a, r)[i] == a[i - r]
-        if st.vjp:
+        if st.vjp or (e.ndim == 1 and st.of != "cross_entropy"):
             yield f"entry i holds entry i{d:+d}", np.roll(e, r), np.roll(sc, r)
         elif st.of == "cross_entropy":
             t = float(np.sum(y))
@@ -236,7 +236,54 @@ def _clipped(o: Outcome, st: Settings) -> Iterator[Variant]:
             yield f"got = {clip} * sum(y) - y", c * t - y, c * abs(t) + np.abs(y)
 
 
+def _vjp_sum(o: Outcome, st: Settings) -> Iterator[Variant]:
+    """Log-softmax's backward pass g - s*sum(g) written without the sum."""
+    if st.of == "log_softmax" and st.vjp:
+        g, s = o.case.g.astype(np.float64), o.ref.s
+        if np.array_equal(s * g, s):  # g = 1: both mistakes give g - s
+            yield "got = g - s (g = 1 here): s*g or s where the VJP needs s*sum(g)", g - s, g + s
+            return
+        yield (
+            "got = g - s*g: s times g entry by entry where the VJP needs s*sum(g)",
+            g - s * g,
+            np.abs(g) + s * np.abs(g),
+        )
+        yield (
+            "got = g - s: the factor sum(g) is missing (right only where sum(g) = 1)",
+            g - s,
+            np.abs(g) + s,
+        )
+
+
+def _nothing(o: Outcome, st: Settings) -> Iterator[Variant]:
+    """Classes whose variants the reference computes (expected.py's alternatives) alone."""
+    return iter(())
+
+
+def with_alternatives(
+    bug: str, hypothesis: Callable[[Outcome, Settings], Iterator[Variant]]
+) -> Callable[[Outcome, Settings], Iterator[Variant]]:
+    """The reference's own alternatives for this class first, then the hypothesis's."""
+
+    def variants(o: Outcome, st: Settings) -> Iterator[Variant]:
+        for name, label, pred, scale in o.ref.alternatives:
+            if name == bug:
+                yield label, pred, scale
+        yield from hypothesis(o, st)
+
+    return variants
+
+
+# the specific classes first: the greedy cover gives a tie to the earlier class, so that
+# "student and teacher swapped" is named rather than "sign flipped", "mean divides by N"
+# rather than "scaled by a constant"
 STRUCTURAL: tuple[tuple[str, Callable[[Outcome, Settings], Iterator[Variant]]], ...] = (
+    ("kl_swapped", _nothing),
+    ("temperature", _nothing),
+    ("ignored_rows", _nothing),
+    ("mean_normaliser", _nothing),
+    ("z_loss_factor", _nothing),
+    ("vjp_sum", _vjp_sum),
     ("sign_flipped", _sign),
     ("clipped", _clipped),
     ("scaled", scaled),
@@ -255,5 +302,15 @@ EXPLAIN = {
     "transposed": "J_log = I - 1 s^T is not symmetric, so the transpose shows: row i must be "
     "the gradient of log s_i, column j the derivative by z_j.",
     "shifted": "An index is off by one.",
+    "kl_swapped": "The loss is T^2 KL(p_teacher || p_student); its gradient with respect to "
+    "the student's logits is T (p_student - p_teacher) per row.",
+    "temperature": "The logits enter as z/T, so every derivative by z carries the chain rule's "
+    "1/T; distillation's loss is T^2 KL, so its gradient is T^2 (1/T) (p_s - p_t).",
+    "ignored_rows": "A row whose label is ignore_index contributes nothing: its gradient is 0 "
+    "(smoothing and z-loss included), and its weight is not in the mean's normaliser.",
+    "mean_normaliser": "With integer labels, PyTorch's mean divides by the sum of w[label] over "
+    "the non-ignored rows (N only without weights and ignored rows).",
+    "z_loss_factor": "d/dz of lambda lse(z/T)^2 is 2 lambda lse s / T.",
+    "vjp_sum": "J^T g for J = I - 1 s^T is g - s * sum(g): every entry of g reaches every output.",
     "permuted": "Right values, wrong places: check the indexing.",
 }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from symsoft.gradcheck.settings import Settings
+from symsoft.gradcheck.tolerance import logit_size
 
 KINDS = ("random", "ties", "dominant", "large", "masked", "mixed-rows")
 KIND_HELP = {
@@ -40,6 +41,13 @@ class Case:
     note: str
     label: int | None = None  # the class index with --labels index (then y is its one-hot)
     g: np.ndarray | None = None  # (K,), the vector of g^T J with --form vjp
+    teacher: np.ndarray | None = None  # (K,), distillation's teacher logits, -inf where z is
+    ignored: bool = False  # label == --ignore-index: the row contributes nothing
+    sized: np.ndarray | None = None  # the logits the tolerance's D is taken of (z/T), if not z
+
+    @property
+    def size_z(self) -> np.ndarray:
+        return self.z if self.sized is None else self.sized
 
 
 def overflow_logit(dtype: np.dtype) -> float:
@@ -84,6 +92,32 @@ class _Labels:
         elif variant == "scaled":
             y[live] = rng.uniform(0.0, 3.0, live.size)
         return y  # "zero": y = 0, a legal input when any sum is allowed
+
+
+# teacher logits beside a student's: unrelated, sharper, equal (the gradient is 0), nearly
+# equal (cancellation), and at another offset (softmax does not see it)
+TEACHER_VARIANTS = ("random", "sharp", "equal", "near", "offset")
+
+
+class _Teachers:
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.variants = itertools.cycle(TEACHER_VARIANTS)
+        self.rng = rng
+
+    def draw(self, z: np.ndarray) -> np.ndarray:
+        variant, k = next(self.variants), z.size
+        with np.errstate(invalid="ignore"):
+            if variant == "random":
+                t = 3.0 * self.rng.standard_normal(k)
+            elif variant == "sharp":
+                t = 10.0 * self.rng.standard_normal(k)
+            elif variant == "equal":
+                t = z.copy()
+            elif variant == "near":
+                t = z + 0.01 * self.rng.standard_normal(k)
+            else:
+                t = 2.0 * self.rng.standard_normal(k) + self.rng.choice((-1e3, 50.0, 1e3))
+        return np.where(np.isneginf(z), -np.inf, t)  # masked classes are masked in both
 
 
 class _Cotangents:
@@ -218,16 +252,24 @@ def generate(settings: Settings) -> tuple[list[Case], list[list[int]] | None]:
     raw += [("ties", z, n) for z, n in _ties(rng, k)]
     raw += [("dominant", z, n) for z, n in _dominant(rng, k, dtype)]
     raw += [("large", z, n) for z, n in _large(rng, k, limit)]
-    if not settings.finite:  # the contract excludes -inf logits
+    # the contract excludes -inf logits; with label smoothing a masked class's log s = -inf
+    # carries weight eps/K, so the loss is +inf and has no gradient
+    if not settings.finite and not settings.options.label_smoothing:
         raw += [("masked", z, n) for z, n in _masked(rng, k)]
     cotangents = _Cotangents(rng)
+    teachers = _Teachers(rng)
+    count = itertools.count()
 
-    def case(kind: str, z: np.ndarray, note: str) -> Case:
+    def case(kind: str, z: np.ndarray, note: str, ignore: bool = False) -> Case:
         z = z.astype(dtype)
         y = labels.draw(z).astype(dtype) if settings.takes_labels else None
         label = int(np.argmax(y)) if settings.index_labels else None
         g = cotangents.draw(k).astype(dtype) if settings.vjp else None
-        return Case(kind, z, y, note, label, g)
+        teacher = teachers.draw(z).astype(dtype) if settings.distillation else None
+        ignored = False
+        if label is not None and not settings.options.plain:
+            label, y, ignored = _option_label(settings, z, label, y, ignore or next(count) % 3 == 2)
+        return Case(kind, z, y, note, label, g, teacher, ignored, _sized(settings, z, teacher))
 
     per_input = k * k + 3 * k if settings.jacobian else 3 * k  # products, and 2 softmaxes
     keep = max(len(KINDS) * 2, REFERENCE_BUDGET // per_input)
@@ -239,7 +281,48 @@ def generate(settings: Settings) -> tuple[list[Case], list[list[int]] | None]:
         start = len(cases)
         cases += [case("mixed-rows", z, "rows at offsets 0, +-limit, +-2*limit") for z in rows]
         batches.append(list(range(start, len(cases))))
+    if settings.options.ignore_index is not None:  # mean: 0/0, PyTorch's gradient is 0
+        start = len(cases)
+        note = "every row of the batch ignored"
+        cases += [case("random", 3 * rng.standard_normal(k), note, True) for _ in range(3)]
+        batches.append(list(range(start, len(cases))))
     return cases, batches
+
+
+def _option_label(
+    settings: Settings, z: np.ndarray, label: int, y: np.ndarray, ignore: bool
+) -> tuple[int, np.ndarray, bool]:
+    """The class, its one-hot and whether the row is ignored, under --weight/--ignore-index.
+
+    Every third row is ignored. Under mean the label avoids zero-weight classes where it can:
+    a batch whose non-ignored rows all weigh 0 divides 0 by 0 (PyTorch: NaN)."""
+    opt = settings.options
+    k = settings.k
+    if opt.ignore_index is not None and (ignore or label == opt.ignore_index):
+        onehot = np.zeros(k, dtype=y.dtype)
+        if 0 <= opt.ignore_index < k:
+            onehot[opt.ignore_index] = 1
+        return opt.ignore_index, onehot, True
+    if opt.weight is not None and settings.reduction == "mean" and opt.weight[label] == 0:
+        live = [c for c in range(k) if np.isfinite(z[c]) and opt.weight[c] > 0]
+        live = [c for c in live if c != opt.ignore_index]
+        if live:
+            label = live[label % len(live)]
+            y = np.zeros(k, dtype=y.dtype)
+            y[label] = 1
+    return label, y, False
+
+
+def _sized(settings: Settings, z: np.ndarray, teacher: np.ndarray | None) -> np.ndarray | None:
+    """The logits the tolerance is sized by: z/T (and the teacher's, if larger)."""
+    t = settings.temperature
+    if t == 1.0 and teacher is None:
+        return None
+    with np.errstate(over="ignore"):
+        scaled = [z.astype(np.float64) / t]
+        if teacher is not None:
+            scaled.append(teacher.astype(np.float64) / t)
+    return max(scaled, key=logit_size)
 
 
 def _batches(cases: list[Case], k: int) -> list[list[int]]:

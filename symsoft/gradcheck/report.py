@@ -144,6 +144,11 @@ class Report:
         lines.append(f"  contract: {st.contract}")
         if st.finite:
             lines.append("  masked (-inf) inputs: not tried (--finite: the contract excludes -inf)")
+        elif st.options.label_smoothing:
+            lines.append(
+                "  masked (-inf) inputs: not tried (label smoothing puts eps/K on every class: "
+                "the loss is +inf there and has no gradient)"
+            )
         n = len(self.outcomes)
         verdict = (
             f"verdict: CORRECT on all {n} inputs"
@@ -192,6 +197,8 @@ class Report:
             parts.append(f"labels contract: {st.labels} ({CONTRACTS[st.labels]})")
         if st.batched and st.reduction != "none":
             parts.append(f"reduction {st.reduction}")
+        if st.options.describe():
+            parts.append(st.options.describe())
         parts.append(f"seed {st.seed}")
         return ", ".join(parts)
 
@@ -202,14 +209,21 @@ class Report:
         if o.batch is not None:
             where += f", row of batch {o.batch}"
         lines = [f"{head} ({where}):", f"  z = {_vector(o.case.z)}"]
+        if o.case.teacher is not None:
+            lines.append(f"  z_teacher = {_vector(o.case.teacher)}")
         if o.case.label is not None:
-            lines.append(f"  c = {o.case.label}")
+            lines.append(f"  c = {o.case.label}" + (" (ignored)" if o.case.ignored else ""))
         elif o.case.y is not None:
             lines.append(f"  y = {_vector(o.case.y)}")
         if o.case.g is not None:
             lines.append(f"  g = {_vector(o.case.g)}")
-        if o.divisor != 1:
+        if o.divisor != 1 and o.divisor == o.rows:
             lines.append(f"  (gradient of the mean over the {o.divisor} rows of its batch)")
+        elif o.divisor != 1:
+            lines.append(
+                f"  (gradient of the mean: divided by {o.divisor:g}, the sum of the weights of "
+                f"the non-ignored rows of its batch of {o.rows})"
+            )
         if o.error is not None:
             verb = "" if o.escaped else "raised "
             return [*lines, f"  {verb}{o.error}"]
@@ -236,6 +250,11 @@ class Report:
 
     def _fd_text(self) -> str:
         fd = self.finite_differences
+        if fd is None and not self.settings.exact_reference:
+            return (
+                "finite differences: not run (this reference is NumPy's extended precision, "
+                "held to torch autograd by symsoft's tests)"
+            )
         if fd is None:
             return "finite differences: skipped (K too large for a 50-digit second opinion)"
         skipped = f" ({fd.skipped} entries at masked classes skipped)" if fd.skipped else ""
@@ -269,6 +288,13 @@ class Report:
             "form": st.form,
             "array": st.array,
             "finite": st.finite,
+            "options": {
+                "weight": None if st.options.weight is None else list(st.options.weight),
+                "ignore_index": st.options.ignore_index,
+                "label_smoothing": st.options.label_smoothing,
+                "temperature": st.options.temperature,
+                "z_loss": st.options.z_loss,
+            },
             "timeout": st.timeout,
             "check_timeout": st.check_timeout,
             "wrong": self.wrong_parts or None,
@@ -306,6 +332,10 @@ class Report:
                 "z": [_json(v) for v in o.case.z.astype(float)],
                 "y": None if o.case.y is None else [_json(v) for v in o.case.y.astype(float)],
                 "label": o.case.label,
+                "ignored": o.case.ignored,
+                "teacher": None
+                if o.case.teacher is None
+                else [_json(v) for v in o.case.teacher.astype(float)],
                 "g": None if o.case.g is None else [_json(v) for v in o.case.g.astype(float)],
                 "error": o.error,
                 "loss": None

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from symsoft.gradcheck.errors import CheckUsageError
-from symsoft.gradcheck.expected import Reference, get_reference
+from symsoft.gradcheck.expected import (
+    Reference,
+    ce_batch,
+    distillation_reference,
+    get_reference,
+    hessian_reference,
+    logsumexp_reference,
+)
 from symsoft.gradcheck.inputs import Case
 from symsoft.gradcheck.settings import Settings
 from symsoft.gradcheck.tolerance import C, entry_tolerance, logit_size, unit_roundoff
@@ -25,7 +32,7 @@ class Outcome:
     error: str | None = None  # "ValueError: ... (at file.py:12)"
     batch: int | None = None
     rows: int = 1  # rows in the call that produced got
-    divisor: int = 1  # N for the gradient of a batch mean
+    divisor: float = 1  # N for the gradient of a batch mean (options: the sum of weights)
     escaped: bool = False  # the call crashed, exited, hung or changed the process
     loss_got: float | None = None  # the loss fn returned beside the gradient (or the batch's)
     loss_expected: float | None = None
@@ -90,7 +97,10 @@ class Outcome:
 
     @property
     def y64(self) -> np.ndarray | None:
-        """The labels as the reference counts them (divided by N for a batch mean)."""
+        """The labels as the reference counts them (divided by N for a batch mean; with
+        options the effective weighted, smoothed labels over T and the normaliser)."""
+        if self.ref.labels is not None:
+            return self.ref.labels
         if self.case.y is None:
             return None
         return self.case.y.astype(np.float64) / self.divisor
@@ -101,6 +111,8 @@ def _arguments(settings: Settings, cases: list[Case]) -> tuple:
     z = np.stack([c.z for c in cases])
     if settings.vjp:
         second = np.stack([c.g for c in cases])
+    elif settings.distillation:
+        second = np.stack([c.teacher for c in cases])
     elif settings.index_labels:
         second = np.array([c.label for c in cases], dtype=np.int64)
     elif settings.takes_labels:
@@ -142,9 +154,10 @@ def _read(
         else:
             loss_shapes = {(), (1,)}
         if grad.shape == grad_shape and loss.shape in loss_shapes:
-            if not settings.takes_labels:
+            if not settings.has_loss:
                 raise CheckUsageError(
-                    f"{what}: returned a pair; (loss, grad) is read for --of cross_entropy only"
+                    f"{what}: returned a pair; (loss, grad) is read for --of cross_entropy, "
+                    "logsumexp and distillation_kl only"
                 )
             return _real(grad, what, "the gradient"), _real(loss, what, "the loss").reshape(-1)
         try:
@@ -173,13 +186,36 @@ class Runner:
     def __init__(self, worker: Worker, settings: Settings, cases: list[Case]) -> None:
         self.worker, self.settings, self.cases = worker, settings, cases
 
-    def outcome(self, index: int, batch: int | None = None, rows: int = 1) -> Outcome:
-        st, case = self.settings, self.cases[index]
-        divisor = rows if st.reduction == "mean" else 1
-        ref = get_reference(st.of, case.z, case.y, case.g, divisor)
-        y = None if case.y is None else case.y.astype(np.float64) / divisor
-        tol = entry_tolerance(st.dtype, st.k, case.z, ref.scale, y)
-        return Outcome(index, case, ref, tol, batch=batch, rows=rows, divisor=divisor)
+    def outcomes(self, indices: list[int], batch: int | None = None) -> list[Outcome]:
+        """Each row's reference; a batch's rows together, since a mean's normaliser (the sum
+        of the weights of the non-ignored rows) is the whole batch's."""
+        st = self.settings
+        cases = [self.cases[i] for i in indices]
+        rows = len(indices) if st.batched else 1
+        divisor: float = rows if st.reduction in ("mean", "batchmean") else 1
+        if st.exact_reference:
+            refs = [get_reference(st.of, c.z, c.y, c.g, divisor) for c in cases]
+        elif st.of == "logsumexp":
+            refs = [logsumexp_reference(c.z) for c in cases]
+        elif st.of == "cross_entropy_hessian":
+            refs = [hessian_reference(c.z, c.y.astype(np.float64) / divisor) for c in cases]
+        elif st.distillation:
+            refs = [distillation_reference(c.z, c.teacher, st.temperature, divisor) for c in cases]
+        else:
+            z = np.stack([c.z for c in cases]).astype(np.float64)
+            labels = np.array([c.label for c in cases]) if st.index_labels else None
+            y = None if st.index_labels else np.stack([c.y for c in cases]).astype(np.float64)
+            refs = ce_batch(z, labels, y, st.options, st.reduction)
+            if st.reduction == "mean":
+                divisor = _normaliser(st, cases)
+        out = []
+        for index, case, ref in zip(indices, cases, refs, strict=True):
+            y = ref.labels
+            if y is None and case.y is not None:
+                y = case.y.astype(np.float64) / divisor
+            tol = entry_tolerance(st.dtype, st.k, case.size_z, ref.scale, y)
+            out.append(Outcome(index, case, ref, tol, batch=batch, rows=rows, divisor=divisor))
+        return out
 
     def run(self, batches: list[list[int]] | None) -> list[Outcome]:
         if batches is None:
@@ -203,8 +239,7 @@ class Runner:
         grad, loss = (None, None)
         if answer.error is None:
             grad, loss = _read(answer.out, st, len(rows), what)
-        n = len(rows) if st.batched else 1
-        outcomes = [self.outcome(i, b, n) for i in rows]
+        outcomes = self.outcomes(rows, b)
         for k, o in enumerate(outcomes):
             o.error, o.escaped = answer.error, answer.escaped
             if grad is not None:
@@ -218,21 +253,34 @@ class Runner:
 
     def _attach_loss(self, outcomes: list[Outcome], loss: np.ndarray) -> None:
         st = self.settings
+        if any(o.ref.loss is None for o in outcomes):
+            return  # an undefined loss (0/0: every row ignored under mean) is not checked
         if loss.size == len(outcomes) and not (st.batched and st.reduction != "none"):
             for o, value in zip(outcomes, loss, strict=True):
                 o.loss_got, o.loss_expected = float(value), o.ref.loss
                 o.loss_tol = float(
-                    entry_tolerance(st.dtype, st.k, o.case.z, np.array(o.ref.loss_scale), o.y64)
+                    entry_tolerance(
+                        st.dtype, st.k, o.case.size_z, np.array(o.ref.loss_scale), o.y64
+                    )
                 )
             return
         # the batch's sum or mean: the rows' exact losses (already divided by N for a mean)
         expected = float(sum(o.ref.loss for o in outcomes))
-        size = max(logit_size(o.case.z) for o in outcomes)
+        size = max(logit_size(o.case.size_z) for o in outcomes)
         scale = sum(o.ref.loss_scale for o in outcomes)
-        weight = 1.0 + sum(float(np.sum(np.abs(o.y64))) for o in outcomes)
+        weight = 1.0 + sum(float(np.sum(np.abs(o.y64))) for o in outcomes if o.y64 is not None)
         # the formula of tolerance.py with the batch's largest D, its summed terms and labels
         tol = C * (st.k + size) * unit_roundoff(st.dtype) * scale
         tol += C * float(np.finfo(st.dtype).tiny) * weight
         for o in outcomes:
             o.loss_got, o.loss_expected, o.loss_tol = float(loss[0]), expected, tol
             o.loss_batch = True
+
+
+def _normaliser(st: Settings, cases: list[Case]) -> float:
+    """The mean's divisor: the sum of the weights of the non-ignored rows (integer labels),
+    or N (probability targets); 0 when every row is ignored."""
+    if not st.index_labels:
+        return float(len(cases))
+    w = st.options.weight
+    return float(sum(1.0 if w is None else w[c.label] for c in cases if not c.ignored))
