@@ -56,6 +56,8 @@ p = sympy.IndexedBase("p")  # the student's softmax of z / T (tempered checkers)
 q = sympy.IndexedBase("q")  # the teacher's softmax of t / T, constant in z (tempered checkers)
 Hij = sympy.IndexedBase("H")  # the cross-entropy's Hessian d^2 L / dz_i dz_j
 H = sympy.MatrixSymbol("H", gk.K, gk.K)
+JLij = sympy.IndexedBase(r"J_{\log}")  # the log-softmax Jacobian d log s_i / dz_j
+J_LOG = sympy.MatrixSymbol(r"J_{\log}", gk.K, gk.K)
 # sum_k y_k: the targets do not depend on the logits, so inside the Hessian's chains it is
 # written as this one constant (sum_y_constant), which keeps a sum out of every summand
 SUM_Y = sympy.Sum(gk.y[gk.k], (gk.k, 1, gk.K))
@@ -160,6 +162,9 @@ class FixedKChecker:
         if isinstance(e, sympy.Indexed) and e.base == Jij:
             row, col = e.indices
             return self._fixed(sympy.Derivative(gk.s[row], gk.z[col]))
+        if isinstance(e, sympy.Indexed) and e.base == JLij:
+            row, col = e.indices
+            return self._fixed(sympy.Derivative(sympy.log(gk.s[row]), gk.z[col]))
         if isinstance(e, sympy.Indexed) and e.base == Hij:
             # d/dz_i of the proved gradient dL/dz_j = s_j sum(y) - y_j (sum(y) constant in z)
             row, col = e.indices
@@ -367,6 +372,8 @@ def _indexed(e: MatrixElement) -> sympy.Basic:
         return Jij[e.i + 1, e.j + 1]
     if e.parent.name == H.name:
         return Hij[e.i + 1, e.j + 1]
+    if e.parent.name == J_LOG.name:
+        return JLij[e.i + 1, e.j + 1]
     if e.parent.name == gk.S_VEC.name:
         return gk.s[e.i + 1]
     raise ProofError(f"document check: cannot instantiate {e}")
