@@ -191,6 +191,7 @@ MEMBERS = (
         "out = log sum_j exp(z_j), n values",
         forms=("log_normaliser", "log_sum_exp"),
         proofs=("stable-logsumexp", "logsumexp-gradient"),
+        equations=("logsumexp-definition", "logsumexp-stable"),
     ),
     Member(
         "log_softmax_jvp",
@@ -199,6 +200,7 @@ MEMBERS = (
         "out = J v = v - <s, v> with J = d log s / dz, n*K values, O(K) per row",
         forms=("probability", "jvp_term", "log_softmax_jvp"),
         proofs=("kernel-log-softmax-jvp",),
+        equations=("log-softmax-jvp",),
         whole_rows=True,
     ),
     Member(
@@ -209,6 +211,7 @@ MEMBERS = (
         "n*K values, O(K) per row",
         forms=("probability", "log_softmax_vjp"),
         proofs=("kernel-log-softmax-vjp",),
+        equations=("log-softmax-vjp",),
         whole_rows=True,
     ),
     Member(
@@ -219,6 +222,7 @@ MEMBERS = (
         "(NaN rows unless T is finite and > 0)",
         forms=("tempered", "log_probability", "probability", "kl_term", "distillation_kl"),
         proofs=("tempered-logits", "stable-distillation-kl"),
+        equations=("kd-definition",),
         scalars=(("temperature", 1.0),),
         reduces=True,
     ),
@@ -230,6 +234,7 @@ MEMBERS = (
         "softmax(z_teacher/T)) per row, n*K values (NaN rows unless T is finite and > 0)",
         forms=("tempered", "probability", "distillation_grad"),
         proofs=("tempered-logits", "distillation-kl-gradient", "kernel-distillation-kl-grad"),
+        equations=("kd-gradient",),
         scalars=(("temperature", 1.0),),
         reduces=True,
     ),
@@ -244,6 +249,7 @@ MEMBERS = (
             "cross-entropy-hessian-symmetric",
             "kernel-cross-entropy-hessian",
         ),
+        equations=("hessian-entry", "hessian-matrix"),
     ),
     Member(
         "cross_entropy_hvp",
@@ -252,6 +258,7 @@ MEMBERS = (
         "out = H v = sum(y) s * (v - <s, v>) with H = d^2 L / dz dz, n*K values, O(K) per row",
         forms=("probability", "jvp_term", "hvp"),
         proofs=("kernel-cross-entropy-hvp",),
+        equations=("hvp",),
     ),
 )
 
