@@ -30,8 +30,11 @@ from symsoft.derivation.bundle import Bundle, CompensatedSum, Identity, WorkedEx
 from symsoft.document import family_sections, figures
 from symsoft.document.checks import (
     ENTRYWISE_K_MAX,
+    J_LOG,
     Check,
     FixedKChecker,
+    H,
+    Hij,
     Jij,
     L,
     S,
@@ -952,6 +955,13 @@ _FORMULAS: dict[str, sympy.Basic] = {
     "cross_entropy_grad_index": s[j] - KroneckerDelta(j, c),
     "softmax_jvp": gk.J * _V,
     "softmax_vjp": gk.J.T * _V,
+    "logsumexp": family_sections.LSE,
+    "log_softmax_jvp": J_LOG * _V,
+    "log_softmax_vjp": J_LOG.T * family_sections.G,
+    "distillation_kl": family_sections.L_KD,
+    "distillation_kl_grad": Derivative(family_sections.L_KD, z[j]),
+    "cross_entropy_hessian": Hij[i, j],
+    "cross_entropy_hvp": H * _V,
 }
 
 

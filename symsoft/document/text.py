@@ -902,7 +902,9 @@ ZH: dict[str, str] = {
         "交叉熵正是对数概率上一个简单损失的反向传播：{L} 对它们是线性的，梯度为 {minus_y}，向量-"
         "雅可比矩阵积还原出 {eq:cross-entropy-gradient}："
     ),
-    "lsp_example": "在算例中，取 {v} 为{winner}的单位向量，并对{true_label}的 one-hot 目标取 {g_value}：",
+    "lsp_example": (
+        "在算例中，取 {v} 为{winner}的单位向量，并对{true_label}的 one-hot 目标取 {g_value}："
+    ),
     "lsp_example_after": (
         "第一个乘积说明提高{winner}的 logit 时每个对数概率如何变化：它自己的增加 {own}，其他的减少 "
         "{other}。第二个乘积就是第 {sec:cross-entropy} 节表中的梯度。"
