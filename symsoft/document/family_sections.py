@@ -326,7 +326,7 @@ def _distillation_section(b: Builder, bundle: Bundle, labels: Sequence[str]) -> 
         T_pos=gt(T, sympy.Integer(0)),
         T_squared=T_squared,
         p=Math("p"),
-        kl=Math(r"\mathrm{KL}\left(q \,\|\, p\right)"),
+        kl=Math(r"\mathrm{KL}\left(q \parallel p\right)"),
         q=Math("q"),
     )
     lines = [
