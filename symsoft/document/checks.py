@@ -215,8 +215,17 @@ class FixedKChecker:
         others = [self._classes[n - 1] for n in range(1, self.k + 1) if n not in named]
         if others:
             term = self._fixed(e.function.xreplace({v: OTHER}))
-            if term != 0:
-                terms.append(proof.ClassSum(term, OTHER_CLASS, others))
+            # only the placeholders the term uses (and z_* with e_*, which log e_* = z_* may
+            # bring in): each row of a ClassSum costs its width
+            free = term.free_symbols
+            used = [n for n, symbol in enumerate(OTHER_CLASS) if symbol in free or n == 0]
+            if OTHER_CLASS[2] not in free and OTHER_CLASS[0] not in free:
+                used.remove(0)
+            if not used:  # the same term for every other class
+                terms.append(term * len(others))
+            elif term != 0:
+                rows = [tuple(row[n] for n in used) for row in others]
+                terms.append(proof.ClassSum(term, tuple(OTHER_CLASS[n] for n in used), rows))
         return sympy.Add(*terms)
 
     def _derivative(self, e: sympy.Derivative) -> sympy.Expr:
