@@ -249,7 +249,7 @@ MEMBERS = (
             "cross-entropy-hessian-symmetric",
             "kernel-cross-entropy-hessian",
         ),
-        equations=("hessian-entry", "hessian-matrix"),
+        equations=("hessian-matrix",),
     ),
     Member(
         "cross_entropy_hvp",
