@@ -62,9 +62,15 @@ J_LOG = sympy.MatrixSymbol(r"J_{\log}", gk.K, gk.K)
 # written as this one constant (sum_y_constant), which keeps a sum out of every summand
 SUM_Y = sympy.Sum(gk.y[gk.k], (gk.k, 1, gk.K))
 Y = sympy.Symbol("Y", real=True)
+# the cross-entropy's options (issue 17): class weights w_i, the weighted smoothed targets
+# a_i = w_i ((1 - eps) y_i + eps / K), the smoothing eps and the z-loss coefficient lam
+w = sympy.IndexedBase("w", positive=True)
+a = sympy.IndexedBase("a", real=True)
+EPS = sympy.Symbol("epsilon", positive=True)
+LAM = sympy.Symbol("lambda", positive=True)
 
 # The index of a class not named in a summand, and that class's logit, target, exponential,
-# vector entries and teacher's exponential (e^{t_*/T}).
+# vector entries, teacher's exponential (e^{t_*/T}), class weight and weighted target.
 OTHER = sympy.Symbol("n_*", integer=True, positive=True)
 OTHER_CLASS = (
     sympy.Symbol("z_*", real=True),
@@ -72,7 +78,9 @@ OTHER_CLASS = (
     sympy.Symbol("e_*", positive=True),
     sympy.Symbol("v_*", real=True),
     sympy.Symbol("g_*", real=True),
-    sympy.Symbol("a_*", positive=True),
+    sympy.Symbol("E_*", positive=True),
+    sympy.Symbol("w_*", positive=True),
+    sympy.Symbol("a_*", real=True),
 )
 
 Assignment = dict[sympy.Symbol, int]
@@ -94,6 +102,10 @@ def loss_definition(k: int | sympy.Symbol) -> sympy.Expr:
 
 def normaliser(k: int, shift: sympy.Expr = sympy.S.Zero) -> sympy.Expr:
     return sympy.Sum(sympy.exp(gk.z[gk.k] - shift), (gk.k, 1, k))
+
+
+# what no logit changes: the temperature, sum(y) (as Y), the smoothing and the z-loss's factor
+CONSTANTS = frozenset({T, Y, EPS, LAM})
 
 
 def sum_y_constant(expr: sympy.Basic) -> sympy.Basic:
@@ -118,9 +130,10 @@ class FixedKChecker:
         z_other, _, e_other, *_ = OTHER_CLASS
         vectors = [
             tuple(sympy.Symbol(f"{stem}_{{{n}}}", real=True) for n in range(1, k + 1))
-            for stem in ("v", "g")
+            for stem in ("v", "g", "w", "a")
         ]
-        self._classes = tuple(zip(sym.z, sym.y, sym.e, *vectors, teacher.e, strict=True))
+        v, g_, w_, a_ = vectors
+        self._classes = tuple(zip(sym.z, sym.y, sym.e, v, g_, teacher.e, w_, a_, strict=True))
         self._exponential = {zm: em for zm, em in zip(sym.z, sym.e, strict=True)}
         self._exponential[z_other] = e_other
         scale = T if tempered else sympy.Integer(1)
@@ -171,10 +184,18 @@ class FixedKChecker:
             return self._fixed(sympy.Derivative(gk.s[col] * Y - gk.y[col], gk.z[row]))
         # a tempered checker's probabilities are p (and the teacher's q), another's s
         probabilities = (p, q) if self.tempered else (gk.s,)
-        if isinstance(e, sympy.Indexed) and e.base in (gk.z, gk.y, gk.v, g, *probabilities):
+        if isinstance(e, sympy.Indexed) and e.base in (gk.z, gk.y, gk.v, g, w, a, *probabilities):
             (index,) = e.indices
-            z, y, exponential, v, upstream, teacher = self._class(index)
-            values = {gk.z: z, gk.y: y, gk.v: v, g: upstream, q: teacher / self.S_t}
+            z, y, exponential, v, upstream, teacher, weight, target = self._class(index)
+            values = {
+                gk.z: z,
+                gk.y: y,
+                gk.v: v,
+                g: upstream,
+                q: teacher / self.S_t,
+                w: weight,
+                a: target,
+            }
             return values.get(e.base, exponential / sym.S)
         if isinstance(e, sympy.Indexed | MatrixElement):
             raise ProofError(f"document check: cannot instantiate {e}")
@@ -194,8 +215,8 @@ class FixedKChecker:
         return e
 
     def _class(self, index: sympy.Basic) -> tuple[sympy.Symbol, ...]:
-        """(z, y, e^z, v, g, teacher's e^{t/T}) of the class with this 1-based index, or of
-        n_*."""
+        """(z, y, e^z, v, g, teacher's e^{t/T}, w, a) of the class with this 1-based index,
+        or of n_*."""
         if index == OTHER:
             return OTHER_CLASS
         if not index.is_Integer or not 1 <= int(index) <= self.k:
@@ -421,8 +442,11 @@ def _term_by_term(expr: sympy.Basic, variable: sympy.Indexed) -> sympy.Basic:
     if isinstance(expr, sympy.log):  # d log X = dX / X
         (inner,) = expr.args
         return _term_by_term(inner, variable) / inner
+    if expr.is_Pow and expr.exp.is_Integer and expr.base.has(sympy.Sum):  # d X^n = n X^{n-1} dX
+        base, n = expr.args
+        return n * base ** (n - 1) * _term_by_term(base, variable)
     factors = sympy.Mul.make_args(expr)
-    constant = [f for f in factors if f.free_symbols <= {T, Y}]  # numbers, T and sum(y)
+    constant = [f for f in factors if f.free_symbols <= CONSTANTS]
     if constant:
         rest = sympy.Mul(*(f for f in factors if f not in constant))
         return sympy.Mul(*constant) * _term_by_term(rest, variable)
