@@ -96,11 +96,6 @@ def _floats(values: Sequence[mpmath.mpf]) -> list[float]:
     return [float(x) for x in values]
 
 
-def _vector(values: Sequence[float], places: int = 3) -> Math:
-    """A short vector of numbers, (a, b, c)."""
-    return Math(r"\left(" + ", ".join(number(x, places) for x in values) + r"\right)")
-
-
 def sections(b: Builder, bundle: Bundle, checker: FixedKChecker, labels: Sequence[str]) -> None:
     _logsumexp_section(b, bundle, checker)
     _log_softmax_section(b, bundle, checker, labels)
