@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from symsoft.derivation import closed_forms, fixed_k, general_k, general_k_family, reference
+from symsoft.derivation import (
+    closed_forms,
+    fixed_k,
+    general_k,
+    general_k_family,
+    options,
+    reference,
+)
 from symsoft.derivation.bundle import Bundle, WorkedExample
 from symsoft.document.builder import build_document
 from symsoft.document.pdf import INSTALL_HINT, PdfError, build_pdf, pdflatex_available
@@ -92,6 +99,7 @@ def build_bundle(spec: Spec) -> Bundle:
     """Derive and prove everything for spec; raises ProofError if any proof fails."""
     sym = fixed_k.fixed_k(spec.k)
     kernel = closed_forms.kernel_forms()
+    option_forms = options.option_forms(spec.k, kernel)
     return Bundle(
         k=spec.k,
         version=__version__,
@@ -106,6 +114,8 @@ def build_bundle(spec: Spec) -> Bundle:
         worked=worked_example(spec),
         prefix=spec.prefix,
         family_identities=general_k_family.family_identities(),
+        options=option_forms,
+        option_identities=options.prove_options(spec.k, kernel, option_forms),
     )
 
 

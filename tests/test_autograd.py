@@ -235,9 +235,9 @@ def test_torch_errors(kernels):
     z = torch.randn(2, 3)
     with pytest.raises(ValueError, match="CPU"):  # any device but the CPU, as CUDA would be
         torch_kernels.softmax(torch.empty(2, 3, device="meta"))
-    with pytest.raises(TypeError, match="float32 or float64"):
-        torch_kernels.log_softmax(z.half())
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
+        torch_kernels.log_softmax(z.to(torch.complex64))
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
         torch_kernels.softmax(torch.ones(2, 3, dtype=torch.int64))
     with pytest.raises(TypeError, match="integer class indices"):
         torch_kernels.cross_entropy_index(z, torch.zeros(2))
@@ -247,10 +247,12 @@ def test_torch_errors(kernels):
         torch_kernels.softmax(torch.randn(2, 4))
     with pytest.raises(ValueError, match="reduction"):
         torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), reduction="average")
-    with pytest.raises(NotImplementedError, match="issue 17"):
-        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), reduction="mean", weight=z[0])
-    with pytest.raises(TypeError, match="label_smoothing"):  # options reach the kernels
-        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), label_smoothing=0.1)
+    with pytest.raises(ValueError, match="label_smoothing"):  # options reach the kernels
+        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), label_smoothing=1.5)
+    with pytest.raises(ValueError, match="weight"):
+        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), weight=-z[0].detach().abs())
+    with pytest.raises(TypeError, match="softcap"):
+        torch_kernels.cross_entropy_index(z, torch.tensor([0, 1]), softcap=30.0)
 
 
 def test_torch_out_of_range_labels_raise(kernels):
@@ -399,7 +401,7 @@ def test_jax_reductions_and_vmap(kernels, reduction):
 
 def test_jax_errors(kernels):
     jax_kernels = kernels[3].jax
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
         jax_kernels.softmax(jnp.ones((2, 3), "int32"))
     with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
         jax_kernels.log_softmax(jnp.ones((2, 4)))
@@ -421,3 +423,64 @@ def test_importing_symsoft_imports_neither_torch_nor_jax():
     # made once per kernels object
     assert isinstance(load(3).torch, TorchKernels) and load(3).torch is load(3).torch
     assert isinstance(load(3).jax, JaxKernels) and load(3).jax is load(3).jax
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_tensors(kernels, dtype):
+    """bfloat16 and float16 CPU tensors: through symsoft.load's methods and .torch, computed
+    in float and rounded once, so within one unit in the last place of torch's float32 result
+    rounded to the same type; tensors of that dtype come out."""
+    generator = torch.Generator().manual_seed(16)
+    z = (torch.randn(64, 10, generator=generator) * 4).to(dtype)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    ulp = torch.finfo(dtype).eps  # relative spacing at 1
+
+    def close(got, expected):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), expected.to(dtype).float(), rtol=ulp, atol=1e-6)
+
+    z32 = z.float()
+    close(kernels[10].softmax(z), F.softmax(z32, -1))
+    loss, grad = kernels[10].cross_entropy_with_grad_index(z, labels)
+    expected = F.cross_entropy(z32, labels, reduction="none")
+    close(loss, expected)
+    close(grad, F.softmax(z32, -1) - F.one_hot(labels, 10))
+    leaf = z.clone().requires_grad_()
+    kernels[10].torch.cross_entropy_index(leaf, labels, reduction="sum").backward()
+    close(leaf.grad, F.softmax(z32, -1) - F.one_hot(labels, 10))
+    leaf = z.clone().requires_grad_()
+    kernels[10].torch.log_softmax(leaf).backward(torch.ones_like(leaf))
+    reference = z32.clone().requires_grad_()
+    F.log_softmax(reference, -1).backward(torch.ones_like(reference))
+    close(leaf.grad, reference.grad)
+
+
+def test_jax_bfloat16(kernels):
+    """JAX bfloat16 arrays reach the bf16 kernels through the host callback (ml_dtypes
+    arrays), values and gradients within one bfloat16 unit of jax in float32."""
+    rng = numpy.random.default_rng(17)
+    z = jnp.asarray(rng.normal(size=(32, 10)) * 4, dtype=jnp.bfloat16)
+    labels = jnp.asarray(rng.integers(0, 10, 32))
+    jax_kernels = kernels[10].jax
+    got = jax_kernels.softmax(z)
+    assert got.dtype == jnp.bfloat16
+    expected = jax.nn.softmax(z.astype(jnp.float32)).astype(jnp.bfloat16)
+    ulp = float(jnp.finfo(jnp.bfloat16).eps)
+    numpy.testing.assert_allclose(
+        numpy.asarray(got, numpy.float32),
+        numpy.asarray(expected, numpy.float32),
+        rtol=ulp,
+        atol=1e-6,
+    )
+
+    def loss(z):
+        return jax_kernels.cross_entropy_index(z, labels, reduction="sum")
+
+    grad = jax.grad(lambda z: loss(z).astype(jnp.float32))(z)
+    reference = jax.nn.softmax(z.astype(jnp.float32)) - jax.nn.one_hot(labels, 10)
+    numpy.testing.assert_allclose(
+        numpy.asarray(grad, numpy.float32),
+        numpy.asarray(reference.astype(jnp.bfloat16), numpy.float32),
+        rtol=ulp,
+        atol=1e-6,
+    )

@@ -121,6 +121,22 @@ def test_sanitized_kernels_match_numpy(generated, tmp_path, compiler, k, masked_
             loss, grad = module.cross_entropy_with_grad(zt, yt)
             # the driver prints the gradient (n*K values), then the losses (n)
             expected["cross_entropy_with_grad"] = numpy.concatenate([grad.ravel(), loss.ravel()])
+            # the options path: the driver's weights and options (ignore_index = K)
+            opts = dict(
+                weight=(0.5 + numpy.arange(k) % 3).astype(dtype),
+                label_smoothing=0.1,
+                temperature=0.7,
+                z_loss=0.01,
+            )
+            kept = labels != -1  # -1 is out of range: a NaN row in C, IndexError here
+            o_loss = numpy.full(len(labels), NAN)
+            o_grad = numpy.full((len(labels), k), NAN)
+            o_loss[kept], o_grad[kept] = module.cross_entropy_with_grad_index(
+                zt[kept], labels[kept], ignore_index=k, **opts
+            )
+            expected["options_index"] = numpy.concatenate([o_grad.ravel(), o_loss.ravel()])
+            loss, grad = module.cross_entropy_with_grad(zt, yt, reduction="mean", **opts)
+            expected["options_mean"] = numpy.concatenate([grad.ravel(), [loss]])
             expected["softmax_jvp"] = module.softmax_jvp(zt, yt)
             expected["softmax_vjp"] = module.softmax_vjp(zt, yt)
             expected["logsumexp"] = module.logsumexp(zt)
@@ -139,7 +155,7 @@ def test_sanitized_kernels_match_numpy(generated, tmp_path, compiler, k, masked_
         expected["cross_entropy_with_grad_index"] = numpy.concatenate(
             [index_grad.ravel(), index_loss.ravel()]
         )
-        for name in KERNELS:
+        for name in (*KERNELS, "options_index", "options_mean"):
             got = outputs[f"{name}_{suffix}"]
             want = numpy.asarray(expected[name], dtype=numpy.float64).ravel()
             numpy.testing.assert_allclose(

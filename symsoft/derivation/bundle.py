@@ -77,6 +77,36 @@ class KernelForms:
 
 
 @dataclass(frozen=True)
+class OptionForms:
+    """The per-element forms the options path of the cross-entropy kernels computes.
+
+    Written in KernelForms' element symbols (d_i, log_S, s_i, m, y_i, rest, S) where d_i is
+    the tempered logit shifted by the tempered row's maximum m, and the symbols below.
+    """
+
+    z_i: sympy.Symbol  # a raw logit
+    T: sympy.Symbol  # temperature > 0
+    eps: sympy.Symbol  # label smoothing in [0, 1]
+    lam: sympy.Symbol  # z-loss coefficient >= 0
+    w_i: sympy.Symbol  # the weight of class i
+    a_i: sympy.Symbol  # the weighted smoothed target of class i (the form `target`)
+    sum_a: sympy.Symbol  # sum_j a_j, a reduction the templates compute
+    rest_a: sympy.Symbol  # sum of a_j over the classes other than the label
+    ce: sympy.Symbol  # the sum of the row's loss terms, a reduction
+    lse: sympy.Symbol  # log sum_j e^{q_j} (the form `log_sum_exp`)
+    scale: sympy.Symbol  # the reduction's factor: 1, or 1 / D under mean
+    g: sympy.Symbol  # the row's gradient factor (the form `row_factor`)
+    tempered: sympy.Expr  # q_i = z_i / T
+    target: sympy.Expr  # w_i ((1 - eps) y_i + eps / K)
+    log_sum_exp: sympy.Expr  # log S + m
+    loss_term: sympy.Expr  # a_i (log S - d_i), 0 where a_i = 0 (a masked class)
+    row_loss: sympy.Expr  # ce + lam lse^2
+    row_factor: sympy.Expr  # scale / T
+    gradient: sympy.Expr  # (s_i sum_a - a_i + 2 lam lse s_i) g
+    gradient_label: sympy.Expr  # the label's entry, with 1 - s_c as the others' share
+
+
+@dataclass(frozen=True)
 class WorkedExample:
     """Numbers for the document, evaluated (never typed in) from the logits the user chose."""
 
@@ -110,3 +140,6 @@ class Bundle:
     # checked symbolic-K steps of the later members (log-sum-exp, the log-softmax products,
     # the Hessian and H v, distillation): general_k_family.py
     family_identities: tuple[Identity, ...] = ()
+    # the cross-entropy's options (issue 17): their forms and one identity per combination
+    options: OptionForms | None = None
+    option_identities: tuple[Identity, ...] = ()

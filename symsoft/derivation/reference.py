@@ -134,3 +134,43 @@ def cross_entropy_hessian(z: Sequence[float], y: Sequence[float]) -> list[list[m
     with mpmath.workdps(DIGITS):
         total = mpmath.fsum(_mp(y))
         return [[total * entry for entry in row] for row in softmax_jacobian(z)]
+
+
+def cross_entropy_options(
+    z: Sequence[float],
+    y: Sequence[float] | None = None,
+    label: int | None = None,
+    *,
+    weight: Sequence[float] | None = None,
+    label_smoothing: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+) -> tuple[mpmath.mpf, list[mpmath.mpf]]:
+    """One row's loss and the gradient of that loss with respect to z, with the options.
+
+    q = z / T; the targets y (or the one-hot row of label) are smoothed to
+    (1 - eps) y + eps / K and weighted class by class, a_j = w_j ((1 - eps) y_j + eps / K);
+    loss = sum_j a_j (lse - q_j) + lam lse^2 with lse = log sum_j e^{q_j}, a class with
+    a_j = 0 adding 0 even where q_j = -inf; d loss / d z_j = (s_j sum a - a_j + 2 lam lse s_j)
+    / T. Not reduced: the caller scales by its reduction's 1 / D.
+    """
+    with mpmath.workdps(DIGITS):
+        k = len(z)
+        T = mpmath.mpf(temperature)
+        q = [v / T for v in _mp(z)]
+        if y is None:
+            if label is None:
+                raise ValueError("give y or label")
+            targets = [mpmath.mpf(int(j == label)) for j in range(k)]
+        else:
+            targets = _mp(y)
+        eps, lam = mpmath.mpf(label_smoothing), mpmath.mpf(z_loss)
+        w = _mp(weight) if weight is not None else [mpmath.mpf(1)] * k
+        a = [wj * ((1 - eps) * yj + eps / k) for wj, yj in zip(w, targets, strict=True)]
+        lse = log_sum_exp(q)
+        s = [mpmath.exp(v - lse) for v in q]
+        loss = mpmath.fsum(aj * (lse - qj) for aj, qj in zip(a, q, strict=True) if aj != 0)
+        loss += lam * lse**2
+        total = mpmath.fsum(a)
+        grad = [(sj * total - aj + 2 * lam * lse * sj) / T for sj, aj in zip(s, a, strict=True)]
+        return loss, grad

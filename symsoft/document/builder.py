@@ -1068,6 +1068,7 @@ def _code_section(b: Builder, bundle: Bundle) -> None:
             "llll",
             (b.text("col_formula"), b.text("col_equation"), b.text("col_numpy"), b.text("col_c")),
             tuple(rows),
+            small=True,  # the C names of the fused kernels are long
         )
     )
     b.para("code_after", f32=Code("_f32"), f64=Code("_f64"))

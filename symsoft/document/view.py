@@ -70,6 +70,7 @@ class Table:
     header: tuple[Text, ...]
     rows: tuple[tuple[Text, ...], ...]
     total: tuple[Text, ...] = ()  # a final row set off by a rule
+    small: bool = False  # LaTeX: a smaller font, for a table of long names
 
 
 @dataclass(frozen=True)

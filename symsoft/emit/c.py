@@ -280,12 +280,76 @@ def _distillation_rows(bundle: Bundle, dtype: str) -> dict[str, dict[str, str]]:
     }
 
 
+# the options path (issue 17): reductions as the header's constants
+REDUCTION_CODES = {"none": 0, "sum": 1, "mean": 2}
+
+
+def _option_view(bundle: Bundle, dtype: str, signatures: dict[str, str]) -> dict[str, object]:
+    """The options path's forms printed for one type, and its entry points: NAME_opt, the
+    member's parameters and a pointer to the type's options struct (NULL: the plain kernel)."""
+    f, o, k = bundle.kernel, bundle.options, bundle.k
+    if o is None:
+        raise ValueError("the Bundle has no option forms")
+    i = sympy.Symbol("i", integer=True)
+    names = {
+        **_names(bundle),
+        o.z_i: sympy.IndexedBase("zo", shape=(k,))[i],
+        f.y_i: sympy.Symbol("y_i"),
+        o.w_i: sympy.IndexedBase("w", shape=(k,))[i],
+        o.T: sympy.Symbol("temperature"),
+        o.eps: sympy.Symbol("eps"),
+        o.lam: sympy.Symbol("lam"),
+        f.S: 1 / sympy.Symbol("inv_S"),
+    }
+    suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
+    struct = f"{stem(k, bundle.prefix)}_options_{suffix}"
+    members = [member for member in MEMBERS if member.options]
+    opt_signatures = {
+        member.name: f"{c_name(member.name + '_opt', k, suffix, bundle.prefix)}"
+        f"({member.c_params(ctype).removesuffix(', size_t n')}, size_t n, const {struct} *options)"
+        for member in members
+    }
+    return {
+        "options_struct": struct,
+        "option_members": [member.name for member in members],
+        "opt_names": {
+            member.name: c_name(member.name + "_opt", k, suffix, bundle.prefix)
+            for member in members
+        },
+        "opt_signatures": opt_signatures,
+        "opt_functions": [
+            {
+                "name": m.name,
+                "signature": opt_signatures[m.name],
+                "doc": m.doc,
+                "takes_reduction": m.takes_reduction,
+            }
+            for m in members
+        ],
+        **{
+            f"option_{name}": c_code(getattr(o, name), dtype, names)
+            for name in (
+                "tempered",
+                "target",
+                "log_sum_exp",
+                "loss_term",
+                "row_loss",
+                "row_factor",
+                "gradient",
+                "gradient_label",
+            )
+        },
+    }
+
+
 def emit_c(bundle: Bundle) -> dict[str, str]:
     k = bundle.k
     base = stem(k, bundle.prefix)
     notes = {member.name: masked_rows_note(bundle.masked_rows, member.name) for member in MEMBERS}
     storage = _storage_members(k, bundle.prefix)
     types = [_type_view(bundle, dtype) for dtype in DTYPES]
+    for view in types:
+        view.update(_option_view(bundle, str(view["dtype"]), view["signatures"]))  # type: ignore[arg-type]
     dtypes = ", ".join(DTYPES)
     return {
         f"{base}.h": render(
@@ -299,6 +363,7 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             masked_rows_notes=notes,
             parallel_from=PARALLEL_FROM,
             storage=storage,
+            reduction_codes=REDUCTION_CODES,
         ),
         f"{base}.c": render(
             "softmax.c.jinja",
@@ -318,5 +383,6 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             parallel_chunk=PARALLEL_CHUNK,
             chunk_rows=chunk_rows(k),
             chunk_values=CHUNK_VALUES,
+            reduction_codes=REDUCTION_CODES,
         ),
     }

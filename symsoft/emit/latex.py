@@ -91,6 +91,7 @@ def _block(block: Block, doc: Document) -> dict[str, object]:
             "header": [runs(cell) for cell in block.header],
             "rows": [[runs(cell) for cell in row] for row in block.rows],
             "total": [runs(cell) for cell in block.total],
+            "small": block.small,
         }
     raise TypeError(f"unknown block {block!r}")
 

@@ -35,6 +35,30 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
     def code(expr: sympy.Expr, names: dict[sympy.Symbol, sympy.Symbol] = array) -> str:
         return numpy_code(expr, names, namespace)
 
+    o = bundle.options
+    # the options path (issue 17): each option symbol under the name the template gives it
+    opt_names = {
+        **array,
+        o.z_i: sympy.Symbol("z"),
+        o.w_i: sympy.Symbol("w"),
+        o.a_i: sympy.Symbol("a"),
+        o.T: sympy.Symbol("T"),
+        o.eps: sympy.Symbol("eps"),
+        o.lam: sympy.Symbol("lam"),
+    }
+    option_forms = {
+        f"option_{name}": code(getattr(o, name), opt_names)
+        for name in (
+            "tempered",
+            "target",
+            "log_sum_exp",
+            "loss_term",
+            "row_loss",
+            "row_factor",
+            "gradient",
+            "gradient_label",
+        )
+    }
     text = render(
         "softmax.py.jinja",
         bundle.k,
@@ -71,5 +95,6 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         masked_rows_notes={name: masked_rows_note(bundle.masked_rows, name) for name in NAMES},
         masked_rows_note=masked_rows_note(bundle.masked_rows),
         numpy_only=bundle.numpy_only,
+        **option_forms,
     )
     return {f"{stem(bundle.k, bundle.prefix)}.py": text}

@@ -32,6 +32,20 @@ _C_INPUT = {
 }
 
 
+# The options of the cross-entropy family (issue 17), with their defaults; each default
+# gives the plain kernel's result bit for bit.
+OPTIONS = {
+    "weight": None,
+    "ignore_index": None,
+    "reduction": "none",
+    "label_smoothing": 0.0,
+    "temperature": 1.0,
+    "z_loss": 0.0,
+}
+_LOSS_OPTIONS = ("weight", "reduction", "label_smoothing", "temperature", "z_loss")
+_INDEX_OPTIONS = ("weight", "ignore_index", "reduction", "label_smoothing", "temperature", "z_loss")
+
+
 @dataclass(frozen=True)
 class Output:
     name: str  # the C parameter
@@ -62,11 +76,16 @@ class Member:
     # outputs: the per-row values summed (divided by the batch size z.shape[0] for
     # batchmean), the per-row gradient divided by the batch size for batchmean
     reduces: bool = False
+    # keyword-only options (issue 17), in the order of OPTIONS; their proofs are
+    # derivation.options.required_proofs(member), checked before generation
+    options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         known = set(self.inputs) <= INPUT_KINDS.keys()
         if not self.inputs or INPUT_KINDS.get(self.inputs[0]) != "logits" or not known:
             raise ValueError(f"{self.name}: inputs must start with z and be {set(INPUT_KINDS)}")
+        if not set(self.options) <= OPTIONS.keys():
+            raise ValueError(f"{self.name}: options must be among {set(OPTIONS)}")
         if not self.outputs or not self.proofs:
             raise ValueError(f"{self.name}: a member needs outputs and the proofs of its forms")
         for out in self.outputs:  # the doc says what the caller must allocate
@@ -74,6 +93,11 @@ class Member:
                 raise ValueError(
                     f"{self.name}: the doc must say '{out.size} values' for {out.name}"
                 )
+
+    @property
+    def takes_reduction(self) -> bool:
+        """Takes reduction=: with "sum" or "mean" its loss output is one value."""
+        return "reduction" in self.options
 
     def c_params(self, element: str = "T") -> str:
         """The C parameter list with the element type written as `element`."""
@@ -94,6 +118,7 @@ MEMBERS = (
         equations=("softmax-definition", "stable-softmax"),
         whole_rows=True,
         checks="softmax",
+        options=("temperature",),
     ),
     Member(
         "log_softmax",
@@ -104,6 +129,7 @@ MEMBERS = (
         proofs=("stable-log-softmax", "log-softmax-jacobian-closed-form"),
         equations=("stable-log-softmax",),
         checks="log_softmax",
+        options=("temperature",),
     ),
     Member(
         "softmax_jacobian",
@@ -122,6 +148,7 @@ MEMBERS = (
         forms=("log_normaliser", "loss_term"),
         proofs=("stable-cross-entropy",),
         equations=("loss-definition",),
+        options=_LOSS_OPTIONS,
     ),
     Member(
         "cross_entropy_grad",
@@ -133,6 +160,7 @@ MEMBERS = (
         equations=("cross-entropy-gradient",),
         whole_rows=True,
         checks="cross_entropy",
+        options=_LOSS_OPTIONS,
     ),
     Member(
         "cross_entropy_index",
@@ -142,6 +170,7 @@ MEMBERS = (
         forms=("loss_index",),
         proofs=("kernel-cross-entropy-index",),
         equations=("one-hot",),
+        options=_INDEX_OPTIONS,
     ),
     Member(
         "cross_entropy_grad_index",
@@ -152,6 +181,7 @@ MEMBERS = (
         proofs=("kernel-cross-entropy-grad-index",),
         equations=("one-hot",),
         whole_rows=True,  # the label's entries picked by selects (templates/c/label_rows.c.jinja)
+        options=_INDEX_OPTIONS,
     ),
     Member(
         "cross_entropy_with_grad",
@@ -162,6 +192,7 @@ MEMBERS = (
         forms=("log_normaliser", "loss_term", "probability", "gradient"),
         proofs=("stable-cross-entropy", "kernel-cross-entropy-gradient"),
         whole_rows=True,  # its log is the branch-free one (templates/c/log.c.jinja)
+        options=_LOSS_OPTIONS,
     ),
     Member(
         "softmax_jvp",
@@ -296,6 +327,7 @@ MEMBERS += (
         proofs=("kernel-cross-entropy-index", "kernel-cross-entropy-grad-index"),
         equations=("one-hot",),
         whole_rows=True,
+        options=_INDEX_OPTIONS,
     ),
 )
 NAMES = tuple(member.name for member in MEMBERS)

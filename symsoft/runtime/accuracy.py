@@ -226,3 +226,96 @@ def _tempered_weights(zs: numpy.ndarray, zt: numpy.ndarray, temperature: float) 
     with numpy.errstate(invalid="ignore"):
         terms = numpy.exp(log_q) * (numpy.abs(log_q) + numpy.abs(log_s))
     return numpy.sum(numpy.where(numpy.isfinite(terms), terms, 0), axis=-1)
+
+
+# --- the cross-entropy with options (issue 17) ------------------------------------------------
+#
+# Budgets, normwise, with q = z / T, lse = log sum_j e^{q_j}, a the weighted smoothed targets,
+# s = softmax(q), lam the z-loss coefficient, spread = max q - min q and Q = max_j |q_j| (the
+# rounding of z / T moves q_j by up to Q u, and s_j relatively by 2 Q u):
+#   loss of a row   |error| <= (K + 5) u (sum_j a_j (|lse| + Q) + 3 lam lse^2)
+#   gradient entry  |error| <= 8 u ((s_j sum a + 2 lam |lse| s_j) (K + 3 + 2 spread + 2 Q)
+#                                  + a_j + 2 lam s_j (Q + K)) / T
+# (reduction "none"; the reductions scale both by 1 / D, and a sum of rows adds the usual
+# n u of a sum). Measured worst on 1,200 mixed rows, K = 5, C and NumPy, both types: 0.36 of
+# the loss budget and 0.50 of the gradient's.
+OPTIONS_CASE = {"label_smoothing": 0.1, "temperature": 0.7, "z_loss": 1e-3}
+
+
+@cache
+def _options_case(k: int, dtype_name: str, rows: int, labelled: bool) -> tuple:
+    dtype = numpy.dtype(dtype_name).type
+    z = sample_logits(k, dtype, rows, seed=17)
+    rng = numpy.random.default_rng([17, k])
+    weight = rng.uniform(0, 2, k).astype(dtype)
+    weight[0] = 0  # a class of weight 0
+    labels = rng.integers(0, k, rows)
+    y = rng.dirichlet(numpy.ones(k), rows).astype(dtype)
+    w = weight.astype(numpy.float64).tolist()
+    refs = [
+        reference.cross_entropy_options(
+            row.astype(numpy.float64).tolist(),
+            **({"label": int(c)} if labelled else {"y": t.astype(numpy.float64).tolist()}),
+            weight=w,
+            **OPTIONS_CASE,
+        )
+        for row, c, t in zip(z, labels, y, strict=True)
+    ]
+    loss = numpy.array([float(r[0]) for r in refs])
+    grad = numpy.array([[float(g) for g in r[1]] for r in refs])
+    return z, labels, y, weight, loss, grad
+
+
+def option_budgets(
+    z: numpy.ndarray, a: numpy.ndarray, k: int, u: float
+) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """The budgets above for rows z (float64) and their weighted smoothed targets a."""
+    T, lam = OPTIONS_CASE["temperature"], OPTIONS_CASE["z_loss"]
+    q = z / T
+    m = q.max(axis=-1, keepdims=True)
+    lse = m + numpy.log(numpy.exp(q - m).sum(axis=-1, keepdims=True))
+    s = numpy.exp(q - lse)
+    Q = numpy.abs(q).max(axis=-1, keepdims=True)
+    spread = m - q.min(axis=-1, keepdims=True)
+    sum_a = a.sum(axis=-1, keepdims=True)
+    loss = (k + 5) * u * ((a * (numpy.abs(lse) + Q)).sum(axis=-1) + 3 * lam * lse[..., 0] ** 2)
+    main = (s * sum_a + 2 * lam * numpy.abs(lse) * s) * (k + 3 + 2 * spread + 2 * Q)
+    grad = 8 * u * (main + a + 2 * lam * s * (Q + k)) / T
+    return loss, grad
+
+
+def measure_options(kernels: object, k: int, dtype: type, rows: int = 1200) -> list[Measurement]:
+    """The fused loss and gradient with options (weights with a zero, smoothing,
+    temperature, z-loss; reduction none), integer labels and probability targets."""
+    finfo = numpy.finfo(dtype)
+    u = float(finfo.eps) / 2
+    name = numpy.dtype(dtype).name
+    results = []
+    for labelled in (True, False):
+        z, labels, y, weight, ref_loss, ref_grad = _options_case(k, name, rows, labelled)
+        targets = numpy.eye(k)[labels] if labelled else y.astype(numpy.float64)
+        eps = OPTIONS_CASE["label_smoothing"]
+        a = weight.astype(numpy.float64) * ((1 - eps) * targets + eps / k)
+        kw = {"weight": weight, **OPTIONS_CASE}
+        if labelled:
+            loss, grad = kernels.cross_entropy_with_grad_index(z, labels, **kw)
+        else:
+            loss, grad = kernels.cross_entropy_with_grad(z, y, **kw)
+        loss_budget, grad_budget = option_budgets(z.astype(numpy.float64), a, k, u)
+        loss_err = numpy.abs(loss.astype(numpy.float64) - ref_loss)
+        grad_err = numpy.abs(grad.astype(numpy.float64) - ref_grad)
+        kind = "labels" if labelled else "targets"
+        for what, err, ref, budget in (
+            ("loss", loss_err, ref_loss, loss_budget),
+            ("grad", grad_err, ref_grad, grad_budget + float(finfo.tiny)),
+        ):
+            results.append(
+                Measurement(
+                    f"cross_entropy_with_grad options ({kind}, {what})",
+                    name,
+                    rows,
+                    _ulps(err, ref, dtype, 1.0),
+                    float(numpy.max(err / budget)),
+                )
+            )
+    return results

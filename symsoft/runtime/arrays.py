@@ -42,14 +42,30 @@ def is_tensor(x: object, name: str, backend: str) -> bool:
     return False
 
 
-def to_tensor(result: Any) -> Any:
+def to_tensor(result: Any, dtype: Any = None) -> Any:
     """A kernel's NumPy result (an array, a NumPy scalar for one row, or a tuple of them) as
-    torch tensors; NumPy and torch share the memory."""
+    torch tensors; NumPy and torch share the memory. dtype torch.bfloat16: the results are
+    bfloat16 bits (uint16), viewed as bfloat16 tensors."""
     import torch  # imported already: the caller passed a tensor
 
     if isinstance(result, tuple):
-        return tuple(torch.from_numpy(numpy.asarray(r)) for r in result)
-    return torch.from_numpy(numpy.asarray(result))
+        return tuple(to_tensor(r, dtype) for r in result)
+    tensor = torch.from_numpy(numpy.asarray(result))
+    return tensor.view(torch.bfloat16) if dtype == torch.bfloat16 else tensor
+
+
+def bfloat16_bits(x: object) -> numpy.ndarray | None:
+    """The bits (uint16) of a bfloat16 CPU torch tensor, or of a NumPy array of ml_dtypes'
+    bfloat16 (what JAX hands a host callback); None for anything else. NumPy has no bfloat16
+    of its own: the C kernels take bfloat16 as storage="bf16" bits."""
+    dtype = getattr(x, "dtype", None)
+    if type(x) is numpy.ndarray:
+        return x.view(numpy.uint16) if x.dtype.name == "bfloat16" else None
+    if str(dtype) != "torch.bfloat16":
+        return None
+    import torch  # imported already: x is a tensor
+
+    return x.contiguous().view(torch.int16).numpy().view(numpy.uint16)  # type: ignore[attr-defined]
 
 
 def tensors_in_tensors_out(module: ModuleType, names: tuple[str, ...], backend: str) -> ModuleType:

@@ -9,10 +9,12 @@ Forward and backward both run in the emitted C (through CKernels), on CPU data:
   once) and backward only scales the saved gradient by the incoming one, row by row; the
   gradient with respect to y is -log_softmax(z) scaled the same way.
 
-Losses are per row unless `reduction` says otherwise ("mean" and "sum" as in PyTorch, which
-for these losses is the mean and the sum over every row). Further keyword options are passed
-to both the loss and the gradient kernel unchanged, so that class weights, ignore_index and
-label smoothing reach them once the kernels take them (issue 17).
+Losses are per row unless `reduction` says otherwise ("mean" and "sum" as in PyTorch). The
+cross-entropy options (weight, ignore_index, label_smoothing, temperature, z_loss: issue 17)
+go to the kernels, which give each row's loss and that loss's gradient; the reduction is done
+here, in torch or jax, so that autograd (and jax.vmap) see it: "mean" divides by PyTorch's
+normaliser, the sum of the weights of the labels not ignored (the number of rows for
+probability targets), and a batch with nothing to count gives NaN with a zero gradient.
 
 torch and jax are imported only when `.torch` or `.jax` is first used.
 """
@@ -20,6 +22,7 @@ torch and jax are imported only when `.torch` or `.jax` is first used.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -33,29 +36,95 @@ if TYPE_CHECKING:
     from symsoft.runtime.ckernels import CKernels
 
 REDUCTIONS = ("none", "mean", "sum")
-_FLOATS = ("float32", "float64")  # the dtypes the C kernels have
+# the dtypes the C kernels have: float, double, and bfloat16 / float16 storage (computed in
+# float, rounded once; the options path is float and double only)
+_FLOATS = ("float32", "float64", "bfloat16", "float16")
 
 
-def _check_reduction(reduction: str, options: dict[str, Any]) -> None:
+def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    # PyTorch's mean divides by the total weight of the rows it counts, not by their number,
-    # when some are weighted or ignored: not known here until the kernels take those options
-    if reduction == "mean" and {"weight", "ignore_index"} & options.keys():
-        raise NotImplementedError("reduction='mean' with weight or ignore_index (issue 17)")
+
+
+def _options(
+    weight: Any, ignore_index: Any, label_smoothing: Any, temperature: Any, z_loss: Any
+) -> dict[str, Any]:
+    """The options the kernels take, leaving out those at their default (the plain kernels)."""
+    given = {
+        "weight": weight,
+        "ignore_index": ignore_index,
+        "label_smoothing": label_smoothing,
+        "temperature": temperature,
+        "z_loss": z_loss,
+    }
+    defaults = {"label_smoothing": 0.0, "temperature": 1.0, "z_loss": 0.0}
+    return {
+        name: value
+        for name, value in given.items()
+        if value is not None and not (name in defaults and _is_number(value, defaults[name]))
+    }
+
+
+def _is_number(value: Any, number: float) -> bool:
+    return isinstance(value, int | float) and value == number
+
+
+def _reduce(xp: Any, loss: Any, reduction: str, labels: Any, options: dict[str, Any]) -> Any:
+    """PyTorch's reductions of per-row losses (xp: torch or jax.numpy). "mean" divides by the
+    sum of the weights of the labels not ignored (integer labels; the number of rows when
+    nothing is weighted or ignored, and for probability targets); with nothing to count it
+    is NaN with a zero gradient (the NaN is selected, not divided into: 0/0 would carry NaN
+    into the gradient)."""
+    if reduction == "none":
+        return loss
+    total = xp.sum(loss)
+    if reduction == "sum":
+        return total
+    if labels is None or not {"weight", "ignore_index"} & options.keys():
+        return total / math.prod(loss.shape)
+    ignore_index = options.get("ignore_index")
+    kept = None if ignore_index is None else labels != ignore_index
+    if "weight" in options:
+        weight = xp.asarray(options["weight"], dtype=loss.dtype)
+        rows = weight[labels if kept is None else xp.where(kept, labels, 0)]
+    else:
+        rows = xp.ones(labels.shape, dtype=loss.dtype)
+    if kept is not None:
+        rows = xp.where(kept, rows, 0)
+    normaliser = xp.sum(rows)
+    counted = normaliser > 0
+    return xp.where(counted, total / xp.where(counted, normaliser, 1), xp.nan)
+
+
+def _soft_target_gradient(
+    kernels: CKernels, z: numpy.ndarray, options: dict[str, Any], convert: Callable
+) -> Any:
+    """d loss / d y of each row's loss: the target of class j is a_j = w_j ((1 - eps) y_j +
+    eps / K) and the loss sum_j a_j (lse - q_j) + lam lse^2 with q = z / T, so the derivative
+    is -(1 - eps) w_j log softmax(z / T)_j (the z-loss does not depend on y)."""
+    temperature = options.get("temperature", 1.0)
+    gradient = convert(kernels.log_softmax(z, temperature=temperature))
+    gradient = gradient * -(1 - options.get("label_smoothing", 0.0))
+    if "weight" in options:
+        gradient = gradient * convert(numpy.asarray(options["weight"], dtype=z.dtype))
+    return gradient
 
 
 # --- PyTorch ------------------------------------------------------------------------------------
 
 
-def _array(tensor: torch.Tensor) -> numpy.ndarray:
-    """The tensor's memory as a NumPy array (no copy; CKernels copies what C cannot take)."""
-    return tensor.detach().numpy()
+def _array(tensor: torch.Tensor) -> numpy.ndarray | torch.Tensor:
+    """The tensor's memory as a NumPy array (no copy; CKernels copies what C cannot take);
+    a bfloat16 tensor as it is (NumPy has no bfloat16: CKernels takes its bits)."""
+    tensor = tensor.detach()
+    return tensor if str(tensor.dtype) == "torch.bfloat16" else tensor.numpy()
 
 
 def _tensor(array: object) -> torch.Tensor:
     import torch
 
+    if isinstance(array, torch.Tensor):  # CKernels gives tensors for tensors (bfloat16)
+        return array
     # asarray: for a single row the kernels return a NumPy scalar, as NumPy's reductions do
     return torch.from_numpy(numpy.asarray(array))
 
@@ -71,7 +140,7 @@ def _check_tensor(tensor: object, name: str, floats: bool = True) -> None:
             ".cpu(), or use symsoft.load(k, backend='array-api'), which runs on any device"
         )
     if floats and str(tensor.dtype).removeprefix("torch.") not in _FLOATS:
-        raise TypeError(f"{name} must be float32 or float64, got {tensor.dtype}")
+        raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {tensor.dtype}")
     if not floats and (tensor.dtype.is_floating_point or tensor.dtype.is_complex):
         raise TypeError(f"{name} must be integer class indices, got {tensor.dtype}")
 
@@ -179,11 +248,9 @@ def _torch_functions() -> dict[str, Any]:
             per_row = g.unsqueeze(-1)
             dz = ctx.grad * per_row if ctx.needs_input_grad[1] else None
             dy = None
-            if ctx.needs_input_grad[2]:  # dL/dy_i = -log s_i
-                if ctx.options:
-                    raise NotImplementedError("the gradient with respect to y with options")
-                dy = _tensor(ctx.kernels.log_softmax(_array(z))).neg_() * per_row
-                dy = dy.to(y.dtype)
+            if ctx.needs_input_grad[2]:
+                dy = _soft_target_gradient(ctx.kernels, _array(z), ctx.options, _tensor)
+                dy = (dy * per_row).to(y.dtype)
             return None, dz, dy, None
 
     class CrossEntropyIndex(torch.autograd.Function):
@@ -217,16 +284,10 @@ def _torch_functions() -> dict[str, Any]:
     }
 
 
-def _reduce(loss: Any, reduction: str) -> Any:
-    """PyTorch's reductions of per-row losses (without weights: the mean over rows)."""
-    if reduction == "mean":
-        return loss.mean()
-    return loss.sum() if reduction == "sum" else loss
-
-
 class TorchKernels:
     """`symsoft.load(k).torch`: softmax, log_softmax and the cross-entropy losses as
-    differentiable functions of CPU tensors (float32 or float64), forward and backward in C.
+    differentiable functions of CPU tensors (float32, float64, bfloat16 or float16), forward
+    and backward in C.
 
     As torch.nn.functional, with the class axis last, as every symsoft kernel has it:
     `softmax(z, dim=-1)`, `log_softmax(z, dim=-1)` (another dim is moved last and back, at
@@ -256,28 +317,54 @@ class TorchKernels:
         return self._along(self._functions["log_softmax"], z, dim)
 
     def cross_entropy(
-        self, z: torch.Tensor, y: torch.Tensor, *, reduction: str = "none", **options: Any
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        reduction: str = "none",
+        weight: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        temperature: float = 1.0,
+        z_loss: float = 0.0,
     ) -> torch.Tensor:
-        """-sum_i y_i log softmax(z)_i per row, as F.cross_entropy(z, y, reduction=...) with
-        probability targets; differentiable in z and in y."""
+        """-sum_i y_i log softmax(z)_i per row, as F.cross_entropy(z, y, reduction=...,
+        weight=..., label_smoothing=...) with probability targets, and symsoft's temperature
+        and z_loss; differentiable in z and in y."""
+        import torch
+
         _check_tensor(z, "z")
         _check_tensor(y, "y")
-        _check_reduction(reduction, options)
+        _check_reduction(reduction)
+        options = _options(weight, None, label_smoothing, temperature, z_loss)
         function = self._functions["cross_entropy"]
         loss = function.apply(self.kernels, z, y, _torch_options(options))
-        return _reduce(loss, reduction)
+        return _reduce(torch, loss, reduction, None, options)
 
     def cross_entropy_index(
-        self, z: torch.Tensor, labels: torch.Tensor, *, reduction: str = "none", **options: Any
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        reduction: str = "none",
+        weight: torch.Tensor | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        temperature: float = 1.0,
+        z_loss: float = 0.0,
     ) -> torch.Tensor:
-        """-log softmax(z)_label per row, as F.cross_entropy(z, labels, reduction=...) with
-        class indices."""
+        """-log softmax(z)_label per row, as F.cross_entropy(z, labels, reduction=...,
+        weight=..., ignore_index=..., label_smoothing=...) with class indices (no row is
+        ignored unless ignore_index is given: F.cross_entropy's default is -100), and
+        symsoft's temperature and z_loss."""
+        import torch
+
         _check_tensor(z, "z")
         _check_tensor(labels, "labels", floats=False)
-        _check_reduction(reduction, options)
+        _check_reduction(reduction)
+        options = _options(weight, ignore_index, label_smoothing, temperature, z_loss)
         function = self._functions["cross_entropy_index"]
         loss = function.apply(self.kernels, z, labels, _torch_options(options))
-        return _reduce(loss, reduction)
+        return _reduce(torch, loss, reduction, labels, options)
 
     def _along(self, function: Any, z: torch.Tensor, dim: int) -> torch.Tensor:
         _check_tensor(z, "z")
@@ -302,7 +389,7 @@ class JaxKernels:
 
     As jax.nn.softmax / jax.nn.log_softmax (`axis=-1`), and the losses as the torch ones:
     `cross_entropy(z, y)` and `cross_entropy_index(z, labels)` per row, or
-    `reduction="mean"` / `"sum"`. float32 or float64 (float64 needs jax_enable_x64).
+    `reduction="mean"` / `"sum"`. float32, float64 (with jax_enable_x64), bfloat16 or float16.
     """
 
     def __init__(self, kernels: CKernels) -> None:
@@ -327,30 +414,72 @@ class JaxKernels:
         """log softmax(z) along axis, as jax.nn.log_softmax(z, axis)."""
         return self._along(self._log_softmax, z, axis)
 
-    def cross_entropy(self, z: jax.Array, y: jax.Array, *, reduction: str = "none") -> jax.Array:
-        """-sum_i y_i log softmax(z)_i per row; differentiable in z and in y."""
-        _check_reduction(reduction, {})
+    def cross_entropy(
+        self,
+        z: jax.Array,
+        y: jax.Array,
+        *,
+        reduction: str = "none",
+        weight: Any = None,
+        label_smoothing: float = 0.0,
+        temperature: float = 1.0,
+        z_loss: float = 0.0,
+    ) -> jax.Array:
+        """-sum_i y_i log softmax(z)_i per row, with the torch functions' options;
+        differentiable in z and in y."""
+        _check_reduction(reduction)
         z = self._logits(z)
         y = self._jax.numpy.asarray(y)
         if y.shape != z.shape:
             raise ValueError(f"y must have the shape of z, {z.shape}, got {y.shape}")
         if y.dtype.name not in _FLOATS:
-            raise TypeError(f"y must be float32 or float64, got {y.dtype}")
-        loss = self._cross_entropy(z, y.astype(z.dtype))
-        return _reduce(loss, reduction)
+            raise TypeError(f"y must be float32, float64, bfloat16 or float16, got {y.dtype}")
+        options = self._static(z, _options(weight, None, label_smoothing, temperature, z_loss))
+        loss = self._cross_entropy(options, z, y.astype(z.dtype))
+        return _reduce(self._jax.numpy, loss, reduction, None, dict(options))
 
     def cross_entropy_index(
-        self, z: jax.Array, labels: jax.Array, *, reduction: str = "none"
+        self,
+        z: jax.Array,
+        labels: jax.Array,
+        *,
+        reduction: str = "none",
+        weight: Any = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        temperature: float = 1.0,
+        z_loss: float = 0.0,
     ) -> jax.Array:
-        """-log softmax(z)_label per row (NaN where a label is outside 0..K-1)."""
-        _check_reduction(reduction, {})
+        """-log softmax(z)_label per row, with the torch functions' options."""
+        _check_reduction(reduction)
         z = self._logits(z)
         labels = self._jax.numpy.asarray(labels)
         if labels.dtype.kind not in "iu":
             raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
         if labels.shape != z.shape[:-1]:
             raise ValueError(f"labels must have shape {z.shape[:-1]}, got {labels.shape}")
-        return _reduce(self._cross_entropy_index(z, labels), reduction)
+        options = self._static(
+            z, _options(weight, ignore_index, label_smoothing, temperature, z_loss)
+        )
+        loss = self._cross_entropy_index(options, z, labels)
+        return _reduce(self._jax.numpy, loss, reduction, labels, dict(options))
+
+    def _static(self, z: jax.Array, options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """The options checked now, while tracing (a ValueError naming a bad one), as a
+        hashable tuple: custom_vjp takes them as a static argument. A weight must be a
+        concrete array, not a traced one."""
+        from symsoft.runtime.ckernels import check_options
+
+        if not options:
+            return ()
+        if "weight" in options:
+            try:
+                weight = numpy.asarray(options["weight"], dtype=z.dtype)
+            except self._jax.errors.TracerArrayConversionError:
+                raise TypeError("weight must be a concrete array, not one traced by jax") from None
+            options["weight"] = tuple(weight.tolist()) if weight.ndim == 1 else weight
+        check_options(numpy.empty((0, self.k), z.dtype), **options)
+        return tuple(sorted(options.items()))
 
     # Shapes and dtypes are checked here, while tracing: an exception inside a pure_callback
     # would surface as an opaque runtime error.
@@ -358,7 +487,7 @@ class JaxKernels:
     def _logits(self, z: object) -> jax.Array:
         z = self._jax.numpy.asarray(z)
         if z.dtype.name not in _FLOATS:
-            raise TypeError(f"z must be float32 or float64, got {z.dtype}")
+            raise TypeError(f"z must be float32, float64, bfloat16 or float16, got {z.dtype}")
         if z.ndim == 0 or z.shape[-1] != self.k:
             raise ValueError(f"z must have shape (..., {self.k}) for K={self.k}, got {z.shape}")
         return z
@@ -367,13 +496,15 @@ class JaxKernels:
         moved = self._jax.numpy.moveaxis(self._jax.numpy.asarray(z), axis, -1)
         return self._jax.numpy.moveaxis(function(self._logits(moved)), -1, axis)
 
-    def _call(self, name: str, shapes: Any, *args: jax.Array) -> Any:
-        """The kernel `name` on the host; shapes: the results' jax.ShapeDtypeStruct(s)."""
+    def _call(self, name: str, shapes: Any, *args: jax.Array, options: tuple = ()) -> Any:
+        """The kernel `name` on the host; shapes: the results' jax.ShapeDtypeStruct(s);
+        options: the static options (_static), passed as keywords."""
+        keywords = {k: numpy.asarray(v) if k == "weight" else v for k, v in options}
 
         def host(*arrays: Any) -> Any:
             # JAX hands the callback its own CPU arrays, which the C backend refuses by name
             # (one behaviour per backend): the host-side NumPy views are what it takes
-            result = getattr(self.kernels, name)(*(numpy.asarray(a) for a in arrays))
+            result = getattr(self.kernels, name)(*(numpy.asarray(a) for a in arrays), **keywords)
             if isinstance(result, tuple):
                 return tuple(numpy.asarray(r) for r in result)
             return numpy.asarray(result)
@@ -407,21 +538,29 @@ class JaxKernels:
     def _soft_loss(self) -> Callable:
         jax = self._jax
 
-        @jax.custom_vjp
-        def loss(z: jax.Array, y: jax.Array) -> jax.Array:
-            return self._call("cross_entropy", self._rows(z), z, y)
+        @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+        def loss(options: tuple, z: jax.Array, y: jax.Array) -> jax.Array:
+            return self._call("cross_entropy", self._rows(z), z, y, options=options)
 
-        def fwd(z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
-            value, grad = self._call(
-                "cross_entropy_with_grad", (self._rows(z), self._like(z)), z, y
-            )
+        def fwd(options: tuple, z: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
+            shapes = (self._rows(z), self._like(z))
+            value, grad = self._call("cross_entropy_with_grad", shapes, z, y, options=options)
             return value, (grad, z)
 
-        def bwd(saved: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def bwd(options: tuple, saved: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
             grad, z = saved
             per_row = g[..., None]
-            # dL/dy_i = -log s_i; jax drops it when y needs no gradient
-            return grad * per_row, -self._call("log_softmax", self._like(z), z) * per_row
+
+            def target_gradient(z: numpy.ndarray) -> numpy.ndarray:
+                return numpy.asarray(
+                    _soft_target_gradient(
+                        self.kernels, numpy.asarray(z), dict(options), numpy.asarray
+                    )
+                )
+
+            # jax drops dL/dy when y needs no gradient
+            dy = jax.pure_callback(target_gradient, self._like(z), z, vmap_method="broadcast_all")
+            return grad * per_row, dy * per_row
 
         loss.defvjp(fwd, bwd)
         return loss
@@ -429,20 +568,15 @@ class JaxKernels:
     def _index_loss(self) -> Callable:
         jax = self._jax
 
-        @jax.custom_vjp
-        def loss(z: jax.Array, labels: jax.Array) -> jax.Array:
-            return self._call("cross_entropy_index", self._rows(z), z, labels)
+        @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+        def loss(options: tuple, z: jax.Array, labels: jax.Array) -> jax.Array:
+            return self._call("cross_entropy_index", self._rows(z), z, labels, options=options)
 
-        def fwd(z: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-            if hasattr(self.kernels, "cross_entropy_with_grad_index"):
-                shapes = (self._rows(z), self._like(z))
-                value, grad = self._call("cross_entropy_with_grad_index", shapes, z, labels)
-            else:
-                value = self._call("cross_entropy_index", self._rows(z), z, labels)
-                grad = self._call("cross_entropy_grad_index", self._like(z), z, labels)
-            return value, grad
+        def fwd(options: tuple, z: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+            shapes = (self._rows(z), self._like(z))
+            return self._call("cross_entropy_with_grad_index", shapes, z, labels, options=options)
 
-        def bwd(grad: jax.Array, g: jax.Array) -> tuple[jax.Array, None]:
+        def bwd(options: tuple, grad: jax.Array, g: jax.Array) -> tuple[jax.Array, None]:
             return grad * g[..., None], None  # labels are integers: no cotangent
 
         loss.defvjp(fwd, bwd)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from symsoft.family.members import INPUT_KINDS, MEMBERS, Member, c_name, stem
-from symsoft.runtime.arrays import is_tensor, to_tensor
+from symsoft.family.members import INPUT_KINDS, MEMBERS, OPTIONS, Member, c_name, stem
+from symsoft.runtime.arrays import bfloat16_bits, is_tensor, to_tensor
 
 if TYPE_CHECKING:
     from symsoft.runtime.autograd import JaxKernels, TorchKernels
@@ -76,17 +76,21 @@ _CALL = """\
 def {name}({params}):
     # the first input is the logits, z in the body whatever the parameter is called
     _tensors = type({first}) is not _ndarray and _is_tensor({first}, {first!r}, "c")
+    _given = {first}  # its type, for the results
     z, _key = _z({first}, storage)
+    {options}
     {converts}
     {allocations}
     _rows = z.size // _k
     if _rows:  # from_buffer refuses empty buffers, and there is nothing to compute
-        _function, _c = _functions[_key]
+        _function, _c = {kernels}[_key]
         _threads(threads)
-        _function({pointers}, {out_pointers}, _rows)
+        _function({pointers}, {out_pointers}, _rows{options_pointer})
     _result = {results}
     if _tensors:  # CPU torch tensors in, tensors out, as from the array-API module
-        return _to_tensor(_result)
+        return _to_tensor(_result, _given.dtype)
+    if type(_key) is str and storage is None:  # bfloat16 values in: the same type out
+        return _bits_as(_result, _given.dtype)
     return _result
 """
 # distillation's options: checked in Python (C would give NaN rows), the outputs reduced here
@@ -116,12 +120,95 @@ def _reduced(value: numpy.ndarray, reduction: str, z: numpy.ndarray, per_row: bo
         return value / value.dtype.type(batch) if batch else value * value.dtype.type("nan")
 
 
+# With options (issue 17) the options are checked and, unless all are at their defaults,
+# passed to NAME_opt as a pointer to the type's options struct; a reduced loss is one value.
+def _options_struct(ctype: type) -> type:
+    class Options(ctypes.Structure):
+        _fields_ = [
+            ("weight", ctypes.POINTER(ctype)),
+            ("ignore_index", ctypes.c_int64),
+            ("has_ignore_index", ctypes.c_int),
+            ("reduction", ctypes.c_int),
+            ("label_smoothing", ctype),
+            ("temperature", ctype),
+            ("z_loss", ctype),
+        ]
+
+    return Options
+
+
+_STRUCTS = {dtype: _options_struct(_CTYPE[dtype]) for dtype in (_F32, _F64)}
+_REDUCTION_CODES = {"none": 0, "sum": 1, "mean": 2}  # emit.c.REDUCTION_CODES, the header's
+
+
+def _number(value: object, name: str) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def check_options(
+    z: numpy.ndarray,
+    weight: object = None,
+    ignore_index: object = None,
+    reduction: object = "none",
+    label_smoothing: object = 0.0,
+    temperature: object = 1.0,
+    z_loss: object = 0.0,
+) -> tuple[Any, numpy.ndarray | None] | None:
+    """(options struct, weight array it points to) for z's type, or None when every option
+    is at its default; ValueError naming a bad option (the checks of the Python module)."""
+    if z.dtype not in _STRUCTS:  # the options path has no 16-bit kernels
+        raise TypeError(f"the options take float32 or float64 logits, got {z.dtype}")
+    if not isinstance(reduction, str) or reduction not in _REDUCTION_CODES:
+        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    T = _number(temperature, "temperature")
+    if not 0 < T < float("inf"):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    eps = _number(label_smoothing, "label_smoothing")
+    if not 0 <= eps <= 1:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    lam = _number(z_loss, "z_loss")
+    if not 0 <= lam < float("inf"):
+        raise ValueError(f"z_loss must be finite and >= 0, got {z_loss!r}")
+    if ignore_index is not None:
+        try:
+            ignore_index = type(ignore_index).__index__(ignore_index)  # type: ignore[attr-defined]
+        except (TypeError, AttributeError):
+            raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    w = None
+    if weight is not None:
+        w = numpy.asarray(weight)
+        k = z.shape[-1]
+        if w.shape != (k,) or w.dtype.kind not in "biuf":
+            raise ValueError(f"weight must be {k} real numbers, one per class, got {w.shape}")
+        w = numpy.ascontiguousarray(w, dtype=z.dtype)
+        if not bool(numpy.all(numpy.isfinite(w) & (w >= 0))):
+            raise ValueError("weight must be finite and >= 0")
+    neutral = eps == 0 and T == 1 and lam == 0
+    if neutral and w is None and ignore_index is None and reduction == "none":
+        return None
+    struct = _STRUCTS[z.dtype](
+        w.ctypes.data_as(ctypes.POINTER(_CTYPE[z.dtype])) if w is not None else None,
+        ignore_index if ignore_index is not None else 0,
+        ignore_index is not None,
+        _REDUCTION_CODES[reduction],
+        eps,
+        T,
+        lam,
+    )
+    return struct, w
+
+
 class CKernels:
     """The kernels of one compiled softmax_k{K} library, as methods taking arrays (..., K).
 
     One method per member of family.members.MEMBERS, with the C parameter names. float32 in
     gives float32 out, float64 gives float64, float16 gives float16 (computed in float by the
-    _f16 kernels, rounded once to nearest-even), integers become float64. Non-contiguous,
+    _f16 kernels, rounded once to nearest-even), bfloat16 (CPU torch tensors, NumPy arrays of
+    ml_dtypes.bfloat16 as JAX has them) gives bfloat16 (the _bf16 kernels; further float
+    inputs must then be bfloat16 too), integers become float64. Non-contiguous,
     Fortran-ordered, misaligned, read-only or non-native byte order arrays are copied first;
     complex and other dtypes are refused (TypeError), as is a last axis that is not K
     (ValueError). Further float inputs (y) must have z's shape and are converted to z's dtype;
@@ -190,11 +277,11 @@ class CKernels:
         return JaxKernels(self)
 
     def _method(self, library: ctypes.CDLL, member: Member) -> Callable[..., Any]:
-        functions = {}
         ranks = [out.rank for out in member.outputs]
         keys: list[tuple[object, str, numpy.dtype]] = [(_F32, "f32", _F32), (_F64, "f64", _F64)]
         if max(ranks) <= 1 and not member.scalars:  # 16-bit storage (emit/c.py: STORAGE)
             keys += [(_F16, "f16", _F16), ("bf16", "bf16", _U16), ("f16", "f16", _U16)]
+        functions, opt_functions = {}, {}
         for key, suffix, dtype in keys:
             # the C type of each buffer: the inputs', then the outputs'
             buffers = [
@@ -210,23 +297,51 @@ class CKernels:
             function.argtypes = [*pointers, ctypes.c_size_t]
             function.restype = None
             functions[key] = (function, buffers)
+            if member.options and key in _STRUCTS:  # NAME_opt: float and double only
+                name = c_name(member.name + "_opt", self.k, suffix, self.prefix)
+                function = getattr(library, name)
+                function.argtypes = [*pointers, ctypes.c_size_t, ctypes.POINTER(_STRUCTS[key])]
+                function.restype = None
+                opt_functions[key] = (function, buffers)
         names = list(member.inputs)
-        converts = [f"{n} = _{_converter(n)}({n}, {n!r}, z)" for n in names[1:]]
-        params = list(names)
+        params = [*names, "*"]
         scalars = [name for name, _ in member.scalars]
-        params.append("*")
         params += [f"{name}={default!r}" for name, default in member.scalars]
+        params += [f"{o}={OPTIONS[o]!r}" for o in member.options]
+        options = ""
+        if member.options:
+            # the defaults, compared cheaply: the per-call cost for small batches
+            defaults = " and ".join(
+                f"{o} is None" if OPTIONS[o] is None else f"{o} == {OPTIONS[o]!r}"
+                for o in member.options
+            )
+            given = ", ".join(f"{o}={o}" for o in member.options)
+            options = f"_o = None if {defaults} else _check_options(z, {given})"
+        # labels may hold ignore_index, which the options path skips
+        ignored = ", ignore_index" if "ignore_index" in member.options else ""
+        converts = [
+            f"{n} = _{_converter(n)}({n}, {n!r}, z{ignored if n == 'labels' else ''})"
+            for n in names[1:]
+        ]
         if member.reduces:
             params.append('reduction="batchmean"')
             converts += [f"{scalars[0]} = _options({scalars[0]}, reduction)"]
         params += ["threads=None", "storage=None"]
         outs = [f"_out{o}" for o in range(len(ranks))]
+        # with reduction sum or mean the options path's loss is one value: 0 for no rows, NaN
+        # under mean
+        reduced = "_o is not None and reduction != 'none'"
         allocations = [
             f"{out} = _empty(z.shape[:-1] + {(self.k,) * rank!r}, z.dtype)"
+            if rank or not member.takes_reduction
+            else f"{out} = _full(1, 0.0 if reduction == 'sum' else _nan, z.dtype) "
+            f"if {reduced} else _empty(z.shape[:-1], z.dtype)"
             for out, rank in zip(outs, ranks, strict=True)
         ]
         # a scalar for one row, as NumPy reductions give
         results = [f"({out} if {out}.ndim else {out}[()])" for out in outs]
+        if member.takes_reduction and ranks[0] == 0:
+            results[0] = f"({outs[0]}[0] if {reduced} else {results[0]})"
         if member.reduces:
             results = [
                 f"_reduced({out}, reduction, z, {rank == 0})"
@@ -238,22 +353,35 @@ class CKernels:
             name=member.name,
             params=", ".join(params),
             first=names[0],
+            options=options or "pass",
             converts="\n    ".join(converts) or "pass",
             allocations="\n    ".join(allocations),
+            kernels="(_functions if _o is None else _opt_functions)"
+            if member.options
+            else "_functions",
             pointers=", ".join(pointers),
             out_pointers=", ".join(
                 f"_c[{len(names) + len(scalars) + o}].from_buffer({out})"
                 for o, out in enumerate(outs)
             ),
+            options_pointer=", *(() if _o is None else (_byref(_o[0]),))" if member.options else "",
             results=", ".join(results) if len(results) > 1 else results[0],
         )
         namespace: dict[str, Any] = {
             "_ndarray": numpy.ndarray,
             "_is_tensor": is_tensor,
             "_to_tensor": to_tensor,
+            "_bits_as": _bits_as,
             "_empty": numpy.empty,
+            "_full": numpy.full,
+            "_nan": numpy.nan,
+            "_byref": ctypes.byref,
+            "_check_options": check_options,
             "_k": self.k,
-            "_functions": _Kernels(member.name, functions),
+            "_functions": _Kernels(member.name, functions, "the Jacobian has no 16-bit ones"),
+            "_opt_functions": _Kernels(
+                member.name, opt_functions, "options take float32 or float64"
+            ),
             "_z": self._z,
             "_float": self._floats,
             "_label": self._labels,
@@ -268,6 +396,8 @@ class CKernels:
             f"{member.doc} (C: {c_name(member.name, self.k, sizes, self.prefix)}). Keywords "
             "threads= and storage= ('bf16', 'f16': uint16 arrays of those bits): see CKernels."
         )
+        if member.options:
+            call.__doc__ += f" Options ({', '.join(member.options)}): see README."
         return call
 
     # Each converter returns its input untouched when C can take it as is (checked first and
@@ -284,6 +414,10 @@ class CKernels:
             ):
                 return x, x.dtype
             is_tensor(x, "z", "c")
+            bits = bfloat16_bits(x)
+            if bits is not None:  # bfloat16 tensors and arrays: the bf16 storage kernels
+                self._check_last_axis(bits, "z")
+                return _as_c(bits, _U16), "bf16"
             array = numpy.asarray(x)
             self._check_last_axis(array, "z")
             dtype = array.dtype if array.dtype in _SUFFIX else _float_dtype(array.dtype, "z")
@@ -307,7 +441,8 @@ class CKernels:
         ):
             return x
         is_tensor(x, name, "c")  # refuses arrays NumPy cannot read as they are
-        array = numpy.asarray(x)
+        bits = bfloat16_bits(x)
+        array = numpy.asarray(x) if bits is None else bits
         self._check_last_axis(array, name)
         if array.shape != z.shape:
             raise ValueError(f"{name} must have the shape of z, {z.shape}, got {array.shape}")
@@ -317,14 +452,16 @@ class CKernels:
             _float_dtype(array.dtype, name)  # refuses complex & co. rather than drop parts
         return _as_c(array, z.dtype)
 
-    def _labels(self, x: object, name: str, z: numpy.ndarray) -> numpy.ndarray:
+    def _labels(
+        self, x: object, name: str, z: numpy.ndarray, ignore_index: int | None = None
+    ) -> numpy.ndarray:
         if (
             type(x) is numpy.ndarray
             and x.dtype == _I64
             and x.flags.carray
             and x.shape == z.shape[:-1]
         ):
-            return self._check_range(x, name)
+            return self._check_range(x, name, ignore_index)
         is_tensor(x, name, "c")
         array = numpy.asarray(x)
         if array.dtype.kind not in "iu":
@@ -334,13 +471,17 @@ class CKernels:
                 f"{name} must have shape {z.shape[:-1]} (one class index per row of z), "
                 f"got {array.shape}"
             )
-        return self._check_range(_as_c(array, _I64), name)
+        return self._check_range(_as_c(array, _I64), name, ignore_index)
 
-    def _check_range(self, labels: numpy.ndarray, name: str) -> numpy.ndarray:
-        """IndexError for a label outside 0..K-1, as the NumPy and array-API modules raise (the
-        C kernels would give that row NaN)."""
+    def _check_range(
+        self, labels: numpy.ndarray, name: str, ignore_index: int | None
+    ) -> numpy.ndarray:
+        """IndexError for a label outside 0..K-1 other than ignore_index, as the NumPy and
+        array-API modules raise (the C kernels would give that row NaN)."""
         if labels.size and (labels.min() < 0 or labels.max() >= self.k):
-            raise IndexError(f"{name} must be class indices in 0..{self.k - 1}")
+            kept = labels if ignore_index is None else labels[labels != ignore_index]
+            if kept.size and (kept.min() < 0 or kept.max() >= self.k):
+                raise IndexError(f"{name} must be class indices in 0..{self.k - 1}")
         return labels
 
     def _check_last_axis(self, array: numpy.ndarray, name: str) -> None:
@@ -350,13 +491,20 @@ class CKernels:
             )
 
 
+def _bits_as(result: Any, dtype: numpy.dtype) -> Any:
+    """uint16 results as arrays of dtype (ml_dtypes' bfloat16: the caller's type)."""
+    if isinstance(result, tuple):
+        return tuple(r.view(dtype) for r in result)
+    return result.view(dtype)
+
+
 class _Kernels(dict):
     """The C functions of one member by key (dtype or storage name); a missing key is a
     TypeError that names what is available."""
 
-    def __init__(self, name: str, functions: dict[object, tuple[Any, list[Any]]]) -> None:
+    def __init__(self, name: str, functions: dict[object, tuple[Any, list[Any]]], why: str) -> None:
         super().__init__(functions)
-        self.name = name
+        self.name, self.why = name, why
 
     def __missing__(self, key: object) -> None:
-        raise TypeError(f"{self.name} has no kernel for {key} (the Jacobian has no 16-bit ones)")
+        raise TypeError(f"{self.name} has no kernel for {key} ({self.why})")

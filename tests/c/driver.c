@@ -13,6 +13,8 @@
 
 #define PASTE(name, k, sfx) name##_k##k##_##sfx
 #define KERNEL(name, k, sfx) PASTE(name, k, sfx)
+#define PASTE_OPTIONS(k, sfx) softmax_k##k##_options_##sfx
+#define OPTIONS(k, sfx) PASTE_OPTIONS(k, sfx)
 
 static double *read_doubles(size_t count)
 {
@@ -63,6 +65,19 @@ static void print_floats(const char *name, const float *values, size_t count)
         print("cross_entropy_grad_index_" #sfx, out, n * k);                               \
         KERNEL(cross_entropy_with_grad, SYMSOFT_K, sfx)(z, y, out + n * k, out, n);        \
         print("cross_entropy_with_grad_" #sfx, out, n * k + n);                            \
+        /* the options path (issue 17): weights, ignore_index = K (the label K is ignored,  \
+         * -1 stays a NaN row), smoothing, temperature and z-loss; per row, then mean */    \
+        T weight[SYMSOFT_K];                                                               \
+        for (size_t i = 0; i < k; ++i) {                                                   \
+            weight[i] = (T)(0.5 + (double)(i % 3));                                        \
+        }                                                                                  \
+        OPTIONS(SYMSOFT_K, sfx) options = {weight, SYMSOFT_K, 1, 0, (T)0.1, (T)0.7, (T)0.01}; \
+        KERNEL(cross_entropy_with_grad_index_opt, SYMSOFT_K, sfx)(z, labels, out + n * k, out, \
+                                                                 n, &options);             \
+        print("options_index_" #sfx, out, n * k + n);                                      \
+        options.reduction = 2;                                                             \
+        KERNEL(cross_entropy_with_grad_opt, SYMSOFT_K, sfx)(z, y, out + n * k, out, n, &options); \
+        print("options_mean_" #sfx, out, n * k + 1);                                       \
         KERNEL(softmax_jvp, SYMSOFT_K, sfx)(z, y, out, n);                                 \
         print("softmax_jvp_" #sfx, out, n * k);                                            \
         KERNEL(softmax_vjp, SYMSOFT_K, sfx)(z, y, out, n);                                 \
