@@ -279,6 +279,8 @@ def test_every_displayed_equality_was_checked(k, bundle):
         "loss-definition",
         "logsumexp-definition",
         "kd-definition",
+        "options-definition",
+        "options-reductions",
     }
     for equation in equations:
         if equation.key in definitions:

@@ -94,6 +94,7 @@ def test_derived_once_in_the_readers_order(bundle):
         "log-softmax-products",
         "distillation",
         "second-order",
+        "options",  # issue 17: the cross-entropy's options
     ]
     # no second derivation for a symbolic K: the general steps back the displayed ones
     general = [s for s in doc.sections if s.key == "general"]

@@ -27,7 +27,7 @@ from sympy import Derivative, KroneckerDelta, Sum, exp, log
 from symsoft.derivation import general_k as gk
 from symsoft.derivation import reference
 from symsoft.derivation.bundle import Bundle, CompensatedSum, Identity, WorkedExample
-from symsoft.document import family_sections, figures
+from symsoft.document import family_sections, figures, options_section
 from symsoft.document.checks import (
     ENTRYWISE_K_MAX,
     J_LOG,
@@ -168,6 +168,7 @@ def _build_document(bundle: Bundle, lang: str, checker: FixedKChecker) -> Docume
     _two_classes_section(b)
     _stability_section(b, bundle, checker, labels)
     family_sections.sections(b, bundle, checker, labels)
+    options_section.section(b, bundle, labels)
     b.part("part_implementation")
     _code_section(b, bundle)
     _checks_section(b, bundle)

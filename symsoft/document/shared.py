@@ -30,7 +30,12 @@ def scope(b: Builder, check: Check) -> Text:
 
 
 def general(bundle: Bundle, name: str) -> Identity:
-    identities = (*bundle.general_identities, *gk.lesson_identities(), *bundle.family_identities)
+    identities = (
+        *bundle.general_identities,
+        *gk.lesson_identities(),
+        *bundle.family_identities,
+        *bundle.option_identities,
+    )
     for identity in identities:
         if identity.name == name:
             return identity

@@ -30,9 +30,10 @@ EN: dict[str, str] = {
         "classes), and the steps of the general derivation are also proved for a symbolic {K}."
     ),
     "intro_family": (
-        "Sections {sec:logsumexp} to {sec:second-order} apply the same tools to functions "
-        "built on the softmax: log-sum-exp, the backward pass through log-softmax, knowledge "
-        "distillation and the second derivatives of the cross-entropy."
+        "Sections {sec:logsumexp} to {sec:options} apply the same tools to functions built "
+        "on the softmax: log-sum-exp, the backward pass through log-softmax, knowledge "
+        "distillation, the second derivatives of the cross-entropy, and the cross-entropy "
+        "with the options that training libraries give it."
     ),
     "intro_here_all": "Here {K_value}, so every entry was proved.",
     "intro_here_some": (
@@ -541,6 +542,89 @@ EN: dict[str, str] = {
         "along {minus_g} is therefore smallest at the step {alpha}, the step a solver that "
         "knows the curvature takes along the gradient."
     ),
+    # 11
+    "sec_options": "Cross-entropy with the options of training",
+    "opt_intro": (
+        "The cross-entropy of training libraries takes options, and their users keep finding "
+        "wrong results where the options combine. symsoft follows PyTorch's {ce_name} for "
+        "class weights, ignore_index, the reductions and label smoothing, and adds a "
+        "temperature and the z-loss of PaLM. With the tempered probabilities {p} of Section "
+        "{sec:distillation}, one row's loss is"
+    ),
+    "opt_def_after": (
+        "with {T_pos}, smoothing {eps_range}, z-loss coefficient {lam_pos} and class weights "
+        "{w_i}. The targets {y} are a probability distribution, or for an integer label {c} the "
+        "one-hot {y_one_hot}; an ignored row (its label is ignore_index) has {ignored}, its "
+        "z-loss included. With every option off, {off}, {ell} is the loss of Section "
+        "{sec:cross-entropy}."
+    ),
+    "opt_smoothing_lead": "Smoothing and weights.",
+    "opt_smoothing": (
+        "PyTorch writes the loss of a row with label {c} as two terms, the label's and a "
+        "uniform one; with the targets {a_i} they are one sum:"
+    ),
+    "opt_smoothing_after": (
+        "So the weights and the smoothing only change the targets: the {a_i} need not sum to "
+        "one, and they do not depend on the logits."
+    ),
+    "opt_grad_lead": "The gradient.",
+    "opt_grad": (
+        "The first term is the cross-entropy with targets {a_i}, differentiated as in "
+        "{eq:cross-entropy-gradient} with the factor {one_over_T} of {eq:kd-log}; the z-loss "
+        "is {lam} times the square of {lse}, and {lse_grad} by {eq:logsumexp-gradient} "
+        "through {z_over_T}:"
+    ),
+    "opt_grad_after": (
+        "With every option off this is {plain}, as in {eq:cross-entropy-gradient}. The "
+        "z-loss adds a multiple of {p} that pulls the log-sum-exp towards 0, so that the "
+        "logits do not drift. At the label the kernels compute {label_form} instead of the "
+        "equal {label_plain}, with {rho} the other classes' share of the normaliser, summed "
+        "from their exponentials: it is {cancel} without the cancellation of that subtraction "
+        "when the label's probability is close to 1."
+    ),
+    "opt_reduce_lead": "Reductions and ignored rows.",
+    "opt_reduce": (
+        "Over a batch of {N} rows, with {I} the set of ignored rows and {c_n} the label of row "
+        "{n}, {none} keeps each row's loss, and {sum_name} and {mean} reduce them:"
+    ),
+    "opt_reduce_grad": (
+        "The normaliser {D} does not depend on the logits, so the gradient of the reduced loss "
+        "with respect to the logits of row {n} is that row's own gradient times {scale}: 1 "
+        "under none and sum, {one_over_D} under mean, and 0 for an ignored row:"
+    ),
+    "combinations": "{count} combinations",
+    "opt_labels": "labels",
+    "opt_probability_targets": "probability targets",
+    "opt_reduce_after": (
+        "symsoft proves the kernels' loss and gradient equal to the derivative of the reduced "
+        "definition for every combination of the options that the functions accept. A batch "
+        "whose rows are all ignored has {D_zero}: {mean} gives {all_ignored}, which is NaN, as "
+        "in PyTorch, and {sum_name} gives 0."
+    ),
+    "opt_example_lead": "A worked combination.",
+    "opt_example": (
+        "Take a batch of two rows: the worked example with its true class {true_label} as "
+        "label, and the same logits in reverse order with an ignored label. The class "
+        "{true_label} has the weight {weight_true} and the other classes 1, {eps_value}, "
+        "{lam_value}, {T_one} and the reduction is mean, so {D_value}. The first row's targets "
+        "and gradient are"
+    ),
+    "opt_example_after": (
+        "The loss is {loss_value}, with {lse_value} in the z-loss; the ignored row's gradient is 0."
+    ),
+    "opt_wrong_lead": "What other libraries got wrong.",
+    "opt_wrong": (
+        "Each of these combinations has been computed wrongly by a widely used library. In "
+        "{smoothing_bug} label smoothing counted ignored rows: adding the ignored row's "
+        "smoothing term to this batch would give {wrong_loss} instead of {right_loss}. An "
+        "ignored row contributes nothing, neither its label's term nor its smoothing term, and "
+        "is not counted in {D}. In {crash_bug} weights with smoothing and ignore_index "
+        "crashed: an ignored row's label is not a class and must never select a weight, and "
+        "{D} adds the weights of the rows kept, here {D_value}. In {none_bug} reduction none "
+        "with ignore_index gave wrong gradients: under none each row's gradient is that of its "
+        "own loss, with no normaliser, here {none_grad} at the first row's label where mean "
+        "gives {mean_grad}, and an ignored row's gradient is exactly 0."
+    ),
     # appendix A
     "sec_code": "What the emitted code computes",
     "code_intro": (
@@ -623,8 +707,9 @@ ZH: dict[str, str] = {
         "后一个下标证明（其余元素通过重新标记类别得到）；一般推导的各步还对符号 {K} 作了证明。"
     ),
     "intro_family": (
-        "第 {sec:logsumexp} 节到第 {sec:second-order} 节把同样的方法用于建立在 softmax 之上的函"
-        "数：log-sum-exp、log-softmax 的反向传播、知识蒸馏以及交叉熵的二阶导数。"
+        "第 {sec:logsumexp} 节到第 {sec:options} 节把同样的方法用于建立在 softmax 之上的函数："
+        "log-sum-exp、log-softmax 的反向传播、知识蒸馏、交叉熵的二阶导数，以及带有训练库所提供"
+        "选项的交叉熵。"
     ),
     "intro_here_all": "这里 {K_value}，因此每一个元素都得到了证明。",
     "intro_here_some": (
@@ -990,6 +1075,71 @@ ZH: dict[str, str] = {
     "so_example_hvp_after": (
         "沿梯度的曲率为 {curvature}。因此损失沿 {minus_g} 的二次模型在步长 {alpha} 处最小，这是知"
         "道曲率的求解器沿梯度所取的步长。"
+    ),
+    "sec_options": "带训练选项的交叉熵",
+    "opt_intro": (
+        "训练库中的交叉熵带有各种选项，而用户不断在选项组合的情形发现错误结果。symsoft 在类别权"
+        "重、ignore_index、归约方式和标签平滑上遵循 PyTorch 的 {ce_name}，并增加温度和 PaLM 的 "
+        "z-loss。用第 {sec:distillation} 节中软化后的概率 {p}，一行的损失为"
+    ),
+    "opt_def_after": (
+        "其中 {T_pos}，平滑系数 {eps_range}，z-loss 系数 {lam_pos}，类别权重为 {w_i}。目标 {y} "
+        "是一个概率分布，对整数标签 {c} 则为 one-hot 向量 {y_one_hot}；被忽略的行（其标签为 "
+        "ignore_index）满足 {ignored}，z-loss 也包括在内。所有选项都关闭，即 {off} 时，{ell} 就是"
+        "第 {sec:cross-entropy} 节的损失。"
+    ),
+    "opt_smoothing_lead": "平滑与权重。",
+    "opt_smoothing": (
+        "PyTorch 把标签为 {c} 的一行的损失写成两项：标签的一项和均匀的一项；用目标 {a_i} 表示，"
+        "它们合成一个和："
+    ),
+    "opt_smoothing_after": "因此权重和平滑只改变目标：{a_i} 之和不必为 1，并且与 logits 无关。",
+    "opt_grad_lead": "梯度。",
+    "opt_grad": (
+        "第一项是以 {a_i} 为目标的交叉熵，按 {eq:cross-entropy-gradient} 求导，并带上 "
+        "{eq:kd-log} 中的因子 {one_over_T}；z-loss 是 {lam} 乘以 {lse} 的平方，而由 "
+        "{eq:logsumexp-gradient} 经 {z_over_T} 的链式法则有 {lse_grad}："
+    ),
+    "opt_grad_after": (
+        "所有选项关闭时它就是 {eq:cross-entropy-gradient} 中的 {plain}。z-loss 加上 {p} 的一个"
+        "倍数，把 log-sum-exp 拉向 0，使 logits 不漂移。在标签处，核函数计算 {label_form}，"
+        "而不是与之相等的 {label_plain}；其中 {rho} 是其他类别在归一化因子中所占的比例，由它们"
+        "的指数直接求和得到：它等于 {cancel}，但在标签的概率接近 1 时没有这一减法的相消。"
+    ),
+    "opt_reduce_lead": "归约与被忽略的行。",
+    "opt_reduce": (
+        "对 {N} 行的一批数据，记 {I} 为被忽略的行的集合，{c_n} 为第 {n} 行的标签；{none} 保留每行"
+        "的损失，{sum_name} 和 {mean} 将它们归约："
+    ),
+    "opt_reduce_grad": (
+        "归一化因子 {D} 与 logits 无关，所以归约后的损失对第 {n} 行 logits 的梯度等于该行自身的"
+        "梯度乘以 {scale}：none 和 sum 时为 1，mean 时为 {one_over_D}，被忽略的行为 0："
+    ),
+    "combinations": "{count} 种组合",
+    "opt_labels": "整数标签",
+    "opt_probability_targets": "概率目标",
+    "opt_reduce_after": (
+        "对这些函数接受的每一种选项组合，symsoft 都证明了核函数的损失和梯度等于归约后定义的导数。"
+        "所有行都被忽略的一批数据有 {D_zero}：{mean} 给出 {all_ignored}，即 NaN，与 PyTorch 相同；"
+        "{sum_name} 给出 0。"
+    ),
+    "opt_example_lead": "一个组合的算例。",
+    "opt_example": (
+        "取两行的一批数据：第一行是算例本身，以真实类别{true_label}为标签；第二行是顺序相反的同"
+        "样 logits，其标签被忽略。{true_label}的权重为 {weight_true}，其他类别为 1，{eps_value}，"
+        "{lam_value}，{T_one}，归约方式为 mean，所以 {D_value}。第一行的目标和梯度为"
+    ),
+    "opt_example_after": "损失为 {loss_value}，z-loss 中 {lse_value}；被忽略的行的梯度为 0。",
+    "opt_wrong_lead": "其他库中出过的错。",
+    "opt_wrong": (
+        "下面每种组合都曾被一个广泛使用的库算错。在 {smoothing_bug} 中，标签平滑把被忽略的行也计"
+        "算在内：在这批数据中加上被忽略行的平滑项会得到 {wrong_loss}，而正确值是 {right_loss}。"
+        "被忽略的行没有任何贡献，既没有标签项也没有平滑项，也不计入 {D}。在 {crash_bug} 中，权重"
+        "与平滑和 ignore_index 同时使用时程序崩溃：被忽略行的标签不是一个类别，绝不能用来选取权"
+        "重，{D} 只累加保留的行的权重，这里 {D_value}。在 {none_bug} 中，归约方式 none 与 "
+        "ignore_index 同时使用时梯度错误：在 none 下每行的梯度就是它自身损失的梯度，不除以任何归"
+        "一化因子，这里第一行标签处为 {none_grad}，而 mean 给出 {mean_grad}；被忽略的行的梯度恰好"
+        "为 0。"
     ),
     "sec_code": "生成的代码计算什么",
     "code_intro": (
