@@ -16,7 +16,7 @@ separate part.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
@@ -27,17 +27,32 @@ from sympy import Derivative, KroneckerDelta, Sum, exp, log
 from symsoft.derivation import general_k as gk
 from symsoft.derivation import reference
 from symsoft.derivation.bundle import Bundle, CompensatedSum, Identity, WorkedExample
-from symsoft.document import figures
+from symsoft.document import family_sections, figures, options_section
 from symsoft.document.checks import (
     ENTRYWISE_K_MAX,
+    J_LOG,
     Check,
     FixedKChecker,
+    H,
+    Hij,
     Jij,
     L,
     S,
     m,
 )
 from symsoft.document.printer import tex
+from symsoft.document.shared import (
+    EXPLICIT_MATRIX_K_MAX,
+    HEAD_ROWS,
+    TABLE_ROWS_K_MAX,
+)
+from symsoft.document.shared import general as _general
+from symsoft.document.shared import identity_scope as _identity_scope
+from symsoft.document.shared import numeric_matrix as _numeric_matrix
+from symsoft.document.shared import proved as _proved
+from symsoft.document.shared import scope as _scope
+from symsoft.document.shared import symbolic as _symbolic
+from symsoft.document.shared import table_rows as _table_rows
 from symsoft.document.text import LABELS, TEXT
 from symsoft.document.view import (
     Builder,
@@ -62,16 +77,10 @@ from symsoft.document.view import (
     printed,
     side_by_side,
 )
-from symsoft.errors import ProofError
 from symsoft.family.members import MEMBERS, c_name
 
-# Up to this K the Jacobian is written out in full; above it, its corners and ellipses.
-EXPLICIT_MATRIX_K_MAX = 6
 # Up to this K the worked example's logits and class names are listed in the prose too.
 INLINE_EXAMPLE_K_MAX = 6
-# Up to this K a table lists every class; above it the first rows, an ellipsis and the last.
-TABLE_ROWS_K_MAX = 8
-HEAD_ROWS = 3
 SENSITIVITY_BUMP = 5.0  # added to the largest logit in the sensitivity illustration
 TEMPERATURES = (0.5, 5.0)  # quoted in the text beside the temperature figure
 FD_STEP = 1e-5  # the step of the finite-difference check
@@ -122,6 +131,7 @@ def _build_document(bundle: Bundle, lang: str, checker: FixedKChecker) -> Docume
         "z": printed(z),
         "y": printed(y),
         "S": printed(S),
+        "L": printed(L),
         "J": printed(gk.J),
         "s_i": printed(s[i]),
         "z_seq": Math(rf"{tex(z[1])}, \ldots, {tex(z[K])}"),
@@ -148,6 +158,7 @@ def _build_document(bundle: Bundle, lang: str, checker: FixedKChecker) -> Docume
     b.para("intro")
     b.para("intro_checked")
     b.para("intro_here_all" if k <= ENTRYWISE_K_MAX else "intro_here_some")
+    b.para("intro_family")
     if k == 1:
         b.para("intro_k1")
     _softmax_section(b, bundle, checker, labels)
@@ -156,6 +167,8 @@ def _build_document(bundle: Bundle, lang: str, checker: FixedKChecker) -> Docume
     _cross_entropy_section(b, bundle, checker, labels, lessons)
     _two_classes_section(b)
     _stability_section(b, bundle, checker, labels)
+    family_sections.sections(b, bundle, checker, labels)
+    options_section.section(b, bundle, labels)
     b.part("part_implementation")
     _code_section(b, bundle)
     _checks_section(b, bundle)
@@ -164,34 +177,6 @@ def _build_document(bundle: Bundle, lang: str, checker: FixedKChecker) -> Docume
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _scope(b: Builder, check: Check) -> Text:
-    if check.total == 1:
-        return ()  # a single equation, nothing to count
-    if check.checked == check.total:
-        return b.text("all_entries", count=Math(str(check.total)))
-    return b.text("some_entries", count=Math(str(check.checked)), total=Math(str(check.total)))
-
-
-def _general(bundle: Bundle, name: str) -> Identity:
-    for identity in (*bundle.general_identities, *gk.lesson_identities()):
-        if identity.name == name:
-            return identity
-    raise ProofError(f"the document presents {name!r}, which the derivation does not contain")
-
-
-def _symbolic(b: Builder, bundle: Bundle, *names: str) -> list[Proof]:
-    """Proofs for symbolic K: the general_k steps, looked up so that a missing one fails."""
-    return [Proof(_general(bundle, name).name, b.text("symbolic")) for name in names]
-
-
-def _proved(
-    b: Builder, key: str, *checks: Check, symbolic: Sequence[Proof] = (), body: str = ""
-) -> None:
-    body = body or side_by_side(*(chain(check.steps) for check in checks))
-    proofs = [Proof(check.name, _scope(b, check)) for check in checks]
-    b.equation(key, body, proofs=[*proofs, *symbolic])
 
 
 def _displayed(expr: sympy.Basic) -> sympy.Basic:
@@ -206,21 +191,6 @@ def _joined_labels(b: Builder, labels: Sequence[str]) -> Text:
     return (words["list_sep"].join(labels[:-1]), words["and"], labels[-1])
 
 
-def _shown_rows(k: int) -> list[int | None]:
-    """The 0-based classes a table lists (None: an ellipsis row)."""
-    if k <= TABLE_ROWS_K_MAX:
-        return list(range(k))
-    return [*range(HEAD_ROWS), None, k - 1]
-
-
-def _table_rows(
-    k: int, row: Callable[[int], tuple[Text, ...]], columns: int
-) -> tuple[tuple[Text, ...], ...]:
-    """The table's rows for the classes shown, with a row of dots for those left out."""
-    dots = (Math(r"\vdots"),)
-    return tuple(tuple((dots,) * columns) if n is None else row(n) for n in _shown_rows(k))
-
-
 def _rounded_sum(values: Sequence[float], places: int = 3) -> Decimal | None:
     """The sum of the values as printed (what a reader adding the column gets), or None when
     a value is printed in scientific notation."""
@@ -228,33 +198,6 @@ def _rounded_sum(values: Sequence[float], places: int = 3) -> Decimal | None:
     if any("times" in text for text in printed_values):
         return None
     return sum((Decimal(text) for text in printed_values), Decimal(0))
-
-
-def _matrix_tex(rows: Sequence[Sequence[str]]) -> str:
-    body = r"\\".join(" & ".join(row) for row in rows)
-    return rf"\left(\begin{{matrix}}{body}\end{{matrix}}\right)"
-
-
-def _numeric_matrix(k: int, value: Callable[[int, int], float]) -> str:
-    """The K x K matrix of numbers value(p, q) (0-based), in full up to
-    EXPLICIT_MATRIX_K_MAX, else rows and columns 1, 2 and K with dots between."""
-    if k <= EXPLICIT_MATRIX_K_MAX:
-        return _matrix_tex([[number(value(p, q)) for q in range(k)] for p in range(k)])
-    layout = [0, 1, None, k - 1]
-    rows = []
-    for p in layout:
-        row = []
-        for q in layout:
-            if p is None and q is None:
-                row.append(r"\ddots")
-            elif p is None:
-                row.append(r"\vdots")
-            elif q is None:
-                row.append(r"\cdots")
-            else:
-                row.append(number(value(p, q)))
-        rows.append(row)
-    return _matrix_tex(rows)
 
 
 def _figure(b: Builder, data: figures.FigureData, **extra: Run | Text) -> None:
@@ -1013,6 +956,13 @@ _FORMULAS: dict[str, sympy.Basic] = {
     "cross_entropy_grad_index": s[j] - KroneckerDelta(j, c),
     "softmax_jvp": gk.J * _V,
     "softmax_vjp": gk.J.T * _V,
+    "logsumexp": family_sections.LSE,
+    "log_softmax_jvp": J_LOG * _V,
+    "log_softmax_vjp": J_LOG.T * family_sections.G,
+    "distillation_kl": family_sections.L_KD,
+    "distillation_kl_grad": Derivative(family_sections.L_KD, z[j]),
+    "cross_entropy_hessian": Hij[i, j],
+    "cross_entropy_hvp": H * _V,
 }
 
 
@@ -1079,16 +1029,6 @@ def _kernel_steps(b: Builder, bundle: Bundle) -> None:
         cancel=printed(s[c] - 1),
     )
     b.equation("kernel-label", aligned(one_hot), kind="computation", proofs=proofs[True])
-
-
-def _identity_scope(identity: Identity, k: int) -> Check:
-    """Entries a Bundle identity was proved at: its matrices hold the entries checked."""
-    if not isinstance(identity.lhs, sympy.MatrixBase):
-        return Check(identity.name, (), 1, 1)
-    rows, cols = identity.lhs.shape
-    if cols == 1:
-        return Check(identity.name, (), rows, k)
-    return Check(identity.name, (), rows * cols, k * k)
 
 
 def _code_section(b: Builder, bundle: Bundle) -> None:

@@ -16,6 +16,11 @@ delta_{n_* i} = 0 and d e^{z_{n_*}}/dz_j = 0. That term becomes a
 class. So an entry costs O(K) dictionary work instead of O(K) SymPy expressions, and a
 derivative of a sum is taken term by term (linearity).
 
+Beyond the softmax itself the checker knows the vectors of the products (``v_i``, ``g_i``),
+the tempered probabilities of distillation (``p_i`` of the student's logits over a temperature
+``T``, ``q_i`` of an independent teacher row, when the checker is made with ``tempered=True``)
+and the cross-entropy's Hessian ``H_ij``, the derivative of the proved gradient.
+
 Entries: every one up to ``ENTRYWISE_K_MAX``, above it representatives at both ends and in the
 middle (the rest follow by relabelling the classes). The Bundle's own proofs of the closed
 forms cover every entry up to ``closed_forms.ENTRYWISE_PROOF_K_MAX``, and general_k.py proves them
@@ -45,13 +50,37 @@ S = sympy.Symbol("S", positive=True)  # the normaliser, sum_k e^{z_k}
 L = sympy.Symbol("L", real=True)  # the cross-entropy loss
 m = sympy.Symbol("m", real=True)  # a shift; in the stable form the largest logit
 Jij = sympy.IndexedBase("J")  # J_ij, printed with both indices as a subscript
+g = sympy.IndexedBase("g", real=True)  # an upstream gradient (a vector-Jacobian product's)
+T = sympy.Symbol("T", positive=True)  # the temperature of distillation
+p = sympy.IndexedBase("p")  # the student's softmax of z / T (tempered checkers)
+q = sympy.IndexedBase("q")  # the teacher's softmax of t / T, constant in z (tempered checkers)
+Hij = sympy.IndexedBase("H")  # the cross-entropy's Hessian d^2 L / dz_i dz_j
+H = sympy.MatrixSymbol("H", gk.K, gk.K)
+JLij = sympy.IndexedBase(r"J_{\log}")  # the log-softmax Jacobian d log s_i / dz_j
+J_LOG = sympy.MatrixSymbol(r"J_{\log}", gk.K, gk.K)
+# sum_k y_k: the targets do not depend on the logits, so inside the Hessian's chains it is
+# written as this one constant (sum_y_constant), which keeps a sum out of every summand
+SUM_Y = sympy.Sum(gk.y[gk.k], (gk.k, 1, gk.K))
+Y = sympy.Symbol("Y", real=True)
+# the cross-entropy's options (issue 17): class weights w_i, the weighted smoothed targets
+# a_i = w_i ((1 - eps) y_i + eps / K), the smoothing eps and the z-loss coefficient lam
+w = sympy.IndexedBase("w", positive=True)
+a = sympy.IndexedBase("a", real=True)
+EPS = sympy.Symbol("epsilon", positive=True)
+LAM = sympy.Symbol("lambda", positive=True)
 
-# The index of a class not named in a summand, and that class's logit, target, exponential.
+# The index of a class not named in a summand, and that class's logit, target, exponential,
+# vector entries, teacher's exponential (e^{t_*/T}), class weight and weighted target.
 OTHER = sympy.Symbol("n_*", integer=True, positive=True)
 OTHER_CLASS = (
     sympy.Symbol("z_*", real=True),
     sympy.Symbol("y_*", real=True),
     sympy.Symbol("e_*", positive=True),
+    sympy.Symbol("v_*", real=True),
+    sympy.Symbol("g_*", real=True),
+    sympy.Symbol("E_*", positive=True),
+    sympy.Symbol("w_*", positive=True),
+    sympy.Symbol("a_*", real=True),
 )
 
 Assignment = dict[sympy.Symbol, int]
@@ -75,19 +104,41 @@ def normaliser(k: int, shift: sympy.Expr = sympy.S.Zero) -> sympy.Expr:
     return sympy.Sum(sympy.exp(gk.z[gk.k] - shift), (gk.k, 1, k))
 
 
+# what no logit changes: the temperature, sum(y) (as Y), the smoothing and the z-loss's factor
+CONSTANTS = frozenset({T, Y, EPS, LAM})
+
+
+def sum_y_constant(expr: sympy.Basic) -> sympy.Basic:
+    """sum_k y_k as the constant Y (an ``assume`` for the Hessian's chains)."""
+    return expr.xreplace({SUM_Y: Y})
+
+
 class FixedKChecker:
     """Instantiates displayed formulas for one K and proves the displayed chains."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, *, tempered: bool = False) -> None:
+        """tempered: the exponentials are e^{z_m / T} (distillation's student row), so that
+        d/dz_j is 1/T times the chain rule in them, and p and q are the two rows' softmax."""
         self.k = k
+        self.tempered = tempered
         self.sym = sym = fixed_k.fixed_k(k)
+        teacher = fixed_k.fixed_k(k, logit="t", target="u", normaliser="S_t")
+        self.S_t = teacher.S
         self.on_sum = (sym.S, sympy.Add(*sym.e))
+        self.on_teacher_sum = (teacher.S, sympy.Add(*teacher.e))
         self.on_simplex = (sym.y[-1], 1 - sympy.Add(*sym.y[:-1]))
-        z_other, _, e_other = OTHER_CLASS
-        self._classes = tuple(zip(sym.z, sym.y, sym.e, strict=True))
+        z_other, _, e_other, *_ = OTHER_CLASS
+        vectors = [
+            tuple(sympy.Symbol(f"{stem}_{{{n}}}", real=True) for n in range(1, k + 1))
+            for stem in ("v", "g", "w", "a")
+        ]
+        v, g_, w_, a_ = vectors
+        self._classes = tuple(zip(sym.z, sym.y, sym.e, v, g_, teacher.e, w_, a_, strict=True))
         self._exponential = {zm: em for zm, em in zip(sym.z, sym.e, strict=True)}
         self._exponential[z_other] = e_other
-        self._logs = {em: zm for zm, em in self._exponential.items()}  # log e^{z_m} = z_m
+        scale = T if tempered else sympy.Integer(1)
+        self._scale = scale  # z_m = scale * log(e_m)
+        self._logs = {em: zm / scale for zm, em in self._exponential.items()}  # log e_m
         self._derivatives: dict[sympy.Basic, sympy.Expr] = {}  # shared by the chains
         self._sums: dict[sympy.Basic, sympy.Expr] = {}
         self._proved: dict[tuple[object, ...], Check] = {}  # chains already proved
@@ -122,16 +173,30 @@ class FixedKChecker:
         if e == S:
             return sym.S
         if isinstance(e, sympy.Indexed) and e.base == Jij:
-            p, q = e.indices
-            return self._fixed(sympy.Derivative(gk.s[p], gk.z[q]))
-        if isinstance(e, sympy.Indexed) and e.base in (gk.z, gk.y, gk.s):
+            row, col = e.indices
+            return self._fixed(sympy.Derivative(gk.s[row], gk.z[col]))
+        if isinstance(e, sympy.Indexed) and e.base == JLij:
+            row, col = e.indices
+            return self._fixed(sympy.Derivative(sympy.log(gk.s[row]), gk.z[col]))
+        if isinstance(e, sympy.Indexed) and e.base == Hij:
+            # d/dz_i of the proved gradient dL/dz_j = s_j sum(y) - y_j (sum(y) constant in z)
+            row, col = e.indices
+            return self._fixed(sympy.Derivative(gk.s[col] * Y - gk.y[col], gk.z[row]))
+        # a tempered checker's probabilities are p (and the teacher's q), another's s
+        probabilities = (p, q) if self.tempered else (gk.s,)
+        if isinstance(e, sympy.Indexed) and e.base in (gk.z, gk.y, gk.v, g, w, a, *probabilities):
             (index,) = e.indices
-            z, y, exponential = self._class(index)
-            if e.base == gk.z:
-                return z
-            if e.base == gk.y:
-                return y
-            return exponential / sym.S
+            z, y, exponential, v, upstream, teacher, weight, target = self._class(index)
+            values = {
+                gk.z: z,
+                gk.y: y,
+                gk.v: v,
+                g: upstream,
+                q: teacher / self.S_t,
+                w: weight,
+                a: target,
+            }
+            return values.get(e.base, exponential / sym.S)
         if isinstance(e, sympy.Indexed | MatrixElement):
             raise ProofError(f"document check: cannot instantiate {e}")
         if isinstance(e, sympy.KroneckerDelta) and OTHER in e.args:
@@ -149,8 +214,9 @@ class FixedKChecker:
             return e.func(*(self._fixed(a) for a in e.args))
         return e
 
-    def _class(self, index: sympy.Basic) -> tuple[sympy.Symbol, sympy.Symbol, sympy.Symbol]:
-        """(z, y, e^z) of the class with this 1-based index, or of n_*."""
+    def _class(self, index: sympy.Basic) -> tuple[sympy.Symbol, ...]:
+        """(z, y, e^z, v, g, teacher's e^{t/T}, w, a) of the class with this 1-based index,
+        or of n_*."""
         if index == OTHER:
             return OTHER_CLASS
         if not index.is_Integer or not 1 <= int(index) <= self.k:
@@ -170,8 +236,17 @@ class FixedKChecker:
         others = [self._classes[n - 1] for n in range(1, self.k + 1) if n not in named]
         if others:
             term = self._fixed(e.function.xreplace({v: OTHER}))
-            if term != 0:
-                terms.append(proof.ClassSum(term, OTHER_CLASS, others))
+            # only the placeholders the term uses (and z_* with e_*, which log e_* = z_* may
+            # bring in): each row of a ClassSum costs its width
+            free = term.free_symbols
+            used = [n for n, symbol in enumerate(OTHER_CLASS) if symbol in free or n == 0]
+            if OTHER_CLASS[2] not in free and OTHER_CLASS[0] not in free:
+                used.remove(0)
+            if not used:  # the same term for every other class
+                terms.append(term * len(others))
+            elif term != 0:
+                rows = [tuple(row[n] for n in used) for row in others]
+                terms.append(proof.ClassSum(term, tuple(OTHER_CLASS[n] for n in used), rows))
         return sympy.Add(*terms)
 
     def _derivative(self, e: sympy.Derivative) -> sympy.Expr:
@@ -185,18 +260,24 @@ class FixedKChecker:
         inner = self._fixed(e.expr)
         logits = inner.free_symbols & self._exponential.keys()
         if logits:
-            inner = inner.xreplace({zm: sympy.log(self._exponential[zm]) for zm in logits})
+            inner = inner.xreplace(
+                {zm: self._scale * sympy.log(self._exponential[zm]) for zm in logits}
+            )
         self._class(index)  # checks the index
         j = OTHER_CLASS[2] if index == OTHER else int(index) - 1
-        return fixed_k.d_dz(inner, j, self.sym)
+        # tempered: e_m = e^{z_m / T}, so de_m/dz_j = delta_mj e_m / T
+        return fixed_k.d_dz(inner, j, self.sym) / self._scale
 
     def _exp(self, arg: sympy.Expr) -> sympy.Expr:
-        """exp(n z_m + rest) = e_m^n exp(rest), so that e_m stays the symbol fixed_k.py uses."""
+        """exp(n z_m + rest) = e_m^n exp(rest), so that e_m stays the symbol fixed_k.py uses
+        (tempered: exp(n z_m / T + rest))."""
         factors, rest = [], []
         for term in sympy.Add.make_args(arg):
-            coefficient, base = term.as_coeff_Mul()
+            coefficient, base = (term * self._scale).as_coeff_Mul()
             if base in self._exponential:
                 factors.append(self._exponential[base] ** coefficient)
+            elif self.tempered:
+                raise ProofError(f"document check: e^{{{term}}} in a tempered check")
             else:
                 rest.append(term)
         return sympy.Mul(*factors) * sympy.exp(sympy.Add(*rest))
@@ -259,6 +340,8 @@ class FixedKChecker:
             cells = itertools.product(self.index_values(), repeat=2)
         cells = [(p - 1, q - 1) for p, q in cells]
         relations = [self.on_simplex, self.on_sum] if simplex else [self.on_sum]
+        if self.tempered:
+            relations.append(self.on_teacher_sum)
         log_rules = self.log_rules() if logs else None
         prepared = [self._prepare_step(assume(_with_loss(step)), cells) for step in steps]
         for values in assignments:
@@ -317,6 +400,10 @@ def _indexed(e: MatrixElement) -> sympy.Basic:
     """J[p, q] and s[p, 0] (0-based) as the 1-based J_{p+1,q+1} and s_{p+1}."""
     if e.parent.name == gk.J.name:
         return Jij[e.i + 1, e.j + 1]
+    if e.parent.name == H.name:
+        return Hij[e.i + 1, e.j + 1]
+    if e.parent.name == J_LOG.name:
+        return JLij[e.i + 1, e.j + 1]
     if e.parent.name == gk.S_VEC.name:
         return gk.s[e.i + 1]
     raise ProofError(f"document check: cannot instantiate {e}")
@@ -352,9 +439,17 @@ def _term_by_term(expr: sympy.Basic, variable: sympy.Indexed) -> sympy.Basic:
         return sympy.Sum(sympy.Derivative(expr.function, variable), *expr.limits)
     if expr.is_Add:
         return sympy.Add(*(_term_by_term(a, variable) for a in expr.args))
-    coefficient, rest = expr.as_coeff_Mul()
-    if coefficient != 1:
-        return coefficient * _term_by_term(rest, variable)
+    if isinstance(expr, sympy.log):  # d log X = dX / X
+        (inner,) = expr.args
+        return _term_by_term(inner, variable) / inner
+    if expr.is_Pow and expr.exp.is_Integer and expr.base.has(sympy.Sum):  # d X^n = n X^{n-1} dX
+        base, n = expr.args
+        return n * base ** (n - 1) * _term_by_term(base, variable)
+    factors = sympy.Mul.make_args(expr)
+    constant = [f for f in factors if f.free_symbols <= CONSTANTS]
+    if constant:
+        rest = sympy.Mul(*(f for f in factors if f not in constant))
+        return sympy.Mul(*constant) * _term_by_term(rest, variable)
     if expr.has(sympy.Sum):  # a product with a sum: no product rule here, write the sums out
         expr = expr.replace(lambda e: isinstance(e, sympy.Sum), _expand_sum)
     return sympy.Derivative(expr, variable)

@@ -81,7 +81,18 @@ class TextbookLatexPrinter(LatexPrinter):
 
     def _print_Indexed(self, expr: sympy.Indexed) -> str:
         indices = "".join(self._print(index) for index in expr.indices)
-        return f"{self._print(expr.base)}_{{{indices}}}"
+        base = self._print(expr.base)
+        if "_" in base:  # a subscripted name, J_{log}: its entries as (J_{log})_{ij}
+            base = rf"\left({base}\right)"
+        return f"{base}_{{{indices}}}"
+
+    def _print_ExpBase(self, expr: sympy.Expr, exp: str | None = None) -> str:
+        # e^{z_i / T}: a fraction in an exponent is written inline, as textbooks do
+        numerator, denominator = fraction(expr.args[0], exact=True)
+        if denominator == 1:
+            return super()._print_ExpBase(expr, exp)
+        tex = rf"e^{{{self._print(numerator)} / {self._print(denominator)}}}"
+        return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
     def _print_KroneckerDelta(self, expr: sympy.KroneckerDelta, exp: str | None = None) -> str:
         indices = "".join(self._print(a) for a in expr.args)
@@ -123,6 +134,9 @@ class TextbookLatexPrinter(LatexPrinter):
 
     def _print_ZeroMatrix(self, expr: ZeroMatrix) -> str:
         return r"\mathbf{0}"
+
+    def _print_Identity(self, expr: sympy.Identity) -> str:
+        return "I"  # the identity matrix as a textbook writes it, not SymPy's blackboard I
 
 
 def tex(expr: sympy.Basic) -> str:

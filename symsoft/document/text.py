@@ -29,6 +29,12 @@ EN: dict[str, str] = {
         "first, second, middle and last index (the other entries follow by relabelling the "
         "classes), and the steps of the general derivation are also proved for a symbolic {K}."
     ),
+    "intro_family": (
+        "Sections {sec:logsumexp} to {sec:options} apply the same tools to functions built "
+        "on the softmax: log-sum-exp, the backward pass through log-softmax, knowledge "
+        "distillation, the second derivatives of the cross-entropy, and the cross-entropy "
+        "with the options that training libraries give it."
+    ),
     "intro_here_all": "Here {K_value}, so every entry was proved.",
     "intro_here_some": (
         "Here {K_value}: representative entries were proved at this {K}, and the general "
@@ -345,6 +351,280 @@ EN: dict[str, str] = {
         "float64: the direct formula gives {winner} the probability {naive}, the stable form "
         "{stable}."
     ),
+    # 7
+    "sec_logsumexp": "Log-sum-exp",
+    "lse_def": (
+        "The logarithm of the normaliser has a name of its own, the log-sum-exp {lse} of the "
+        "logits:"
+    ),
+    "lse_def_after": (
+        "It is what every log-probability subtracts, and it is computed on its own to give a "
+        "loss, a log-likelihood or a log-partition function, usually without the softmax."
+    ),
+    "lse_stable": (
+        "Computed as written it overflows and underflows like the softmax (Section "
+        "{sec:stability}). The shift by the largest logit {m} gives the stable form "
+        "{eq:log-sum-exp}, here in its own name:"
+    ),
+    "lse_stable_after": (
+        "The sum on the right lies between 1 and {K}, so {bounds}: log-sum-exp is a smooth "
+        "maximum, at most {log_K} above the largest logit. A logit of {minus_inf} (a masked "
+        "class) adds the term 0 and changes nothing; a row whose every logit is {minus_inf} has "
+        "no maximum and follows the masked-row policy of the emitted code."
+    ),
+    "lse_grad_lead": "Its gradient is the softmax.",
+    "lse_grad": "The chain rule through the logarithm and the derivatives {eq:parts} give",
+    "lse_grad_after": (
+        "and with {eq:log-softmax} each log-probability is its logit minus the log-sum-exp:"
+    ),
+    "lse_grad_after2": (
+        "Differentiating the gradient once more gives the Jacobian {J} of Section "
+        "{sec:jacobian}: the Hessian of log-sum-exp is positive semidefinite, so log-sum-exp "
+        "is convex."
+    ),
+    "lse_example": (
+        "In the worked example {m_value}, the shifted sum is {shifted_sum}, and {lse_value}, "
+        "the logarithm of {S_value} from Section {sec:example}; it lies between {m_value} and "
+        "{upper}. Its gradient is the column {s} of the table in Section {sec:example}."
+    ),
+    # 8
+    "sec_log_softmax_products": "Backward through log-softmax",
+    "lsp_intro": (
+        "Training code computes log-probabilities rather than probabilities, and a backward "
+        "pass multiplies Jacobians by vectors. By {eq:log-softmax-gradient} the Jacobian of "
+        "log-softmax, {J_log_entry}, is in matrix form"
+    ),
+    "lsp_matrix_after": (
+        "with {I} the identity matrix. Unlike {J} it is not symmetric, so its products with a "
+        "vector from the right and from the left differ."
+    ),
+    "lsp_jvp_lead": "Jacobian-vector product.",
+    "lsp_jvp": (
+        "For a direction {v} in logit space, linearity and the sifting of the Kronecker delta give"
+    ),
+    "lsp_jvp_after": (
+        "In vectors {jvp_vector}: the change of the log-probabilities when the logits move "
+        "along {v} is {v} minus its mean under {s}."
+    ),
+    "lsp_vjp_lead": "Vector-Jacobian product.",
+    "lsp_vjp": (
+        "A backward pass receives {g}, the gradient of a later loss with respect to the "
+        "log-probabilities, and must return the gradient with respect to the logits, "
+        "{J_log_T_g}. Summing over the first index instead of the second,"
+    ),
+    "lsp_vjp_after": (
+        "In vectors {vjp_vector}. Both products cost one sum over the classes and one pass, "
+        "{O_K} per row, where building {J_log} first costs {O_K2}; the emitted "
+        "{jvp_name} and {vjp_name} compute them so."
+    ),
+    "lsp_ce": (
+        "The cross-entropy is the backward pass of a simple loss on the log-probabilities: "
+        "{L} is linear in them with gradient {minus_y}, and the vector-Jacobian product gives "
+        "back {eq:cross-entropy-gradient}:"
+    ),
+    "lsp_example": (
+        "In the worked example, with {v} the unit vector of {winner} and {g_value} for the "
+        "one-hot target of {true_label}:"
+    ),
+    "lsp_example_after": (
+        "The first product shows how raising the logit of {winner} moves every "
+        "log-probability: its own rises by {own}, the others fall by {other}. The second is "
+        "the gradient of the table in Section {sec:cross-entropy}."
+    ),
+    "lsp_example_after_k1": (
+        "With a single class the log-probability is always 0, and both products are 0."
+    ),
+    # 9
+    "sec_distillation": "Knowledge distillation with a temperature",
+    "kd_intro": (
+        "In knowledge distillation (Hinton, Vinyals and Dean, 2015) a student network with "
+        "logits {z} learns from a teacher with logits {t}. Both are softened by a temperature "
+        "{T_pos}, and the loss is {T_squared} times the Kullback-Leibler divergence {kl}, "
+        "with the teacher's distribution {q} first and the student's {p} second:"
+    ),
+    "kd_def_after": (
+        "The teacher comes first: it is the distribution the student is fitted to, and "
+        "swapping the arguments gives a different loss. PyTorch computes the same with "
+        "{kl_div} applied to the log-softmax of {z_over_T} and, with {log_target}, of "
+        "{t_over_T}, times {T_squared}. The teacher's terms do not depend on {z}."
+    ),
+    "kd_log_lead": "The student's log-probabilities.",
+    "kd_log": (
+        "By the chain rule through {z_over_T}, the derivative {eq:log-softmax-gradient} of "
+        "log-softmax gains a factor {one_over_T}:"
+    ),
+    "kd_grad_lead": "The gradient.",
+    "kd_grad": (
+        "Only the student's log-probabilities depend on {z}; with {eq:kd-log} and {q_sum}, "
+        "since {q} is a probability distribution,"
+    ),
+    "kd_grad_after": (
+        "The factor {T_squared} of the loss and the {one_over_T} of the chain rule leave {T} "
+        "in front of the difference of the softened distributions. For a large {T} that "
+        "difference is about {large_T} (with the means {z_bar} and {t_bar} of the logits), so "
+        "the gradient keeps its size as {T} changes; without {T_squared} it would shrink like "
+        "{inverse_T_squared}, which is why Hinton et al. multiply by it."
+    ),
+    "kd_batch": (
+        "Over a batch of {N} rows, the reduction {batchmean} (PyTorch's for KL) adds the rows' "
+        "losses and divides by {N}, so each row's gradient is {per_row}; {sum_name} does not "
+        "divide and {none_name} keeps one loss per row. A class masked in both rows, "
+        "{masked}, has {p_q_zero}: its term of the loss is {zero_log_zero}, taken as its "
+        "limit 0 (the emitted code tests {q_zero} first), and its gradient is 0, never NaN."
+    ),
+    "kd_example": (
+        "In the worked example the student has the logits of Section {sec:example}, the "
+        "teacher the same logits in reverse order, and {T_value}:"
+    ),
+    "kd_example_after": (
+        "The loss is {loss_value}. The gradient's entries sum to 0, since both distributions "
+        "sum to one: gradient descent moves the student's logits towards the teacher's "
+        "preferences."
+    ),
+    "kd_example_k1": (
+        "With a single class both distributions are 1, and the loss and its gradient are 0."
+    ),
+    # 10
+    "sec_second_order": "Second order: the cross-entropy's Hessian",
+    "so_intro": (
+        "Newton's method and Gauss-Newton solvers, for instance for multinomial logistic "
+        "regression, need the second derivatives of the loss. Section {sec:cross-entropy} "
+        "found them for targets that sum to one; for any targets {y}, such as weighted ones, "
+        "differentiating the gradient {eq:cross-entropy-gradient} once more gives"
+    ),
+    "so_intro_after": (
+        "since the targets do not depend on the logits. In matrix form, with the Jacobian "
+        "{eq:jacobian-matrix}:"
+    ),
+    "so_matrix_after": "The Hessian {H} is the softmax Jacobian scaled by {sum_y}.",
+    "so_sym_lead": "Symmetric, with the kernel spanned by {ones}.",
+    "so_sym": (
+        "Like {J}, {H} is symmetric, and its rows sum to zero like those of {J} "
+        "{eq:rows-sum-to-zero}:"
+    ),
+    "so_psd_lead": "Positive semidefinite.",
+    "so_psd": "For any vector {v}, linearity and sifting give the quadratic form",
+    "so_psd_after": (
+        "For targets {y_nonneg} it is a non-negative multiple of a sum of squares, so {H} is "
+        "positive semidefinite at every {z}: the loss is convex in the logits. When "
+        "{sum_y_pos} and every {s_pos} (always, for finite logits), the form is 0 only if "
+        "every {v_i_eq}, that is for {v} along {ones}. For a symmetric positive semidefinite "
+        "matrix the form vanishes exactly on the kernel, so the kernel of {H} is spanned by "
+        "{ones} and {H} has rank {rank}. The loss is therefore convex but not strictly: it is "
+        "constant along {ones} (shift invariance, {eq:shift-invariance}), and a Newton solver "
+        "must work in the other {rank} directions or add a regulariser."
+    ),
+    "so_hvp_lead": "Hessian-vector product.",
+    "so_hvp": (
+        "A solver that uses conjugate gradients needs only products {Hv}, and they need no matrix:"
+    ),
+    "so_hvp_after": (
+        "In vectors {hvp_vector}, with {odot} the entrywise product: one inner product and "
+        "one pass, {O_K} per row, where {H} has {K_squared} entries. The emitted "
+        "{hessian_name} builds {H}, {hvp_name} computes {Hv}."
+    ),
+    "so_example": (
+        "In the worked example {sum_y_value}, so {H} equals the Jacobian {eq:jacobian-example}. "
+        "Its eigenvalues, computed numerically, are {eigenvalues}: one 0, along {ones}, and "
+        "{rank} positive ones."
+    ),
+    "so_example_large": (
+        "In the worked example {sum_y_value}, so {H} equals the Jacobian {eq:jacobian-example}. "
+        "Its eigenvalues, computed numerically, range from {smallest} (along {ones}) through "
+        "{second} to {largest}: {rank} of them positive."
+    ),
+    "so_example_hvp": (
+        "Along the gradient {g_is_grad} of Section {sec:cross-entropy}, the Hessian-vector "
+        "product is"
+    ),
+    "so_example_hvp_after": (
+        "and the curvature along the gradient is {curvature}. The quadratic model of the loss "
+        "along {minus_g} is therefore smallest at the step {alpha}, the step a solver that "
+        "knows the curvature takes along the gradient."
+    ),
+    # 11
+    "sec_options": "Cross-entropy with the options of training",
+    "opt_intro": (
+        "The cross-entropy of training libraries takes options, and their users keep finding "
+        "wrong results where the options combine. symsoft follows PyTorch's {ce_name} for "
+        "class weights, ignore_index, the reductions and label smoothing, and adds a "
+        "temperature and the z-loss of PaLM. With the tempered probabilities {p} of Section "
+        "{sec:distillation}, one row's loss is"
+    ),
+    "opt_def_after": (
+        "with {T_pos}, smoothing {eps_range}, z-loss coefficient {lam_pos} and class weights "
+        "{w_i}. The targets {y} are a probability distribution, or for an integer label {c} the "
+        "one-hot {y_one_hot}; an ignored row (its label is ignore_index) has {ignored}, its "
+        "z-loss included. With every option off, {off}, {ell} is the loss of Section "
+        "{sec:cross-entropy}."
+    ),
+    "opt_smoothing_lead": "Smoothing and weights.",
+    "opt_smoothing": (
+        "PyTorch writes the loss of a row with label {c} as two terms, the label's and a "
+        "uniform one; with the targets {a_i} they are one sum:"
+    ),
+    "opt_smoothing_after": (
+        "So the weights and the smoothing only change the targets: the {a_i} need not sum to "
+        "one, and they do not depend on the logits."
+    ),
+    "opt_grad_lead": "The gradient.",
+    "opt_grad": (
+        "The first term is the cross-entropy with targets {a_i}, differentiated as in "
+        "{eq:cross-entropy-gradient} with the factor {one_over_T} of {eq:kd-log}; the z-loss "
+        "is {lam} times the square of {lse}, and {lse_grad} by {eq:logsumexp-gradient} "
+        "through {z_over_T}:"
+    ),
+    "opt_grad_after": (
+        "With every option off this is {plain}, as in {eq:cross-entropy-gradient}. The "
+        "z-loss adds a multiple of {p} that pulls the log-sum-exp towards 0, so that the "
+        "logits do not drift. At the label the kernels compute {label_form} instead of the "
+        "equal {label_plain}, with {rho} the other classes' share of the normaliser, summed "
+        "from their exponentials: it is {cancel} without the cancellation of that subtraction "
+        "when the label's probability is close to 1."
+    ),
+    "opt_reduce_lead": "Reductions and ignored rows.",
+    "opt_reduce": (
+        "Over a batch of {N} rows, with {I} the set of ignored rows and {c_n} the label of row "
+        "{n}, {none} keeps each row's loss, and {sum_name} and {mean} reduce them:"
+    ),
+    "opt_reduce_grad": (
+        "The normaliser {D} does not depend on the logits, so the gradient of the reduced loss "
+        "with respect to the logits of row {n} is that row's own gradient times {scale}: 1 "
+        "under none and sum, {one_over_D} under mean, and 0 for an ignored row:"
+    ),
+    "combinations": "{count} combinations",
+    "opt_labels": "labels",
+    "opt_probability_targets": "probability targets",
+    "opt_reduce_after": (
+        "symsoft proves the kernels' loss and gradient equal to the derivative of the reduced "
+        "definition for every combination of the options that the functions accept. A batch "
+        "whose rows are all ignored has {D_zero}: {mean} gives {all_ignored}, which is NaN, as "
+        "in PyTorch, and {sum_name} gives 0."
+    ),
+    "opt_example_lead": "A worked combination.",
+    "opt_example": (
+        "Take a batch of two rows: the worked example with its true class {true_label} as "
+        "label, and the same logits in reverse order with an ignored label. The class "
+        "{true_label} has the weight {weight_true} and the other classes 1, {eps_value}, "
+        "{lam_value}, {T_one} and the reduction is mean, so {D_value}. The first row's targets "
+        "and gradient are"
+    ),
+    "opt_example_after": (
+        "The loss is {loss_value}, with {lse_value} in the z-loss; the ignored row's gradient is 0."
+    ),
+    "opt_wrong_lead": "What other libraries got wrong.",
+    "opt_wrong": (
+        "Each of these combinations has been computed wrongly by a widely used library. In "
+        "{smoothing_bug} label smoothing counted ignored rows: adding the ignored row's "
+        "smoothing term to this batch would give {wrong_loss} instead of {right_loss}. An "
+        "ignored row contributes nothing, neither its label's term nor its smoothing term, and "
+        "is not counted in {D}. In {crash_bug} weights with smoothing and ignore_index "
+        "crashed: an ignored row's label is not a class and must never select a weight, and "
+        "{D} adds the weights of the rows kept, here {D_value}. In {none_bug} reduction none "
+        "with ignore_index gave wrong gradients: under none each row's gradient is that of its "
+        "own loss, with no normaliser, here {none_grad} at the first row's label where mean "
+        "gives {mean_grad}, and an ignored row's gradient is exactly 0."
+    ),
     # appendix A
     "sec_code": "What the emitted code computes",
     "code_intro": (
@@ -425,6 +705,11 @@ ZH: dict[str, str] = {
         "下文展示的每一个等式都在生成本文档时由 symsoft 用精确的符号运算检验过，任何一项检验失败"
         "都会中止生成：带下标的公式在 {K_full} 时对每一个元素证明，否则对第一个、第二个、中间和最"
         "后一个下标证明（其余元素通过重新标记类别得到）；一般推导的各步还对符号 {K} 作了证明。"
+    ),
+    "intro_family": (
+        "第 {sec:logsumexp} 节到第 {sec:options} 节把同样的方法用于建立在 softmax 之上的函数："
+        "log-sum-exp、log-softmax 的反向传播、知识蒸馏、交叉熵的二阶导数，以及带有训练库所提供"
+        "选项的交叉熵。"
     ),
     "intro_here_all": "这里 {K_value}，因此每一个元素都得到了证明。",
     "intro_here_some": (
@@ -646,6 +931,215 @@ ZH: dict[str, str] = {
         "例如，把算例中每个 logit 都加上 {shift}，由 {eq:shift-invariance} 概率不变，但 {exp_big}"
         " 即使在 float64 中也会上溢：直接按公式计算得到 {winner} 的概率为 {naive}，稳定形式给出 "
         "{stable}。"
+    ),
+    "sec_logsumexp": "Log-sum-exp",
+    "lse_def": "归一化因子的对数有自己的名字，即 logits 的 log-sum-exp {lse}：",
+    "lse_def_after": (
+        "每个对数概率都要减去它；它也常被单独计算，作为损失、对数似然或对数配分函数，这时往往不"
+        "需要 softmax 本身。"
+    ),
+    "lse_stable": (
+        "直接按定义计算，它会像 softmax 一样上溢和下溢（第 {sec:stability} 节）。用最大的 logit "
+        "{m} 平移得到稳定形式 {eq:log-sum-exp}，这里用它自己的名字写出："
+    ),
+    "lse_stable_after": (
+        "右边的和介于 1 与 {K} 之间，所以 {bounds}：log-sum-exp 是一个光滑的最大值，至多比最大的 "
+        "logit 大 {log_K}。取值为 {minus_inf} 的 logit（被屏蔽的类别）贡献的项为 0，不改变结果；"
+        "所有 logit 都是 {minus_inf} 的行没有最大值，按生成代码的屏蔽行策略处理。"
+    ),
+    "lse_grad_lead": "它的梯度就是 softmax。",
+    "lse_grad": "对对数用链式法则，再用导数 {eq:parts}，得到",
+    "lse_grad_after": "再由 {eq:log-softmax}，每个对数概率等于它的 logit 减去 log-sum-exp：",
+    "lse_grad_after2": (
+        "对梯度再求一次导得到第 {sec:jacobian} 节的雅可比矩阵 {J}：log-sum-exp 的黑塞矩阵半正定，"
+        "所以 log-sum-exp 是凸函数。"
+    ),
+    "lse_example": (
+        "在算例中 {m_value}，平移后的和为 {shifted_sum}，{lse_value}，即第 {sec:example} 节中 "
+        "{S_value} 的对数；它介于 {m_value} 与 {upper} 之间。它的梯度就是第 {sec:example} 节表中"
+        "的 {s} 一列。"
+    ),
+    "sec_log_softmax_products": "log-softmax 的反向传播",
+    "lsp_intro": (
+        "训练代码计算的是对数概率而不是概率，而反向传播把雅可比矩阵与向量相乘。由 "
+        "{eq:log-softmax-gradient}，log-softmax 的雅可比矩阵 {J_log_entry} 写成矩阵形式为"
+    ),
+    "lsp_matrix_after": (
+        "其中 {I} 为单位矩阵。它与 {J} 不同，不是对称矩阵，所以它从右边和从左边与向量相乘的结果"
+        "不同。"
+    ),
+    "lsp_jvp_lead": "雅可比矩阵-向量积。",
+    "lsp_jvp": "对 logit 空间中的方向 {v}，由线性和克罗内克 δ 的筛选性质得到",
+    "lsp_jvp_after": (
+        "写成向量为 {jvp_vector}：logits 沿 {v} 变化时，对数概率的变化等于 {v} 减去它在 {s} 下的"
+        "均值。"
+    ),
+    "lsp_vjp_lead": "向量-雅可比矩阵积。",
+    "lsp_vjp": (
+        "反向传播收到 {g}，即后续损失对对数概率的梯度，需要返回对 logits 的梯度 {J_log_T_g}。对第"
+        "一个下标而不是第二个下标求和，"
+    ),
+    "lsp_vjp_after": (
+        "写成向量为 {vjp_vector}。两个乘积都只需对类别求一次和、再遍历一次，每行 {O_K}，而先构造 "
+        "{J_log} 需要 {O_K2}；生成的 {jvp_name} 和 {vjp_name} 就是这样计算的。"
+    ),
+    "lsp_ce": (
+        "交叉熵正是对数概率上一个简单损失的反向传播：{L} 对它们是线性的，梯度为 {minus_y}，向量-"
+        "雅可比矩阵积还原出 {eq:cross-entropy-gradient}："
+    ),
+    "lsp_example": (
+        "在算例中，取 {v} 为{winner}的单位向量，并对{true_label}的 one-hot 目标取 {g_value}："
+    ),
+    "lsp_example_after": (
+        "第一个乘积说明提高{winner}的 logit 时每个对数概率如何变化：它自己的增加 {own}，其他的减少 "
+        "{other}。第二个乘积就是第 {sec:cross-entropy} 节表中的梯度。"
+    ),
+    "lsp_example_after_k1": "只有一个类别时对数概率恒为 0，两个乘积都为 0。",
+    "sec_distillation": "带温度的知识蒸馏",
+    "kd_intro": (
+        "在知识蒸馏（Hinton、Vinyals 和 Dean，2015）中，logits 为 {z} 的学生网络向 logits 为 {t} "
+        "的教师网络学习。两者都用温度 {T_pos} 软化，损失是 {T_squared} 乘以 Kullback-Leibler 散度 "
+        "{kl}，教师的分布 {q} 在前，学生的分布 {p} 在后："
+    ),
+    "kd_def_after": (
+        "教师在前：它是学生要拟合的分布，交换两个参数得到的是另一个损失。PyTorch 中同样的量是把 "
+        "{kl_div} 作用于 {z_over_T} 的 log-softmax 和（使用 {log_target}）{t_over_T} 的 "
+        "log-softmax，再乘以 {T_squared}。教师的项与 {z} 无关。"
+    ),
+    "kd_log_lead": "学生的对数概率。",
+    "kd_log": (
+        "经过 {z_over_T} 的链式法则，log-softmax 的导数 {eq:log-softmax-gradient} 多出一个因子 "
+        "{one_over_T}："
+    ),
+    "kd_grad_lead": "梯度。",
+    "kd_grad": "只有学生的对数概率依赖于 {z}；由 {eq:kd-log}，并因 {q} 是概率分布而有 {q_sum}，",
+    "kd_grad_after": (
+        "损失中的因子 {T_squared} 与链式法则的 {one_over_T} 相乘，在两个软化分布之差前留下 {T}。"
+        "{T} 较大时这个差约为 {large_T}（{z_bar} 和 {t_bar} 为 logits 的均值），所以梯度的大小不随 "
+        "{T} 改变；没有 {T_squared} 时它会像 {inverse_T_squared} 一样变小，这就是 Hinton 等人乘以"
+        "它的原因。"
+    ),
+    "kd_batch": (
+        "对 {N} 行的一批数据，归约方式 {batchmean}（PyTorch 对 KL 推荐的方式）把各行的损失相加再"
+        "除以 {N}，所以每行的梯度为 {per_row}；{sum_name} 不做除法，{none_name} 保留每行一个损失。"
+        "两行中都被屏蔽的类别 {masked} 满足 {p_q_zero}：它在损失中的项 {zero_log_zero} 取其极限 0"
+        "（生成的代码先检查 {q_zero}），它的梯度为 0，绝不会是 NaN。"
+    ),
+    "kd_example": (
+        "在算例中，学生取第 {sec:example} 节的 logits，教师取同样的 logits 但顺序相反，并取 "
+        "{T_value}："
+    ),
+    "kd_example_after": (
+        "损失为 {loss_value}。因为两个分布之和都为 1，梯度各分量之和为 0：梯度下降使学生的 logits "
+        "向教师的偏好移动。"
+    ),
+    "kd_example_k1": "只有一个类别时两个分布都等于 1，损失及其梯度都为 0。",
+    "sec_second_order": "二阶导数：交叉熵的黑塞矩阵",
+    "so_intro": (
+        "牛顿法和 Gauss-Newton 求解器（例如用于多项逻辑回归）需要损失的二阶导数。第 "
+        "{sec:cross-entropy} 节对和为 1 的目标求出了它们；对任意目标 {y}（例如带权重的目标），把"
+        "梯度 {eq:cross-entropy-gradient} 再求一次导得到"
+    ),
+    "so_intro_after": "因为目标与 logits 无关。用雅可比矩阵 {eq:jacobian-matrix} 写成矩阵形式：",
+    "so_matrix_after": "黑塞矩阵 {H} 就是 softmax 的雅可比矩阵乘以 {sum_y}。",
+    "so_sym_lead": "对称，零空间由 {ones} 张成。",
+    "so_sym": (
+        "与 {J} 一样，{H} 是对称矩阵，并且它的各行之和为零，与 {J} 的各行 "
+        "{eq:rows-sum-to-zero} 相同："
+    ),
+    "so_psd_lead": "半正定。",
+    "so_psd": "对任意向量 {v}，由线性和筛选性质得到二次型",
+    "so_psd_after": (
+        "对目标 {y_nonneg}，它是平方和的非负倍数，所以 {H} 在每一点 {z} 处都半正定：损失是 logits "
+        "的凸函数。当 {sum_y_pos} 且每个 {s_pos}（对有限的 logits 总是成立）时，这个二次型只有在"
+        "每个 {v_i_eq}，即 {v} 沿 {ones} 方向时才为 0。对称半正定矩阵的二次型恰好在零空间上为 0，"
+        "所以 {H} 的零空间由 {ones} 张成，{H} 的秩为 {rank}。因此损失是凸的但不是严格凸的：它沿 "
+        "{ones} 不变（平移不变性，{eq:shift-invariance}），牛顿法求解器必须在其余 {rank} 个方向上"
+        "工作，或者加入正则项。"
+    ),
+    "so_hvp_lead": "黑塞矩阵-向量积。",
+    "so_hvp": "使用共轭梯度法的求解器只需要乘积 {Hv}，而计算它不需要矩阵：",
+    "so_hvp_after": (
+        "写成向量为 {hvp_vector}，其中 {odot} 表示逐元素乘积：一次内积加一次遍历，每行 {O_K}，而 "
+        "{H} 有 {K_squared} 个元素。生成的 {hessian_name} 构造 {H}，{hvp_name} 计算 {Hv}。"
+    ),
+    "so_example": (
+        "在算例中 {sum_y_value}，所以 {H} 等于雅可比矩阵 {eq:jacobian-example}。数值计算得到它的"
+        "特征值为 {eigenvalues}：一个 0（沿 {ones}），以及 {rank} 个正的特征值。"
+    ),
+    "so_example_large": (
+        "在算例中 {sum_y_value}，所以 {H} 等于雅可比矩阵 {eq:jacobian-example}。数值计算得到它的"
+        "特征值从 {smallest}（沿 {ones}）经 {second} 到 {largest}：其中 {rank} 个为正。"
+    ),
+    "so_example_hvp": "沿第 {sec:cross-entropy} 节的梯度 {g_is_grad}，黑塞矩阵-向量积为",
+    "so_example_hvp_after": (
+        "沿梯度的曲率为 {curvature}。因此损失沿 {minus_g} 的二次模型在步长 {alpha} 处最小，这是知"
+        "道曲率的求解器沿梯度所取的步长。"
+    ),
+    "sec_options": "带训练选项的交叉熵",
+    "opt_intro": (
+        "训练库中的交叉熵带有各种选项，而用户不断在选项组合的情形发现错误结果。symsoft 在类别权"
+        "重、ignore_index、归约方式和标签平滑上遵循 PyTorch 的 {ce_name}，并增加温度和 PaLM 的 "
+        "z-loss。用第 {sec:distillation} 节中软化后的概率 {p}，一行的损失为"
+    ),
+    "opt_def_after": (
+        "其中 {T_pos}，平滑系数 {eps_range}，z-loss 系数 {lam_pos}，类别权重为 {w_i}。目标 {y} "
+        "是一个概率分布，对整数标签 {c} 则为 one-hot 向量 {y_one_hot}；被忽略的行（其标签为 "
+        "ignore_index）满足 {ignored}，z-loss 也包括在内。所有选项都关闭，即 {off} 时，{ell} 就是"
+        "第 {sec:cross-entropy} 节的损失。"
+    ),
+    "opt_smoothing_lead": "平滑与权重。",
+    "opt_smoothing": (
+        "PyTorch 把标签为 {c} 的一行的损失写成两项：标签的一项和均匀的一项；用目标 {a_i} 表示，"
+        "它们合成一个和："
+    ),
+    "opt_smoothing_after": "因此权重和平滑只改变目标：{a_i} 之和不必为 1，并且与 logits 无关。",
+    "opt_grad_lead": "梯度。",
+    "opt_grad": (
+        "第一项是以 {a_i} 为目标的交叉熵，按 {eq:cross-entropy-gradient} 求导，并带上 "
+        "{eq:kd-log} 中的因子 {one_over_T}；z-loss 是 {lam} 乘以 {lse} 的平方，而由 "
+        "{eq:logsumexp-gradient} 经 {z_over_T} 的链式法则有 {lse_grad}："
+    ),
+    "opt_grad_after": (
+        "所有选项关闭时它就是 {eq:cross-entropy-gradient} 中的 {plain}。z-loss 加上 {p} 的一个"
+        "倍数，把 log-sum-exp 拉向 0，使 logits 不漂移。在标签处，核函数计算 {label_form}，"
+        "而不是与之相等的 {label_plain}；其中 {rho} 是其他类别在归一化因子中所占的比例，由它们"
+        "的指数直接求和得到：它等于 {cancel}，但在标签的概率接近 1 时没有这一减法的相消。"
+    ),
+    "opt_reduce_lead": "归约与被忽略的行。",
+    "opt_reduce": (
+        "对 {N} 行的一批数据，记 {I} 为被忽略的行的集合，{c_n} 为第 {n} 行的标签；{none} 保留每行"
+        "的损失，{sum_name} 和 {mean} 将它们归约："
+    ),
+    "opt_reduce_grad": (
+        "归一化因子 {D} 与 logits 无关，所以归约后的损失对第 {n} 行 logits 的梯度等于该行自身的"
+        "梯度乘以 {scale}：none 和 sum 时为 1，mean 时为 {one_over_D}，被忽略的行为 0："
+    ),
+    "combinations": "{count} 种组合",
+    "opt_labels": "整数标签",
+    "opt_probability_targets": "概率目标",
+    "opt_reduce_after": (
+        "对这些函数接受的每一种选项组合，symsoft 都证明了核函数的损失和梯度等于归约后定义的导数。"
+        "所有行都被忽略的一批数据有 {D_zero}：{mean} 给出 {all_ignored}，即 NaN，与 PyTorch 相同；"
+        "{sum_name} 给出 0。"
+    ),
+    "opt_example_lead": "一个组合的算例。",
+    "opt_example": (
+        "取两行的一批数据：第一行是算例本身，以真实类别{true_label}为标签；第二行是顺序相反的同"
+        "样 logits，其标签被忽略。{true_label}的权重为 {weight_true}，其他类别为 1，{eps_value}，"
+        "{lam_value}，{T_one}，归约方式为 mean，所以 {D_value}。第一行的目标和梯度为"
+    ),
+    "opt_example_after": "损失为 {loss_value}，z-loss 中 {lse_value}；被忽略的行的梯度为 0。",
+    "opt_wrong_lead": "其他库中出过的错。",
+    "opt_wrong": (
+        "下面每种组合都曾被一个广泛使用的库算错。在 {smoothing_bug} 中，标签平滑把被忽略的行也计"
+        "算在内：在这批数据中加上被忽略行的平滑项会得到 {wrong_loss}，而正确值是 {right_loss}。"
+        "被忽略的行没有任何贡献，既没有标签项也没有平滑项，也不计入 {D}。在 {crash_bug} 中，权重"
+        "与平滑和 ignore_index 同时使用时程序崩溃：被忽略行的标签不是一个类别，绝不能用来选取权"
+        "重，{D} 只累加保留的行的权重，这里 {D_value}。在 {none_bug} 中，归约方式 none 与 "
+        "ignore_index 同时使用时梯度错误：在 none 下每行的梯度就是它自身损失的梯度，不除以任何归"
+        "一化因子，这里第一行标签处为 {none_grad}，而 mean 给出 {mean_grad}；被忽略的行的梯度恰好"
+        "为 0。"
     ),
     "sec_code": "生成的代码计算什么",
     "code_intro": (

@@ -23,7 +23,10 @@ from symsoft.document.view import (
 )
 from symsoft.emit.render import render
 
-LONG_TABLE_ROWS = 12
+# A longer table may break across pages (longtable), and then also away from the sentence that
+# introduces it: the table of functions (18 rows, small type) stays whole, the appendix's list
+# of checks breaks.
+LONG_TABLE_ROWS = 24
 
 _SPECIAL = {
     "\\": r"\textbackslash{}",

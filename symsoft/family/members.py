@@ -223,6 +223,7 @@ MEMBERS = (
         forms=("log_normaliser", "log_sum_exp"),
         proofs=("stable-logsumexp", "logsumexp-gradient"),
         checks="logsumexp",  # fn(z) -> the gradient of log-sum-exp (= softmax)
+        equations=("logsumexp-definition", "logsumexp-stable"),
     ),
     Member(
         "log_softmax_jvp",
@@ -231,6 +232,7 @@ MEMBERS = (
         "out = J v = v - <s, v> with J = d log s / dz, n*K values, O(K) per row",
         forms=("probability", "jvp_term", "log_softmax_jvp"),
         proofs=("kernel-log-softmax-jvp",),
+        equations=("log-softmax-jvp",),
         whole_rows=True,
     ),
     Member(
@@ -241,6 +243,7 @@ MEMBERS = (
         "n*K values, O(K) per row",
         forms=("probability", "log_softmax_vjp"),
         proofs=("kernel-log-softmax-vjp",),
+        equations=("log-softmax-vjp",),
         whole_rows=True,
     ),
     Member(
@@ -251,6 +254,7 @@ MEMBERS = (
         "(NaN rows unless T is finite and > 0)",
         forms=("tempered", "log_probability", "probability", "kl_term", "distillation_kl"),
         proofs=("tempered-logits", "stable-distillation-kl"),
+        equations=("kd-definition",),
         scalars=(("temperature", 1.0),),
         reduces=True,
     ),
@@ -262,6 +266,7 @@ MEMBERS = (
         "softmax(z_teacher/T)) per row, n*K values (NaN rows unless T is finite and > 0)",
         forms=("tempered", "probability", "distillation_grad"),
         proofs=("tempered-logits", "distillation-kl-gradient", "kernel-distillation-kl-grad"),
+        equations=("kd-gradient",),
         scalars=(("temperature", 1.0),),
         reduces=True,
         checks="distillation_kl",  # fn(z_student, z_teacher) -> this gradient (--temperature)
@@ -278,6 +283,7 @@ MEMBERS = (
             "kernel-cross-entropy-hessian",
         ),
         checks="cross_entropy_hessian",  # fn(z, y) -> (K, K)
+        equations=("hessian-matrix",),
     ),
     Member(
         "cross_entropy_hvp",
@@ -286,6 +292,7 @@ MEMBERS = (
         "out = H v = sum(y) s * (v - <s, v>) with H = d^2 L / dz dz, n*K values, O(K) per row",
         forms=("probability", "jvp_term", "hvp"),
         proofs=("kernel-cross-entropy-hvp",),
+        equations=("hvp",),
     ),
 )
 
