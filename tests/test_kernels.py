@@ -193,7 +193,9 @@ def test_a_row_gets_the_same_bits_in_a_group_or_in_the_padded_last_one(
     it is written."""
     g = generated(k, "zero")
     # the C's NaN rows for invalid labels, past the wrapper's IndexError (tests/test_edges.py)
-    monkeypatch.setattr(CKernels, "_check_range", lambda self, labels, name: labels)
+    monkeypatch.setattr(
+        CKernels, "_check_range", lambda self, labels, name, ignore_index=None: labels
+    )
     rng = numpy.random.default_rng(k)
     n = 37  # 4 groups of 8 doubles and a tail of 5; 2 groups of 16 floats and a tail of 5
     z = random_logits(rng, n, k).astype(dtype)
@@ -344,7 +346,9 @@ def test_fused_loss_and_gradient_equal_the_separate_kernels(
     """The training step's kernels, soft and integer labels, give the separate kernels' bits:
     infinite and NaN logits, masked rows and invalid labels (C: NaN rows) included."""
     # the C's NaN rows for invalid labels, past the wrapper's IndexError (tests/test_edges.py)
-    monkeypatch.setattr(CKernels, "_check_range", lambda self, labels, name: labels)
+    monkeypatch.setattr(
+        CKernels, "_check_range", lambda self, labels, name, ignore_index=None: labels
+    )
     rng = numpy.random.default_rng(5 + k)
     kern = generated(k, masked_rows).backend(backend)
     z = random_logits(rng, 50, k).astype(dtype)

@@ -82,7 +82,9 @@ def bits(array: numpy.ndarray) -> numpy.ndarray:
 @pytest.mark.parametrize("k", KS)
 def test_threads_give_the_bits_of_one_thread(generated, compiler, k, monkeypatch):
     # the C's NaN rows for invalid labels, past the wrapper's IndexError (tests/test_edges.py)
-    monkeypatch.setattr(CKernels, "_check_range", lambda self, labels, name: labels)
+    monkeypatch.setattr(
+        CKernels, "_check_range", lambda self, labels, name, ignore_index=None: labels
+    )
     kernels = openmp_kernels(generated, k, compiler)
     assert kernels.openmp >= 201107, "built with -fopenmp: the library says so"
     cases = [(numpy.float64, None), (numpy.float32, None), (numpy.float16, None)]
