@@ -231,10 +231,11 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
 
 
 def _serial_view(float_view: dict[str, object], k: int, prefix: str) -> dict[str, object]:
-    """The float kernels of the 16-bit storage members again, as static functions without the
-    OpenMP pragma (NAME_k{K}_f32_serial): each thread of a 16-bit kernel calls them on one
-    chunk at a time (the public kernel, entering an OpenMP region per call even on one thread,
-    cost 0.5-2 ns per value on chunks of L1 size)."""
+    """The float kernels of the 16-bit storage members as static functions without the OpenMP
+    pragma (NAME_k{K}_f32_serial): the public float kernel loops over them under the pragma,
+    and each thread of a 16-bit kernel calls them on one chunk at a time (calling the public
+    kernel, which enters an OpenMP region per call even on one thread, cost 0.5-2 ns per value
+    on chunks of L1 size)."""
     signatures = {
         member.name: f"{_serial_name(member.name, k, prefix)}({member.c_params('float')})"
         for member in MEMBERS
@@ -244,6 +245,14 @@ def _serial_view(float_view: dict[str, object], k: int, prefix: str) -> dict[str
 
 def _serial_name(name: str, k: int, prefix: str) -> str:
     return f"{c_name(name, k, 'f32', prefix)}_serial"
+
+
+def parallel_rows(k: int) -> int:
+    """Rows a thread takes at a time in the float kernels that loop over their serial copy:
+    about PARALLEL_CHUNK values, whole groups of float rows where those are computed whole."""
+    rows = max(1, PARALLEL_CHUNK // k)
+    group = GROUP["float32"]
+    return rows - rows % group if k in WHOLE_ROWS and rows >= group else rows
 
 
 def chunk_rows(k: int) -> int:
@@ -410,6 +419,8 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             parallel_from=PARALLEL_FROM,
             storage=storage,
             serial=_serial_view(types[0], k, bundle.prefix),
+            storage_names={str(m["name"]): m for m in storage},
+            parallel_rows=parallel_rows(k),
             parallel_chunk=PARALLEL_CHUNK,
             chunk_rows=chunk_rows(k),
             chunk_values=CHUNK_VALUES,
