@@ -120,6 +120,46 @@ def test_float16_arrays_go_to_the_fp16_kernels(generated):
         kernels.softmax(z.astype(numpy.float32), storage="bf16")
 
 
+@pytest.mark.parametrize("k", (3, 19))
+def test_each_result_is_the_float32_kernels_rounded_once(generated, k):
+    """Every 16-bit kernel gives the float32 kernel's result on the decoded inputs, rounded once
+    to nearest-even (bf16 by exact arithmetic, fp16 by NumPy), NaN where it is NaN: over many
+    chunks (512 values each) and a short last one, infinities, NaN and a masked row included."""
+    kernels = generated(k).c
+    rng = numpy.random.default_rng(k)
+    n = 700 // k * 3 + 5
+    z = rng.normal(size=(n, k)) * 4
+    z[1, 0], z[2, 1], z[3] = numpy.inf, numpy.nan, -numpy.inf
+    y, v = soft_labels(rng, n, k, normalised=False), rng.normal(size=(n, k))
+    labels = rng.integers(0, k, n)
+    for storage in ("bf16", "f16"):
+        bits = {name: encode_truncated(x, storage) for name, x in (("z", z), ("y", y), ("v", v))}
+        floats = {name: decode(b, storage).astype(numpy.float32) for name, b in bits.items()}
+
+        def rounded(x, storage=storage):
+            x = numpy.asarray(x, numpy.float32)
+            if storage == "f16":
+                return x.astype(numpy.float16).view(numpy.uint16)
+            return rne_bf16(x)
+
+        for name, args in [
+            ("softmax", ("z",)),
+            ("log_softmax", ("z",)),
+            ("cross_entropy_with_grad", ("z", "y")),
+            ("cross_entropy_with_grad_index", ("z", labels)),
+            ("softmax_jvp", ("z", "v")),
+            ("logsumexp", ("z",)),
+        ]:
+            kernel = getattr(kernels, name)
+            got = kernel(*(bits[a] if isinstance(a, str) else a for a in args), storage=storage)
+            want = kernel(*(floats[a] if isinstance(a, str) else a for a in args))
+            pairs = zip(got, want, strict=True) if isinstance(got, tuple) else [(got, want)]
+            for g, w in pairs:
+                nan = numpy.isnan(w)
+                assert numpy.array_equal(numpy.isnan(decode(g, storage)), nan), (storage, name)
+                numpy.testing.assert_array_equal(g[~nan], rounded(w)[~nan], err_msg=name)
+
+
 SHIM = """\
 #include "softmax_k3.c"
 

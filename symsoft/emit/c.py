@@ -63,10 +63,12 @@ PARALLEL_FROM = 32768
 PARALLEL_CHUNK = 4096
 
 # 16-bit storage (bf16, f16): members whose outputs are at most K values a row get kernels on
-# uint16_t arrays, computed by the float kernels on chunks of CHUNK_VALUES values converted to
-# float (stack buffers: a K x K output would not fit, so the Jacobian has none).
+# uint16_t arrays, computed by the float kernels on chunks of about CHUNK_VALUES values
+# converted to float (stack buffers: a K x K output would not fit, so the Jacobian has none).
+# A chunk stays in L1 with its outputs: chunks of 8192 values (in L2) made bf16 1.45x slower
+# than float32 at K = 128.
 STORAGE = ("bf16", "f16")
-CHUNK_VALUES = 8192
+CHUNK_VALUES = 512
 
 # The kernels' exponentials and their sums are exp(z_i - m) * 2^EXP_SCALE (the scaled exp of
 # templates/c/exp.c.jinja, which builds the same power of 2 into its bits).
@@ -139,6 +141,7 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
     # at the price of one more rounding, inside the accuracy budgets (tests/test_accuracy.py).
     by_inverse = {**names, f.S: 1 / sympy.Symbol("inv_S")}
     lane_z = sympy.IndexedBase("zr", shape=(k,))[i + j]
+    lane_y = sympy.IndexedBase("yr", shape=(k,))[i + j]
     lane_free_z, half = names[f.z_i], sympy.Rational(1, 2)
     suffix, ctype = C_SUFFIXES[dtype], C_TYPES[dtype]
     lane_count = lanes(k, dtype)
@@ -175,6 +178,13 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
             f.shifted, dtype, {**names, f.z_i: half * lane_free_z, f.m: half * f.m}
         ),
         "half_loss_term": c_code(f.loss_term, dtype, {**names, f.log_S: half * f.log_S}),
+        # the same two for lane j of the chunk at i (the fused kernel's lane sums, K >= 16)
+        "half_shifted_lane": c_code(
+            f.shifted, dtype, {**names, f.z_i: half * lane_z, f.m: half * f.m}
+        ),
+        "half_loss_term_lane": c_code(
+            f.loss_term, dtype, {**names, f.y_i: lane_y, f.log_S: half * f.log_S}
+        ),
         "gradient": c_code(f.gradient, dtype, names),
         "loss_index": c_code(f.loss_index, dtype, names),
         "gradient_true_class": c_code(f.gradient_true_class, dtype, by_inverse),
@@ -210,11 +220,39 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
         "names": {member.name: c_name(member.name, k, suffix, bundle.prefix) for member in MEMBERS},
         "signatures": signatures,
+        # the public kernels; the 16-bit kernels' serial float copies are static (below)
+        "linkage": "",
+        "serial": False,
         "functions": [
             {"signature": signatures[member.name], "doc": member.doc, "name": member.name}
             for member in MEMBERS
         ],
     }
+
+
+def _serial_view(float_view: dict[str, object], k: int, prefix: str) -> dict[str, object]:
+    """The float kernels of the 16-bit storage members as static functions without the OpenMP
+    pragma (NAME_k{K}_f32_serial): the public float kernel loops over them under the pragma,
+    and each thread of a 16-bit kernel calls them on one chunk at a time (calling the public
+    kernel, which enters an OpenMP region per call even on one thread, cost 0.5-2 ns per value
+    on chunks of L1 size)."""
+    signatures = {
+        member.name: f"{_serial_name(member.name, k, prefix)}({member.c_params('float')})"
+        for member in MEMBERS
+    }
+    return {**float_view, "linkage": "static ", "serial": True, "signatures": signatures}
+
+
+def _serial_name(name: str, k: int, prefix: str) -> str:
+    return f"{c_name(name, k, 'f32', prefix)}_serial"
+
+
+def parallel_rows(k: int) -> int:
+    """Rows a thread takes at a time in the float kernels that loop over their serial copy:
+    about PARALLEL_CHUNK values, whole groups of float rows where those are computed whole."""
+    rows = max(1, PARALLEL_CHUNK // k)
+    group = GROUP["float32"]
+    return rows - rows % group if k in WHOLE_ROWS and rows >= group else rows
 
 
 def chunk_rows(k: int) -> int:
@@ -231,7 +269,8 @@ def _storage_members(k: int, prefix: str) -> list[dict[str, object]]:
             "inputs": member.inputs,
             "outputs": member.outputs,
             "floats": [name for name in member.inputs if name != "labels"],
-            "f32": c_name(member.name, k, "f32", prefix),
+            "name": member.name,
+            "f32": _serial_name(member.name, k, prefix),
             "signature": {
                 s: f"{c_name(member.name, k, s, prefix)}({member.c_params('uint16_t')})"
                 for s in STORAGE
@@ -380,6 +419,9 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             prefix=base,
             parallel_from=PARALLEL_FROM,
             storage=storage,
+            serial=_serial_view(types[0], k, bundle.prefix),
+            storage_names={str(m["name"]): m for m in storage},
+            parallel_rows=parallel_rows(k),
             parallel_chunk=PARALLEL_CHUNK,
             chunk_rows=chunk_rows(k),
             chunk_values=CHUNK_VALUES,
