@@ -27,6 +27,22 @@ from pathlib import Path
 import numpy as np
 
 from symsoft.gradcheck.arrays import convert_output, input_converter
+from symsoft.gradcheck.errors import CheckUsageError
+
+# what JAX warns at every fork once it has run (jax/_src/xla_bridge.py)
+JAX_FORK_WARNING = r"os\.fork\(\) was called\. os\.fork\(\) is incompatible with multithreaded"
+JAX_HANGS = "JAX has run in this process, and JAX hangs in the forked process fn runs in"
+FRESH = "run the check in a fresh process (symsoft check)"
+
+
+def jax_has_run() -> bool:
+    """Has this process run a JAX computation? Its XLA threads then exist here but not in a
+    forked child, where JAX work waits for them forever; importing JAX alone starts none."""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    if bridge is None:
+        return False
+    initialized = getattr(bridge, "backends_are_initialized", None)
+    return True if initialized is None else bool(initialized())  # unknown JAX: assume so
 
 
 @dataclass(frozen=True)
@@ -162,14 +178,22 @@ class Worker:
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.conn = None
         self.restarts = 0
+        self.after_jax = jax_has_run()  # when the process is forked
+        jax_fn = type(fn).__module__.partition(".")[0] in {"jax", "jaxlib"}  # jax.jit(...)
+        if self.after_jax and (array == "jax" or jax_fn):  # every call would hang
+            raise CheckUsageError(f"cannot check a JAX function here: {JAX_HANGS}; {FRESH}")
 
     def _start(self) -> None:
         context = multiprocessing.get_context("fork")
         ours, theirs = context.Pipe()
         for stream in (sys.stdout, sys.stderr):  # or the child repeats buffered output
             stream.flush()
+        self.after_jax = jax_has_run()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+            # JAX's warning at this fork is about the child using JAX: a JAX function was
+            # refused in __init__, and a call that hangs says JAX may be why
+            warnings.filterwarnings("ignore", JAX_FORK_WARNING, RuntimeWarning)
             proc = context.Process(
                 target=_serve, args=(self.fn, theirs, self.array, self.dtype), daemon=True
             )
@@ -205,7 +229,8 @@ class Worker:
             self._stop()
             self.restarts += 1
             what = "--timeout" if limit == self.timeout else "the check's time limit"
-            return Answer(None, f"did not return within {limit:.3g} s ({what})", True)
+            why = f"; {JAX_HANGS}: if fn uses JAX, {FRESH}" if self.after_jax else ""
+            return Answer(None, f"did not return within {limit:.3g} s ({what}){why}", True)
         try:
             answer = self.conn.recv()
         except (EOFError, OSError):
