@@ -167,8 +167,9 @@ def test_a_jax_function_is_refused_at_once_after_jax_has_run(tmp_path):
         "        print(e)\n",
     )
     refusal = (
-        "cannot check a JAX function here: JAX has run in this process, and JAX hangs in the "
-        "forked process fn runs in; run the check in a fresh process (symsoft check)\n"
+        "cannot check a JAX function here: JAX has already run in this process, and JAX hangs "
+        "in the forked process fn runs in; check from a process that has not run JAX (symsoft "
+        "check, with no JAX computation when the file is imported)\n"
     )
     assert done.stdout == 2 * refusal, done.stdout + done.stderr
     assert done.returncode == 0 and done.stderr == ""
@@ -188,7 +189,26 @@ def test_a_call_that_hangs_after_jax_has_run_says_jax_may_be_why(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
     assert done.stdout.startswith("1 ('escaped',)\n")
     assert (
-        "did not return within 1 s (--timeout); JAX has run in this process, and JAX hangs in "
-        "the forked process fn runs in: if fn uses JAX, run the check in a fresh process "
-        "(symsoft check)"
+        "did not return within 1 s (--timeout); JAX has already run in this process, and JAX "
+        "hangs in the forked process fn runs in: if fn uses JAX, check from a process that has "
+        "not run JAX (symsoft check, with no JAX computation when the file is imported)"
     ) in done.stdout
+
+
+def test_symsoft_check_refuses_a_file_that_runs_jax_when_imported(tmp_path):
+    """symsoft check imports the file in its own process, before forking: a JAX computation at
+    import is JAX run in the checker. One line and exit 2, not a check that hangs."""
+    module = tmp_path / "jax_at_import.py"
+    module.write_text(
+        "import jax, jax.numpy as jnp\n"
+        "WEIGHTS = jnp.ones(3)  # runs JAX on import\n"
+        "softmax_jacobian = jax.jit(jax.jacrev(jax.nn.softmax))\n"
+    )
+    target = f"{module}:softmax_jacobian"
+    run = cli(target, "-k", "3", "--of", "softmax", "--array", "jax", "--check-timeout", "5")
+    assert run.returncode == 2 and run.stdout == "", run.stdout + run.stderr
+    assert run.stderr == (
+        "symsoft check: error: cannot check a JAX function here: JAX has already run in this "
+        "process, and JAX hangs in the forked process fn runs in; check from a process that has "
+        "not run JAX (symsoft check, with no JAX computation when the file is imported)\n"
+    )

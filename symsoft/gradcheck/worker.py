@@ -31,8 +31,12 @@ from symsoft.gradcheck.errors import CheckUsageError
 
 # what JAX warns at every fork once it has run (jax/_src/xla_bridge.py)
 JAX_FORK_WARNING = r"os\.fork\(\) was called\. os\.fork\(\) is incompatible with multithreaded"
-JAX_HANGS = "JAX has run in this process, and JAX hangs in the forked process fn runs in"
-FRESH = "run the check in a fresh process (symsoft check)"
+JAX_HANGS = "JAX has already run in this process, and JAX hangs in the forked process fn runs in"
+# symsoft check imports the file in its own process: a JAX computation at import runs there
+FRESH = (
+    "check from a process that has not run JAX (symsoft check, with no JAX computation when "
+    "the file is imported)"
+)
 
 
 def jax_has_run() -> bool:
