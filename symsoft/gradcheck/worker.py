@@ -4,7 +4,8 @@ One long-lived child runs the calls one after the other (a process per call woul
 than the check); it is forked, so it inherits the function, closures and lambdas included,
 and restarted after anything that ends or spoils it. A call that exits, crashes, hangs past
 its timeout, forks, registers an atexit hook or closes stdout becomes an error outcome with
-`escaped` set, never the end of the check.
+`escaped` set, never the end of the check. Once this process has run JAX, JAX hangs in the
+child (XLA's threads stay behind): a JAX function is refused, and a hang says JAX may be why.
 """
 
 from __future__ import annotations
