@@ -4,7 +4,8 @@ One long-lived child runs the calls one after the other (a process per call woul
 than the check); it is forked, so it inherits the function, closures and lambdas included,
 and restarted after anything that ends or spoils it. A call that exits, crashes, hangs past
 its timeout, forks, registers an atexit hook or closes stdout becomes an error outcome with
-`escaped` set, never the end of the check.
+`escaped` set, never the end of the check. Once this process has run JAX, JAX hangs in the
+child (XLA's threads stay behind): a JAX function is refused, and a hang says JAX may be why.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ from pathlib import Path
 import numpy as np
 
 from symsoft.gradcheck.arrays import convert_output, input_converter
+from symsoft.gradcheck.errors import CheckUsageError
+
+# what JAX warns at every fork once it has run (jax/_src/xla_bridge.py)
+JAX_FORK_WARNING = r"os\.fork\(\) was called\. os\.fork\(\) is incompatible with multithreaded"
+JAX_HANGS = "JAX has already run in this process, and JAX hangs in the forked process fn runs in"
+# symsoft check imports the file in its own process: a JAX computation at import runs there
+FRESH = (
+    "check from a process that has not run JAX (symsoft check, with no JAX computation when "
+    "the file is imported)"
+)
+
+
+def jax_has_run() -> bool:
+    """Has this process run a JAX computation? Its XLA threads then exist here but not in a
+    forked child, where JAX work waits for them forever; importing JAX alone starts none."""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    if bridge is None:
+        return False
+    initialized = getattr(bridge, "backends_are_initialized", None)
+    return True if initialized is None else bool(initialized())  # unknown JAX: assume so
 
 
 @dataclass(frozen=True)
@@ -162,14 +183,22 @@ class Worker:
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.conn = None
         self.restarts = 0
+        self.after_jax = jax_has_run()  # when the process is forked
+        jax_fn = type(fn).__module__.partition(".")[0] in {"jax", "jaxlib"}  # jax.jit(...)
+        if self.after_jax and (array == "jax" or jax_fn):  # every call would hang
+            raise CheckUsageError(f"cannot check a JAX function here: {JAX_HANGS}; {FRESH}")
 
     def _start(self) -> None:
         context = multiprocessing.get_context("fork")
         ours, theirs = context.Pipe()
         for stream in (sys.stdout, sys.stderr):  # or the child repeats buffered output
             stream.flush()
+        self.after_jax = jax_has_run()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+            # JAX's warning at this fork is about the child using JAX: a JAX function was
+            # refused in __init__, and a call that hangs says JAX may be why
+            warnings.filterwarnings("ignore", JAX_FORK_WARNING, RuntimeWarning)
             proc = context.Process(
                 target=_serve, args=(self.fn, theirs, self.array, self.dtype), daemon=True
             )
@@ -205,7 +234,8 @@ class Worker:
             self._stop()
             self.restarts += 1
             what = "--timeout" if limit == self.timeout else "the check's time limit"
-            return Answer(None, f"did not return within {limit:.3g} s ({what})", True)
+            why = f"; {JAX_HANGS}: if fn uses JAX, {FRESH}" if self.after_jax else ""
+            return Answer(None, f"did not return within {limit:.3g} s ({what}){why}", True)
         try:
             answer = self.conn.recv()
         except (EOFError, OSError):
