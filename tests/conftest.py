@@ -43,22 +43,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 _saved_cache = pytest.StashKey[str | None]()
 
-# Every warning fails its test (pyproject.toml). A warning let through for one test, until
-# that test's file is fixed, by node id -> filterwarnings entry naming the exact message
-_LET_THROUGH = {
-    # the slow run's stdout pipe is never closed: `with subprocess.Popen(...) as slow:` would
-    "tests/test_writer.py::test_a_concurrent_runs_staging_is_left_alone": (
-        r"ignore:unclosed file <_io\.TextIOWrapper name=\d+ encoding='UTF-8'>:ResourceWarning"
-    ),
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        entry = _LET_THROUGH.get(item.nodeid)
-        if entry is not None:
-            item.add_marker(pytest.mark.filterwarnings(entry))
-
 
 def require_tool(name: str) -> str:
     """Path of a required external tool: missing fails under CI, skips visibly elsewhere."""

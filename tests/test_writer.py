@@ -239,15 +239,15 @@ def test_a_concurrent_runs_staging_is_left_alone(tmp_path):
         writer.write_files(Path(sys.argv[1]), {"a.txt": "from the slow run\\n"}, force=True)
         """
     )
-    slow = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert slow.stdout is not None and slow.stdout.readline() == "staged\n"
-        write_files(tmp_path, {"b.txt": "from the quick run\n"}, force=True)
-        assert slow.wait(timeout=30) == 0
-    finally:
-        slow.kill()
+    ) as slow:
+        try:
+            assert slow.stdout is not None and slow.stdout.readline() == "staged\n"
+            write_files(tmp_path, {"b.txt": "from the quick run\n"}, force=True)
+            assert slow.wait(timeout=30) == 0
+        finally:
+            slow.kill()
     assert contents(tmp_path) == {"a.txt": "from the slow run\n", "b.txt": "from the quick run\n"}
 
 
