@@ -47,8 +47,10 @@ def compile_object(compiler: str, source: Path) -> float:
 def stages(k: int) -> None:
     """Seconds per stage of one generation in this process (imports not counted)."""
     from symsoft import pipeline
+    from symsoft.document.builder import build_document
     from symsoft.document.pdf import build_pdf, pdflatex_available
     from symsoft.document.view import document_name
+    from symsoft.emit.latex import figure_files
     from symsoft.spec import make_spec
 
     spec = make_spec(k)
@@ -57,14 +59,20 @@ def stages(k: int) -> None:
     start = time.perf_counter()
     bundle = pipeline.build_bundle(spec)
     print(f"| derive and prove (Bundle) | {time.perf_counter() - start:.2f} |", flush=True)
-    files: dict[str, str] = {}
+    begin = time.perf_counter()
+    document = build_document(bundle)
+    print(f"| build and check the document | {time.perf_counter() - begin:.2f} |", flush=True)
+    proved = pipeline.Proved(bundle, document)
+    files: dict[str, str | bytes] = {}
     for target, emit in pipeline.EMITTERS.items():
         begin = time.perf_counter()
-        files.update(emit(bundle))
+        files.update(emit(proved))
         print(f"| emit {target} | {time.perf_counter() - begin:.2f} |", flush=True)
     if pdflatex_available():
         begin = time.perf_counter()
-        build_pdf(files[document_name(k, spec.lang, "tex")], document_name(k, spec.lang, "pdf"))
+        tex = files[document_name(k, spec.lang, "tex")]
+        assert isinstance(tex, str)
+        build_pdf(tex, document_name(k, spec.lang, "pdf"), figure_files(document))
         print(f"| pdflatex | {time.perf_counter() - begin:.2f} |")
     print(f"| total | {time.perf_counter() - start:.2f} |")
 
