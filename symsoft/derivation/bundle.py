@@ -76,6 +76,19 @@ class KernelForms:
     distillation_grad: sympy.Expr  # its gradient with respect to the student's logits
 
 
+# the OptionForms fields the emitters print, as option_NAME in the templates
+PRINTED_OPTION_FORMS = (
+    "tempered",
+    "target",
+    "log_sum_exp",
+    "loss_term",
+    "row_loss",
+    "row_factor",
+    "gradient",
+    "gradient_label",
+)
+
+
 @dataclass(frozen=True)
 class OptionForms:
     """The per-element forms the options path of the cross-entropy kernels computes.

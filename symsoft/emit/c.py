@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sympy
 
-from symsoft.derivation.bundle import Bundle
+from symsoft.derivation.bundle import PRINTED_OPTION_FORMS, Bundle
 from symsoft.emit.printers import C_SUFFIXES, C_TYPES, c_code
 from symsoft.emit.render import render
 from symsoft.family.members import MEMBERS, c_name, masked_rows_note, stem
@@ -367,16 +367,7 @@ def _option_view(bundle: Bundle, dtype: str, signatures: dict[str, str]) -> dict
         ],
         **{
             f"option_{name}": c_code(getattr(o, name), dtype, names)
-            for name in (
-                "tempered",
-                "target",
-                "log_sum_exp",
-                "loss_term",
-                "row_loss",
-                "row_factor",
-                "gradient",
-                "gradient_label",
-            )
+            for name in PRINTED_OPTION_FORMS
         },
     }
 

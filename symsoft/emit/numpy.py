@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sympy
 
-from symsoft.derivation.bundle import Bundle
+from symsoft.derivation.bundle import PRINTED_OPTION_FORMS, Bundle
 from symsoft.emit.printers import numpy_code
 from symsoft.emit.render import render
 from symsoft.family.members import NAMES, masked_rows_note, stem
@@ -47,17 +47,7 @@ def emit_numpy(bundle: Bundle) -> dict[str, str]:
         o.lam: sympy.Symbol("lam"),
     }
     option_forms = {
-        f"option_{name}": code(getattr(o, name), opt_names)
-        for name in (
-            "tempered",
-            "target",
-            "log_sum_exp",
-            "loss_term",
-            "row_loss",
-            "row_factor",
-            "gradient",
-            "gradient_label",
-        )
+        f"option_{name}": code(getattr(o, name), opt_names) for name in PRINTED_OPTION_FORMS
     }
     text = render(
         "softmax.py.jinja",
