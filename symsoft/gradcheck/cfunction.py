@@ -90,6 +90,12 @@ class CFunction:
         except AttributeError as exc:
             raise CheckUsageError(f"{library.name} has no function {name!r}") from exc
 
+    def close(self) -> None:
+        """Removes the compiled .c's temporary folder (a library already loaded stays mapped)."""
+        if self._keep is not None:
+            self._keep.cleanup()  # type: ignore[attr-defined]
+            self._keep = None
+
     def __call__(self, z: np.ndarray, second: object = None) -> np.ndarray:
         st = self.settings
         if self._fn is None:

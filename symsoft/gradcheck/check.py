@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from symsoft.gradcheck.cfunction import CFunction
 from symsoft.gradcheck.diagnose import diagnose
 from symsoft.gradcheck.errors import CheckUsageError
 from symsoft.gradcheck.inputs import KINDS, generate
@@ -12,7 +13,12 @@ from symsoft.gradcheck.loader import check_signature, load_function
 from symsoft.gradcheck.report import Report
 from symsoft.gradcheck.runner import Outcome, Runner
 from symsoft.gradcheck.second_opinion import finite_differences
-from symsoft.gradcheck.settings import DEFAULT_CHECK_TIMEOUT, DEFAULT_TIMEOUT, make_settings
+from symsoft.gradcheck.settings import (
+    DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Settings,
+    make_settings,
+)
 from symsoft.gradcheck.tolerance import logit_size
 from symsoft.gradcheck.worker import Worker
 
@@ -93,6 +99,19 @@ def check_gradient(
     elif cflags:
         raise CheckUsageError("cflags is for a .c target")
     name = name or getattr(fn, "__qualname__", None) or repr(fn)
+    try:
+        return _check(fn, settings, name)
+    finally:
+        close_function(fn)
+
+
+def close_function(fn: Callable) -> None:
+    """Removes what loading a C target made (its compiled library's temporary folder)."""
+    if isinstance(fn, CFunction):
+        fn.close()
+
+
+def _check(fn: Callable, settings: Settings, name: str) -> Report:
     check_signature(fn, settings, name)
     cases, batches = generate(settings)
     with Worker(fn, settings.array, settings.dtype, settings.timeout, settings.check_timeout) as w:
