@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 
 from symsoft.emit.numpy import emit_numpy
-from symsoft.pipeline import prove, render_all
+from symsoft.pipeline import build_bundle, prove, render_all
 from symsoft.runtime.build import compile_shared, load_library
 from symsoft.runtime.ckernels import CKernels
 from symsoft.spec import make_spec
@@ -119,5 +119,20 @@ def generated(tmp_path_factory: pytest.TempPathFactory):
         if (k, masked_rows) not in cache:
             cache[(k, masked_rows)] = Generated(k, root, masked_rows)
         return cache[(k, masked_rows)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    """bundle(k) -> (Spec, Bundle) of the default options, derived and proved once per
+    session (tests/test_document.py has its own, which adds a custom spec)."""
+    cache: dict[int, tuple[object, object]] = {}
+
+    def get(k: int = 3):
+        if k not in cache:
+            spec = make_spec(k)
+            cache[k] = (spec, build_bundle(spec))
+        return cache[k]
 
     return get

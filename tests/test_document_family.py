@@ -75,19 +75,6 @@ BUNDLE_PROOFS = {
 }
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    cache: dict[int, tuple[object, object]] = {}
-
-    def get(k: int = 3):
-        if k not in cache:
-            spec = make_spec(k)
-            cache[k] = (spec, build_bundle(spec))
-        return cache[k]
-
-    return get
-
-
 def f3(x: float) -> str:
     """A number as the document rounds it (three decimals, no "-0.000")."""
     text = f"{x:.3f}"

@@ -23,27 +23,10 @@ from symsoft.errors import ProofError
 from symsoft.pipeline import build_bundle
 from symsoft.spec import make_spec
 from tests.test_document import compiled_pdf, laid_out
+from tests.test_document_family import f3
 
 TITLES = {"en": "Cross-entropy with the options of training", "zh": "带训练选项的交叉熵"}
 IGNORE = -100
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    cache: dict[int, tuple[object, object]] = {}
-
-    def get(k: int = 3):
-        if k not in cache:
-            spec = make_spec(k)
-            cache[k] = (spec, build_bundle(spec))
-        return cache[k]
-
-    return get
-
-
-def f3(x: float) -> str:
-    text = f"{x:.3f}"
-    return text[1:] if text == "-0.000" else text
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -20,25 +20,12 @@ from symsoft.document import checks, figures
 from symsoft.document.text import EN, ZH
 from symsoft.emit.markdown import markdown_text
 from symsoft.errors import ProofError
-from symsoft.pipeline import build_bundle, generate, output_names
+from symsoft.pipeline import generate, output_names
 from symsoft.spec import make_spec
 from symsoft.version import __version__
 from tests.test_document import compiled_pdf, laid_out, math_spans, page_count
 
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    cache: dict[object, tuple[object, object]] = {}
-
-    def get(k: int = 3):
-        if k not in cache:
-            spec = make_spec(k)
-            cache[k] = (spec, build_bundle(spec))
-        return cache[k]
-
-    return get
 
 
 def example(k: int = 3) -> tuple[list[float], list[float]]:
