@@ -268,7 +268,8 @@ def test_large_calls_start_threads_and_small_ones_do_not(generated, compiler, pr
 @pytest.mark.parametrize("compiler", COMPILERS)
 def test_the_pragmas_leave_the_plain_build_clean(generated, compiler, tmp_path):
     """Without -fopenmp the pragmas are not even seen (#ifdef _OPENMP): -Wunknown-pragmas with
-    -Werror passes, and the library says it has no OpenMP."""
+    -Werror passes, the library says it has no OpenMP, and its options path (serial) gives
+    the bits of the OpenMP build's on 2 threads."""
     g = generated(3)
     library = compile_shared(
         g.folder / "softmax_k3.c",
@@ -280,6 +281,19 @@ def test_the_pragmas_leave_the_plain_build_clean(generated, compiler, tmp_path):
     assert kernels.openmp == 0
     z = numpy.zeros((PARALLEL_FROM, 3))
     numpy.testing.assert_array_equal(kernels.softmax(z, threads=2), numpy.full_like(z, 1 / 3))
+    # the options path, serial here, gives the bits of the OpenMP build on 2 threads
+    data = option_batch(3, 2 * PARALLEL_FROM // 3 + 5, numpy.float64)
+    labels = numpy.where(data["labels"] == -100, 1, data["labels"])
+    options = {"weight": [0.0, 1.0, 2.0], "ignore_index": 1, "label_smoothing": 0.1}
+    for reduction in ("none", "sum", "mean"):
+        serial = kernels.cross_entropy_with_grad_index(
+            data["z"], labels, **options, reduction=reduction
+        )
+        shared = openmp_kernels(generated, 3, compiler).cross_entropy_with_grad_index(
+            data["z"], labels, **options, reduction=reduction, threads=2
+        )
+        for got, expected in zip(shared, serial, strict=True):
+            numpy.testing.assert_array_equal(bits(numpy.asarray(got)), bits(expected), reduction)
 
 
 def test_load_builds_with_openmp_and_takes_threads(tmp_path, monkeypatch):
