@@ -61,6 +61,10 @@ VECTOR_MAX = frozenset({"float32"})
 PARALLEL_FROM = 32768
 # ... and hands them out to the threads about this many values at a time (dynamic schedule).
 PARALLEL_CHUNK = 4096
+# The options path (issue 17) cuts a call's rows into parts of about PARALLEL_CHUNK values, or
+# into this many if they would be more, whose reductions are summed per part (a stack array
+# of this many sums) and then in order: the same bits on any number of threads.
+OPTION_PARTS = 256
 
 # 16-bit storage (bf16, f16): members whose outputs are at most K values a row get kernels on
 # uint16_t arrays, computed by the float kernels on chunks of about CHUNK_VALUES values
@@ -414,6 +418,7 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             storage_names={str(m["name"]): m for m in storage},
             parallel_rows=parallel_rows(k),
             parallel_chunk=PARALLEL_CHUNK,
+            option_parts=OPTION_PARTS,
             chunk_rows=chunk_rows(k),
             chunk_values=CHUNK_VALUES,
             reduction_codes=REDUCTION_CODES,
