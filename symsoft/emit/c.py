@@ -63,10 +63,11 @@ PARALLEL_FROM = 32768
 PARALLEL_CHUNK = 4096
 
 # 16-bit storage (bf16, f16): members whose outputs are at most K values a row get kernels on
-# uint16_t arrays, computed by the float kernels on chunks of about CHUNK_VALUES values
-# converted to float (stack buffers: a K x K output would not fit, so the Jacobian has none).
-# A chunk stays in L1 with its outputs: chunks of 8192 values (in L2) made bf16 1.45x slower
-# than float32 at K = 128.
+# uint16_t arrays. Those computed in whole rows (K = 3-15) are the float bodies converting in
+# their group transposes (_storage_view); the others run the float kernels on chunks of about
+# CHUNK_VALUES values converted to float (stack buffers: a K x K output would not fit, so the
+# Jacobian has none). A chunk stays in L1 with its outputs: chunks of 8192 values (in L2) made
+# bf16 1.45x slower than float32 at K = 128.
 STORAGE = ("bf16", "f16")
 CHUNK_VALUES = 512
 
@@ -310,11 +311,9 @@ def parallel_rows(k: int) -> int:
 
 
 def chunk_rows(k: int) -> int:
-    """Rows per chunk of the 16-bit kernels: whole groups of float rows where those are
-    computed whole."""
-    rows = max(1, CHUNK_VALUES // k)
-    group = GROUP["float32"]
-    return rows - rows % group if k in WHOLE_ROWS and rows >= group else rows
+    """Rows per chunk of the 16-bit kernels that convert chunks (none of them computes whole
+    rows, so a chunk need not be whole groups)."""
+    return max(1, CHUNK_VALUES // k)
 
 
 def _storage_members(k: int, prefix: str) -> list[dict[str, object]]:
