@@ -120,12 +120,17 @@ def test_float16_arrays_go_to_the_fp16_kernels(generated):
         kernels.softmax(z.astype(numpy.float32), storage="bf16")
 
 
-@pytest.mark.parametrize("k", (3, 19))
-def test_each_result_is_the_float32_kernels_rounded_once(generated, k):
+@pytest.mark.parametrize(
+    "k, masked_rows", [(3, "nan"), (5, "nan"), (10, "nan"), (19, "nan"), (10, "zero")]
+)
+def test_each_result_is_the_float32_kernels_rounded_once(generated, k, masked_rows):
     """Every 16-bit kernel gives the float32 kernel's result on the decoded inputs, rounded once
     to nearest-even (bf16 by exact arithmetic, fp16 by NumPy), NaN where it is NaN: over many
-    chunks (512 values each) and a short last one, infinities, NaN and a masked row included."""
-    kernels = generated(k).c
+    chunks (512 values each) and a short last one, infinities, NaN and a masked row included.
+    K = 3, 5 and 10 are computed in groups of whole rows converted by their transposes (plain
+    loops at 3, widened before the transposes at 5, in 8 x 8 tiles at 10), 19 in chunks; the
+    masked row zero under --masked-rows zero."""
+    kernels = generated(k, masked_rows).c
     rng = numpy.random.default_rng(k)
     n = 700 // k * 3 + 5
     z = rng.normal(size=(n, k)) * 4
@@ -148,6 +153,11 @@ def test_each_result_is_the_float32_kernels_rounded_once(generated, k):
             ("cross_entropy_with_grad", ("z", "y")),
             ("cross_entropy_with_grad_index", ("z", labels)),
             ("softmax_jvp", ("z", "v")),
+            ("softmax_vjp", ("z", "v")),
+            ("log_softmax_jvp", ("z", "v")),
+            ("log_softmax_vjp", ("z", "v")),
+            ("cross_entropy_grad", ("z", "y")),
+            ("cross_entropy_grad_index", ("z", labels)),
             ("logsumexp", ("z",)),
         ]:
             kernel = getattr(kernels, name)

@@ -67,10 +67,11 @@ PARALLEL_CHUNK = 4096
 OPTION_PARTS = 256
 
 # 16-bit storage (bf16, f16): members whose outputs are at most K values a row get kernels on
-# uint16_t arrays, computed by the float kernels on chunks of about CHUNK_VALUES values
-# converted to float (stack buffers: a K x K output would not fit, so the Jacobian has none).
-# A chunk stays in L1 with its outputs: chunks of 8192 values (in L2) made bf16 1.45x slower
-# than float32 at K = 128.
+# uint16_t arrays. Those computed in whole rows (K = 3-15) are the float bodies converting in
+# their group transposes (_storage_view); the others run the float kernels on chunks of about
+# CHUNK_VALUES values converted to float (stack buffers: a K x K output would not fit, so the
+# Jacobian has none). A chunk stays in L1 with its outputs: chunks of 8192 values (in L2) made
+# bf16 1.45x slower than float32 at K = 128.
 STORAGE = ("bf16", "f16")
 CHUNK_VALUES = 512
 
@@ -224,6 +225,11 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "infinity": "INFINITY" if ctype == "float" else "(double)INFINITY",
         "names": {member.name: c_name(member.name, k, suffix, bundle.prefix) for member in MEMBERS},
         "signatures": signatures,
+        # the arrays' storage: the computing type itself (16-bit views below differ)
+        "storage": None,
+        "stype": ctype,
+        "io": suffix,
+        "store_nan": "NAN" if ctype == "float" else "(double)NAN",
         # the public kernels; the 16-bit kernels' serial float copies are static (below)
         "linkage": "",
         "serial": False,
@@ -247,6 +253,55 @@ def _serial_view(float_view: dict[str, object], k: int, prefix: str) -> dict[str
     return {**float_view, "linkage": "static ", "serial": True, "signatures": signatures}
 
 
+# The bits of the NaN the float kernels store (NAN, quiet and positive) rounded to each 16-bit
+# storage, for the whole-row kernels that store NaN straight into their outputs.
+# Where the 16-bit groups are widened in their transposes' tiles of 8 x 8 values (else in
+# one loop over a group's values, then the float transposes): tiles of 4 x 4 were 0.3-3 (!)
+# instructions per value slower at K = 4-7 (callgrind, gcc 12), tiles of 8 x 8 0.1-1.3 faster
+# from K = 8.
+WIDEN_IN_TILES = range(8, 16)
+# Where the 16-bit groups' rounding (to_rows_<s>) is not inlined: at K = 3 that took softmax
+# from 8.37 to 7.56 instructions per value (gradient 10.15 -> 9.33); at K = 5-7 1-3 more,
+# from 8 on 0.05-0.15 more.
+ROWS_OUT_OF_LINE = range(3, 4)
+STORAGE_NAN = {"bf16": "0x7fc0u", "f16": "0x7e00u"}
+
+
+def _storage_view(float_view: dict[str, object], k: int, prefix: str, s: str) -> dict[str, object]:
+    """The float kernels computing whole rows (K = 3-15) on 16-bit storage s: the same body,
+    computed in float, whose group transposes widen the 16-bit rows into float columns and
+    round the float columns into 16-bit rows (to_columns_<s>, to_rows_<s>), so that no pass
+    over the arrays converts them apart."""
+    signatures = {
+        member.name: f"{c_name(member.name, k, s, prefix)}({member.c_params('uint16_t')})"
+        for member in MEMBERS
+    }
+    return {
+        **float_view,
+        "storage": s,
+        "stype": "uint16_t",
+        "io": s,
+        "store_nan": STORAGE_NAN[s],
+        "signatures": signatures,
+        **_tile16(k),
+        "widen_in_tiles": k in WIDEN_IN_TILES,
+        "rows_out_of_line": k in ROWS_OUT_OF_LINE,
+    }
+
+
+def _tile16(k: int) -> dict[str, object]:
+    """_tile's fields for the 16-bit groups' transposes: tiles of 8 x 8 values (a 16-byte
+    vector a row) from K = 8, of 4 x 4 at K = 4-7, plain loops at K = 3."""
+    width = 8 if k >= 8 else 4 if k >= 4 else 0
+    half = range(width // 2)
+    return {
+        "tile": width,
+        "tile_rounds": width.bit_length() - 1,
+        "interleave_low": ", ".join(f"{j}, {j + width}" for j in half),
+        "interleave_high": ", ".join(f"{j + width // 2}, {j + width // 2 + width}" for j in half),
+    }
+
+
 def _serial_name(name: str, k: int, prefix: str) -> str:
     return f"{c_name(name, k, 'f32', prefix)}_serial"
 
@@ -260,11 +315,9 @@ def parallel_rows(k: int) -> int:
 
 
 def chunk_rows(k: int) -> int:
-    """Rows per chunk of the 16-bit kernels: whole groups of float rows where those are
-    computed whole."""
-    rows = max(1, CHUNK_VALUES // k)
-    group = GROUP["float32"]
-    return rows - rows % group if k in WHOLE_ROWS and rows >= group else rows
+    """Rows per chunk of the 16-bit kernels that convert chunks (none of them computes whole
+    rows, so a chunk need not be whole groups)."""
+    return max(1, CHUNK_VALUES // k)
 
 
 def _storage_members(k: int, prefix: str) -> list[dict[str, object]]:
@@ -416,6 +469,9 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             storage=storage,
             serial=_serial_view(types[0], k, bundle.prefix),
             storage_names={str(m["name"]): m for m in storage},
+            # 16-bit members computed by the whole-row bodies themselves, the others by chunks
+            fused_storage=[str(m["name"]) for m in storage if m["name"] in types[0]["whole_rows"]],  # type: ignore[operator]
+            storage_views={s: _storage_view(types[0], k, bundle.prefix, s) for s in STORAGE},
             parallel_rows=parallel_rows(k),
             parallel_chunk=PARALLEL_CHUNK,
             option_parts=OPTION_PARTS,
