@@ -88,3 +88,35 @@ def _wrap(function: Callable[..., Any], backend: str) -> Callable[..., Any]:
         return to_tensor(function(z.numpy(), *args))  # type: ignore[attr-defined]
 
     return call
+
+
+def float32_from_storage(array: numpy.ndarray, storage: object) -> numpy.ndarray:
+    """16-bit values as float32, exactly: bf16 or f16 bits (uint16, storage "bf16" / "f16"),
+    or a NumPy float16 array."""
+    if storage == "bf16":
+        return (array.astype(numpy.uint32) << 16).view(numpy.float32)
+    if storage == "f16":
+        array = array.view(numpy.float16)
+    return array.astype(numpy.float32)
+
+
+def storage_from_float32(values: numpy.ndarray, storage: object) -> numpy.ndarray:
+    """float32 values rounded once to nearest-even into 16-bit storage, as the C kernels round
+    (float32_from_storage's inverse): bf16 bits with NaN kept NaN (quiet, sign and leading
+    payload), f16 bits or a NumPy float16 array (NumPy's conversion rounds to nearest-even)."""
+    values = numpy.asarray(values, dtype=numpy.float32)
+    if storage == "bf16":
+        bits = values.view(numpy.uint32)
+        rounded = (bits + numpy.uint32(0x7FFF) + ((bits >> 16) & 1)) >> 16
+        quiet = (bits >> 16) | numpy.uint32(0x0040)
+        return numpy.where(numpy.isnan(values), quiet, rounded).astype(numpy.uint16)
+    with numpy.errstate(over="ignore"):  # from 65520 on: infinity, as it should
+        halves = values.astype(numpy.float16)
+    return halves.view(numpy.uint16) if storage == "f16" else halves
+
+
+def as_numbers(x: object) -> numpy.ndarray:
+    """x as a NumPy array of its values (numpy.asarray), bfloat16 tensors and arrays widened to
+    float32 exactly (NumPy cannot read a bfloat16 tensor)."""
+    bits = bfloat16_bits(x)
+    return numpy.asarray(x) if bits is None else float32_from_storage(bits, "bf16")

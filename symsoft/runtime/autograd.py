@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
+from symsoft.runtime.arrays import as_numbers
+
 if TYPE_CHECKING:
     import jax
     import torch
@@ -106,7 +108,9 @@ def _soft_target_gradient(
     gradient = convert(kernels.log_softmax(z, temperature=temperature))
     gradient = gradient * -(1 - options.get("label_smoothing", 0.0))
     if "weight" in options:
-        gradient = gradient * convert(numpy.asarray(options["weight"], dtype=z.dtype))
+        # in z's type; for a bfloat16 tensor (no NumPy type) float32
+        dtype = z.dtype if isinstance(z, numpy.ndarray) else numpy.float32
+        gradient = gradient * convert(as_numbers(options["weight"]).astype(dtype))
     return gradient
 
 
@@ -478,7 +482,9 @@ class JaxKernels:
             except self._jax.errors.TracerArrayConversionError:
                 raise TypeError("weight must be a concrete array, not one traced by jax") from None
             options["weight"] = tuple(weight.tolist()) if weight.ndim == 1 else weight
-        check_options(numpy.empty((0, self.k), z.dtype), **options)
+        # 16-bit logits take the float32 options path (CKernels: each result rounded once)
+        wide = z.dtype if z.dtype in (numpy.float32, numpy.float64) else numpy.float32
+        check_options(numpy.empty((0, self.k), wide), **options)
         return tuple(sorted(options.items()))
 
     # Shapes and dtypes are checked here, while tracing: an exception inside a pure_callback

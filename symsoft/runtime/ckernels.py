@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy
 
 from symsoft.family.members import INPUT_KINDS, MEMBERS, OPTIONS, Member, c_name, stem
-from symsoft.runtime.arrays import bfloat16_bits, is_tensor, to_tensor
+from symsoft.runtime.arrays import (
+    as_numbers,
+    bfloat16_bits,
+    float32_from_storage,
+    is_tensor,
+    storage_from_float32,
+    to_tensor,
+)
 
 if TYPE_CHECKING:
     from symsoft.runtime.autograd import JaxKernels, TorchKernels
@@ -179,7 +186,7 @@ def check_options(
             raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}") from None
     w = None
     if weight is not None:
-        w = numpy.asarray(weight)
+        w = as_numbers(weight)
         k = z.shape[-1]
         if w.shape != (k,) or w.dtype.kind not in "biuf":
             raise ValueError(f"weight must be {k} real numbers, one per class, got {w.shape}")
@@ -316,7 +323,16 @@ class CKernels:
                 for o in member.options
             )
             given = ", ".join(f"{o}={o}" for o in member.options)
-            options = f"_o = None if {defaults} else _check_options(z, {given})"
+            others = ", ".join(f"{n}={n}" for n in names[1:])
+            # 16-bit storage: the float32 options path on the widened values, each result
+            # rounded once (the 16-bit kernels' contract; the options have no 16-bit kernels)
+            options = (
+                f"if {defaults}:\n        _o = None\n"
+                f"    elif _key not in _STRUCTS:\n"
+                f"        return _in_float32({member.name}, _key, z, dict({others}), "
+                f"dict({given}), threads, _tensors, _given, storage)\n"
+                f"    else:\n        _o = _check_options(z, {given})"
+            )
         # labels may hold ignore_index, which the options path skips
         ignored = ", ignore_index" if "ignore_index" in member.options else ""
         converts = [
@@ -377,6 +393,8 @@ class CKernels:
             "_nan": numpy.nan,
             "_byref": ctypes.byref,
             "_check_options": check_options,
+            "_STRUCTS": _STRUCTS,
+            "_in_float32": self._in_float32,
             "_k": self.k,
             "_functions": _Kernels(member.name, functions, "the Jacobian has no 16-bit ones"),
             "_opt_functions": _Kernels(
@@ -483,6 +501,37 @@ class CKernels:
             if kept.size and (kept.min() < 0 or kept.max() >= self.k):
                 raise IndexError(f"{name} must be class indices in 0..{self.k - 1}")
         return labels
+
+    def _in_float32(
+        self,
+        call: Callable[..., Any],
+        key: object,
+        z: numpy.ndarray,
+        inputs: dict[str, object],
+        options: dict[str, object],
+        threads: int | None,
+        tensors: bool,
+        given: Any,
+        storage: str | None,
+    ) -> Any:
+        """call with options on 16-bit z (bits or float16, key its storage) and its other
+        inputs: computed by the float32 kernels on the values widened exactly, each result
+        rounded once to z's storage, and returned as the 16-bit kernels return theirs."""
+        widened = {
+            name: float32_from_storage(self._floats(x, name, z), key)
+            if _converter(name) == "float"
+            else x
+            for name, x in inputs.items()
+        }
+        result = call(float32_from_storage(z, key), **widened, **options, threads=threads)
+        results = result if type(result) is tuple else (result,)
+        rounded = tuple(storage_from_float32(r, key)[()] for r in results)
+        rounded_result = rounded if type(result) is tuple else rounded[0]
+        if tensors:
+            return to_tensor(rounded_result, given.dtype)
+        if type(key) is str and storage is None:  # bfloat16 values in: the same type out
+            return _bits_as(rounded_result, given.dtype)
+        return rounded_result
 
     def _check_last_axis(self, array: numpy.ndarray, name: str) -> None:
         if array.ndim == 0 or array.shape[-1] != self.k:
