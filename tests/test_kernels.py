@@ -254,25 +254,39 @@ def plain_path_kernels(folder, k: int, fast_path: str, plain_switch: str) -> CKe
     return CKernels(load_library(library), k)
 
 
+def storage_bits(x: numpy.ndarray, storage: str) -> numpy.ndarray:
+    """Float values as uint16 bits of a 16-bit storage (bf16 by truncation: any bits will do)."""
+    x = numpy.asarray(x, numpy.float32)
+    if storage == "f16":
+        return x.astype(numpy.float16).view(numpy.uint16)
+    return (x.view(numpy.uint32) >> 16).astype(numpy.uint16)
+
+
 @pytest.mark.parametrize("k", (4, 7, 10))
 def test_shuffle_transposes_give_the_bits_of_the_plain_loops(generated, k):
     """Groups are turned into columns by vector shuffles where the compiler has them (tiles
-    that overlap at K = 7 and 10) or by plain loops: the same values moved, the same bits."""
+    that overlap at K = 7 and 10) or by plain loops: the same values moved, the same bits.
+    At K = 10 the bf16 and f16 whole-row kernels too, whose groups are widened in 8 x 8 tiles
+    of 16-bit values (from_<s>_tile) or in the plain loops of to_columns_<s>."""
     g = generated(k)
     plain = plain_path_kernels(g.folder, k, "SHUFFLE_TRANSPOSES", "SYMSOFT_PLAIN_TRANSPOSES")
     rng = numpy.random.default_rng(70 + k)
-    for dtype in (numpy.float64, numpy.float32):
-        z = random_logits(rng, 37, k).astype(dtype)
+    for dtype in (numpy.float64, numpy.float32, *(("bf16", "f16") if k == 10 else ())):
+        storage = dtype if isinstance(dtype, str) else None
+        z = random_logits(rng, 37, k).astype(numpy.float32 if storage else dtype)
         z[3, 1], z[9, k - 1], z[30] = numpy.inf, numpy.nan, -numpy.inf
-        v = rng.normal(size=(37, k)).astype(dtype)
+        v = rng.normal(size=(37, k)).astype(numpy.float32 if storage else dtype)
+        if storage:
+            z, v = storage_bits(z, storage), storage_bits(v, storage)
         labels = rng.integers(0, k, 37)
         for name in GROUPED:
             args = member_inputs(name, z, v, labels)
             for got, expected in zip(
-                as_outputs(getattr(g.c, name)(*args)),
-                as_outputs(getattr(plain, name)(*args)),
+                as_outputs(getattr(g.c, name)(*args, storage=storage)),
+                as_outputs(getattr(plain, name)(*args, storage=storage)),
                 strict=True,
             ):
+                assert got.dtype == (numpy.uint16 if storage else dtype), (name, dtype)
                 numpy.testing.assert_array_equal(got, expected, err_msg=f"{name}, {dtype}")
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from symsoft.derivation import reference
 from symsoft.runtime.build import STRICT_FLAGS, compile_shared, load_library
+from symsoft.runtime.ckernels import CKernels
 from tests.conftest import require_tool
 from tests.references import rows, soft_labels
 
@@ -123,13 +124,15 @@ def test_float16_arrays_go_to_the_fp16_kernels(generated):
 @pytest.mark.parametrize(
     "k, masked_rows", [(3, "nan"), (5, "nan"), (10, "nan"), (19, "nan"), (10, "zero")]
 )
-def test_each_result_is_the_float32_kernels_rounded_once(generated, k, masked_rows):
+def test_each_result_is_the_float32_kernels_rounded_once(generated, monkeypatch, k, masked_rows):
     """Every 16-bit kernel gives the float32 kernel's result on the decoded inputs, rounded once
     to nearest-even (bf16 by exact arithmetic, fp16 by NumPy), NaN where it is NaN: over many
     chunks (512 values each) and a short last one, infinities, NaN and a masked row included.
     K = 3, 5 and 10 are computed in groups of whole rows converted by their transposes (plain
     loops at 3, widened before the transposes at 5, in 8 x 8 tiles at 10), 19 in chunks; the
-    masked row zero under --masked-rows zero."""
+    masked row zero under --masked-rows zero. Two labels are invalid (-1 and K): the whole-row
+    kernels store their NaN rows' bits straight into the 16-bit outputs, which must be the float
+    kernel's NaN rounded once, bit for bit."""
     kernels = generated(k, masked_rows).c
     rng = numpy.random.default_rng(k)
     n = 700 // k * 3 + 5
@@ -137,6 +140,10 @@ def test_each_result_is_the_float32_kernels_rounded_once(generated, k, masked_ro
     z[1, 0], z[2, 1], z[3] = numpy.inf, numpy.nan, -numpy.inf
     y, v = soft_labels(rng, n, k, normalised=False), rng.normal(size=(n, k))
     labels = rng.integers(0, k, n)
+    labels[4], labels[5] = -1, k
+    # the C's NaN rows for them, past the wrapper's IndexError (as tests/test_kernels.py does)
+    monkeypatch.setattr(CKernels, "_check_range", lambda self, labels, *_: labels)
+    invalid = (labels < 0) | (labels >= k)
     for storage in ("bf16", "f16"):
         bits = {name: encode_truncated(x, storage) for name, x in (("z", z), ("y", y), ("v", v))}
         floats = {name: decode(b, storage).astype(numpy.float32) for name, b in bits.items()}
@@ -168,6 +175,13 @@ def test_each_result_is_the_float32_kernels_rounded_once(generated, k, masked_ro
                 nan = numpy.isnan(w)
                 assert numpy.array_equal(numpy.isnan(decode(g, storage)), nan), (storage, name)
                 numpy.testing.assert_array_equal(g[~nan], rounded(w)[~nan], err_msg=name)
+                if name.endswith(
+                    "_index"
+                ):  # the invalid labels' rows: NaN, and its bits rounded once
+                    assert numpy.all(nan[invalid]), (storage, name)
+                    numpy.testing.assert_array_equal(
+                        g[invalid], rounded(w[invalid]), err_msg=f"{storage} {name} NaN bits"
+                    )
 
 
 SHIM = """\

@@ -81,10 +81,14 @@ EXP_SCALE = {"float32": 32, "float64": 64}
 
 
 def _tile(k: int, dtype: str) -> dict[str, object]:
+    """The tile fields of dtype's group transposes at K = k (_tile_fields)."""
+    return _tile_fields(TILE[dtype] if k in SHUFFLE_TRANSPOSES[dtype] else 0)
+
+
+def _tile_fields(width: int) -> dict[str, object]:
     """The tile width for shuffle transposes (0 for plain loops), its rounds of interleaving
     and the two interleaving shuffles' indices: low halves (0, W, 1, W + 1, ...), high
     halves (W/2, W/2 + W, ...)."""
-    width = TILE[dtype] if k in SHUFFLE_TRANSPOSES[dtype] else 0
     half = range(width // 2)
     return {
         "tile": width,
@@ -253,17 +257,19 @@ def _serial_view(float_view: dict[str, object], k: int, prefix: str) -> dict[str
     return {**float_view, "linkage": "static ", "serial": True, "signatures": signatures}
 
 
-# The bits of the NaN the float kernels store (NAN, quiet and positive) rounded to each 16-bit
-# storage, for the whole-row kernels that store NaN straight into their outputs.
 # Where the 16-bit groups are widened in their transposes' tiles of 8 x 8 values (else in
 # one loop over a group's values, then the float transposes): tiles of 4 x 4 were 0.3-3 (!)
 # instructions per value slower at K = 4-7 (callgrind, gcc 12), tiles of 8 x 8 0.1-1.3 faster
 # from K = 8.
 WIDEN_IN_TILES = range(8, 16)
+# 16-bit values a row of those tiles holds: a 16-byte vector
+TILE16 = 8
 # Where the 16-bit groups' rounding (to_rows_<s>) is not inlined: at K = 3 that took softmax
 # from 8.37 to 7.56 instructions per value (gradient 10.15 -> 9.33); at K = 5-7 1-3 more,
 # from 8 on 0.05-0.15 more.
 ROWS_OUT_OF_LINE = range(3, 4)
+# The bits of the NaN the float kernels store (NAN, quiet and positive) rounded to each 16-bit
+# storage, for the whole-row kernels that store NaN straight into their outputs.
 STORAGE_NAN = {"bf16": "0x7fc0u", "f16": "0x7e00u"}
 
 
@@ -283,23 +289,16 @@ def _storage_view(float_view: dict[str, object], k: int, prefix: str, s: str) ->
         "io": s,
         "store_nan": STORAGE_NAN[s],
         "signatures": signatures,
-        **_tile16(k),
-        "widen_in_tiles": k in WIDEN_IN_TILES,
+        # tile 0 (plain loops) where the groups are widened in one loop, not in the tiles
+        **_tile_fields(storage_tile(k)),
         "rows_out_of_line": k in ROWS_OUT_OF_LINE,
     }
 
 
-def _tile16(k: int) -> dict[str, object]:
-    """_tile's fields for the 16-bit groups' transposes: tiles of 8 x 8 values (a 16-byte
-    vector a row) from K = 8, of 4 x 4 at K = 4-7, plain loops at K = 3."""
-    width = 8 if k >= 8 else 4 if k >= 4 else 0
-    half = range(width // 2)
-    return {
-        "tile": width,
-        "tile_rounds": width.bit_length() - 1,
-        "interleave_low": ", ".join(f"{j}, {j + width}" for j in half),
-        "interleave_high": ", ".join(f"{j + width // 2}, {j + width // 2 + width}" for j in half),
-    }
+def storage_tile(k: int) -> int:
+    """The width of the tiles the 16-bit groups are widened in (from_<s>_tile), 0 where they
+    are widened in one loop."""
+    return TILE16 if k in WIDEN_IN_TILES else 0
 
 
 def _serial_name(name: str, k: int, prefix: str) -> str:
@@ -438,6 +437,9 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
     for view in types:
         view.update(_option_view(bundle, str(view["dtype"]), view["signatures"]))  # type: ignore[arg-type]
     dtypes = ", ".join(DTYPES)
+    # the members the float view computes in whole rows (its "whole_rows": a frozenset)
+    whole_rows = types[0]["whole_rows"]
+    assert isinstance(whole_rows, frozenset)
     return {
         f"{base}.h": render(
             "softmax.h.jinja",
@@ -470,8 +472,9 @@ def emit_c(bundle: Bundle) -> dict[str, str]:
             serial=_serial_view(types[0], k, bundle.prefix),
             storage_names={str(m["name"]): m for m in storage},
             # 16-bit members computed by the whole-row bodies themselves, the others by chunks
-            fused_storage=[str(m["name"]) for m in storage if m["name"] in types[0]["whole_rows"]],  # type: ignore[operator]
+            fused_storage=[str(m["name"]) for m in storage if m["name"] in whole_rows],
             storage_views={s: _storage_view(types[0], k, bundle.prefix, s) for s in STORAGE},
+            storage_tile=storage_tile(k),
             parallel_rows=parallel_rows(k),
             parallel_chunk=PARALLEL_CHUNK,
             option_parts=OPTION_PARTS,
