@@ -23,6 +23,7 @@ from symsoft.gradcheck.inputs import generate
 from symsoft.gradcheck.loader import load_function
 from symsoft.gradcheck.runner import Runner
 from symsoft.gradcheck.settings import make_settings
+from tests.conftest import finite_masks
 from tests.gradcheck_inprocess import failures, run
 
 EXAMPLES = Path(__file__).resolve().parent / "gradcheck_examples"
@@ -33,25 +34,7 @@ def example(name: str):
     return load_function(f"{EXAMPLES}/family.py:{name}")[0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: torch's threads only contend for the shared cores (45 ms a call, 1 ms
-    on one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def finite_masks(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """-inf replaced by a logit so far below the row's maximum that exp gives exactly 0:
-    torch's kl_div and soft-target losses compute 0 * (-inf) = NaN at masks, and the answer
-    at every other entry does not change."""
-    z = np.array(z, dtype=np.float64)
-    for row in z.reshape(-1, z.shape[-1]):
-        live = np.isfinite(row)
-        row[~live] = row[live].max() - 1e5 * max(temperature, 1.0)
-    return z
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def batches_of(of: str, **options):

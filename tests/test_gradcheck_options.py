@@ -24,6 +24,7 @@ from symsoft.gradcheck.inputs import generate
 from symsoft.gradcheck.loader import load_function
 from symsoft.gradcheck.runner import Runner
 from symsoft.gradcheck.settings import make_settings
+from tests.conftest import finite_masks
 from tests.gradcheck_inprocess import failures, run
 
 EXAMPLES = Path(__file__).resolve().parent / "gradcheck_examples"
@@ -49,24 +50,7 @@ def combinations(labels: str, temperatures: tuple[float, ...] = TEMPERATURES):
         }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: torch's threads only contend for the shared cores (45 ms a call, 1 ms
-    on one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def finite_masks(z: np.ndarray) -> np.ndarray:
-    """-inf replaced by a logit whose exp is exactly 0 (torch's soft-target loss computes
-    0 * -inf = NaN there); nothing else changes."""
-    z = np.array(z, dtype=np.float64)
-    for row in z:
-        live = np.isfinite(row)
-        row[~live] = row[live].max() - 1e6
-    return z
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torch_loss_and_grad(z, labels, y, options, reduction, dtype=torch.float64):
@@ -118,7 +102,7 @@ def test_reference_is_torch_cross_entropy_for_every_combination(labels, reductio
         runner = Runner(None, st, cases)
         for b, rows in enumerate(batches):
             outcomes = runner.outcomes(rows, b)
-            z = finite_masks(np.stack([o.case.z for o in outcomes]))
+            z = finite_masks(np.stack([o.case.z for o in outcomes]), options["temperature"])
             labels_ = [o.case.label for o in outcomes] if labels == "index" else None
             y = None if labels == "index" else np.stack([o.case.y for o in outcomes])
             loss, grad = torch_loss_and_grad(z, labels_, y, options, reduction)
@@ -240,7 +224,7 @@ def test_explicit_defaults_are_the_plain_check():
 
 # ---- the mistakes, each named ----
 
-TRAIN = [
+WEIGHTED_MEAN = [
     "--labels",
     "index",
     "--batched",
@@ -248,24 +232,9 @@ TRAIN = [
     "mean",
     "--weight",
     "1,2,0.5,0,1.5",
-    "--ignore-index",
-    "-100",
-    "--label-smoothing",
-    "0.1",
-    "--temperature",
-    "2",
 ]
-CLASS0 = [
-    "--labels",
-    "index",
-    "--batched",
-    "--reduction",
-    "mean",
-    "--weight",
-    "1,2,0.5,0,1.5",
-    "--ignore-index",
-    "0",
-]
+TRAIN = [*WEIGHTED_MEAN, "--ignore-index", "-100", "--label-smoothing", "0.1", "--temperature", "2"]
+CLASS0 = [*WEIGHTED_MEAN, "--ignore-index", "0"]
 MISTAKES = [
     ("train_grad_mean_by_n", TRAIN, "mean_normaliser"),
     ("train_grad_smoothing_on_ignored", TRAIN, "ignored_rows"),
