@@ -1,5 +1,6 @@
-"""Speed of the later members' C kernels (logsumexp, the log-softmax products, distillation, the
-cross-entropy's Hessian and H v) beside PyTorch and JAX doing the same: ns per logit.
+"""Speed of the C kernels beside softmax and the gradient (log-softmax, the losses alone, logsumexp,
+the log-softmax products, distillation, the cross-entropy's Hessian and H v) beside PyTorch and
+JAX doing the same: ns per logit.
 
     python benchmarks/bench_family.py                   # K = 3, 10, 100; float64 and float32
     python benchmarks/bench_family.py --ks 10 --quick   # a smoke run
@@ -34,9 +35,9 @@ import symsoft
 T = 2.0  # the distillation temperature
 
 
-def torch_calls(torch, z, t, y, v) -> dict[str, Callable[[], object]]:
+def torch_calls(torch, z, t, y, v, labels) -> dict[str, Callable[[], object]]:
     F = torch.nn.functional
-    zt, tt, yt, vt = (torch.from_numpy(a) for a in (z, t, y, v))
+    zt, tt, yt, vt, lt = (torch.from_numpy(a) for a in (z, t, y, v, labels))
 
     def hessian():
         s = torch.softmax(zt, -1)
@@ -58,6 +59,9 @@ def torch_calls(torch, z, t, y, v) -> dict[str, Callable[[], object]]:
         return torch.autograd.grad(loss * T**2, student)[0]
 
     return {
+        "log_softmax": lambda: F.log_softmax(zt, -1),
+        "cross_entropy_index": lambda: F.cross_entropy(zt, lt, reduction="none"),
+        "cross_entropy": lambda: F.cross_entropy(zt, yt, reduction="none"),
         "logsumexp": lambda: torch.logsumexp(zt, -1),
         "log_softmax_vjp": lambda: vt - torch.softmax(zt, -1) * vt.sum(-1, keepdim=True),
         "log_softmax_jvp": lambda: vt - (torch.softmax(zt, -1) * vt).sum(-1, keepdim=True),
@@ -76,9 +80,9 @@ def torch_calls(torch, z, t, y, v) -> dict[str, Callable[[], object]]:
     }
 
 
-def jax_calls(jax, z, t, y, v) -> dict[str, Callable[[], object]]:
+def jax_calls(jax, z, t, y, v, labels) -> dict[str, Callable[[], object]]:
     jnp = jax.numpy
-    zj, tj, yj, vj = (jax.device_put(a) for a in (z, t, y, v))
+    zj, tj, yj, vj, lj = (jax.device_put(a) for a in (z, t, y, v, labels))
 
     def ce(a, b):
         return -jnp.sum(b * jax.nn.log_softmax(a))
@@ -87,7 +91,13 @@ def jax_calls(jax, z, t, y, v) -> dict[str, Callable[[], object]]:
         log_s, log_q = jax.nn.log_softmax(a / T, -1), jax.nn.log_softmax(b / T, -1)
         return T**2 * jnp.sum(jnp.exp(log_q) * (log_q - log_s)) / a.shape[0]
 
+    def ce_index(a, c):
+        return -jnp.take_along_axis(jax.nn.log_softmax(a), c[:, None], -1)[:, 0]
+
     functions = {
+        "log_softmax": (lambda a: jax.nn.log_softmax(a, -1), (zj,)),
+        "cross_entropy_index": (ce_index, (zj, lj)),
+        "cross_entropy": (lambda a, b: -jnp.sum(b * jax.nn.log_softmax(a), -1), (zj, yj)),
         "logsumexp": (lambda a: jax.nn.logsumexp(a, axis=-1), (zj,)),
         "log_softmax_vjp": (
             lambda a, g: jax.vjp(lambda x: jax.nn.log_softmax(x, -1), a)[1](g)[0],
@@ -112,8 +122,11 @@ def jax_calls(jax, z, t, y, v) -> dict[str, Callable[[], object]]:
     return calls
 
 
-def c_calls(kern, z, t, y, v) -> dict[str, Callable[[], object]]:
+def c_calls(kern, z, t, y, v, labels) -> dict[str, Callable[[], object]]:
     return {
+        "log_softmax": lambda: kern.log_softmax(z),
+        "cross_entropy_index": lambda: kern.cross_entropy_index(z, labels),
+        "cross_entropy": lambda: kern.cross_entropy(z, y),
         "logsumexp": lambda: kern.logsumexp(z),
         "log_softmax_vjp": lambda: kern.log_softmax_vjp(z, v),
         "log_softmax_jvp": lambda: kern.log_softmax_jvp(z, v),
@@ -165,10 +178,11 @@ def main() -> None:
         for dtype in (numpy.float64, numpy.float32):
             z, t, v = (rng.normal(size=(rows, k)).astype(dtype) * 3 for _ in range(3))
             y = rng.dirichlet(numpy.ones(k), size=rows).astype(dtype)
-            for name in c_calls(kern, z, t, y, v):
+            labels = rng.integers(0, k, size=rows)
+            for name in c_calls(kern, z, t, y, v, labels):
                 # the Hessian writes K values per logit: at most 2^22 of them per call
                 n = min(rows, (1 << 22) // (k * k)) if name == "cross_entropy_hessian" else rows
-                data = (z[:n], t[:n], y[:n], v[:n])
+                data = (z[:n], t[:n], y[:n], v[:n], labels[:n])
                 rounds = {"c": c_calls(kern, *data)[name], "torch": torch_calls(torch, *data)[name]}
                 if jax is not None:
                     rounds["jax"] = jax_calls(jax, *data)[name]
