@@ -234,6 +234,7 @@ def _type_view(bundle: Bundle, dtype: str) -> dict[str, object]:
         "stype": ctype,
         "io": suffix,
         "store_nan": "NAN" if ctype == "float" else "(double)NAN",
+        "store_minus_infinity": "-INFINITY" if ctype == "float" else "-(double)INFINITY",
         # the public kernels; the 16-bit kernels' serial float copies are static (below)
         "linkage": "",
         "serial": False,
@@ -268,9 +269,10 @@ TILE16 = 8
 # from 8.37 to 7.56 instructions per value (gradient 10.15 -> 9.33); at K = 5-7 1-3 more,
 # from 8 on 0.05-0.15 more.
 ROWS_OUT_OF_LINE = range(3, 4)
-# The bits of the NaN the float kernels store (NAN, quiet and positive) rounded to each 16-bit
-# storage, for the whole-row kernels that store NaN straight into their outputs.
+# The bits of the NaN the float kernels store (NAN, quiet and positive) and of -inf in each
+# 16-bit storage, for the whole-row kernels that store them straight into their outputs.
 STORAGE_NAN = {"bf16": "0x7fc0u", "f16": "0x7e00u"}
+STORAGE_MINUS_INFINITY = {"bf16": "0xff80u", "f16": "0xfc00u"}
 
 
 def _storage_view(float_view: dict[str, object], k: int, prefix: str, s: str) -> dict[str, object]:
@@ -288,6 +290,7 @@ def _storage_view(float_view: dict[str, object], k: int, prefix: str, s: str) ->
         "stype": "uint16_t",
         "io": s,
         "store_nan": STORAGE_NAN[s],
+        "store_minus_infinity": STORAGE_MINUS_INFINITY[s],
         "signatures": signatures,
         # tile 0 (plain loops) where the groups are widened in one loop, not in the tiles
         **_tile_fields(storage_tile(k)),

@@ -128,6 +128,7 @@ MEMBERS = (
         forms=("shifted", "exponential", "log_normaliser", "log_probability"),
         proofs=("stable-log-softmax", "log-softmax-jacobian-closed-form"),
         equations=("stable-log-softmax",),
+        whole_rows=True,  # its log is the branch-free one (templates/c/log.c.jinja)
         checks="log_softmax",
         options=("temperature",),
     ),
