@@ -149,6 +149,7 @@ MEMBERS = (
         forms=("log_normaliser", "loss_term"),
         proofs=("stable-cross-entropy",),
         equations=("loss-definition",),
+        whole_rows=True,  # its log is the branch-free one (templates/c/log.c.jinja)
         options=_LOSS_OPTIONS,
     ),
     Member(
@@ -171,6 +172,7 @@ MEMBERS = (
         forms=("loss_index",),
         proofs=("kernel-cross-entropy-index",),
         equations=("one-hot",),
+        whole_rows=True,  # the label's logit picked by selects (templates/c/label_rows.c.jinja)
         options=_INDEX_OPTIONS,
     ),
     Member(
@@ -225,6 +227,7 @@ MEMBERS = (
         proofs=("stable-logsumexp", "logsumexp-gradient"),
         checks="logsumexp",  # fn(z) -> the gradient of log-sum-exp (= softmax)
         equations=("logsumexp-definition", "logsumexp-stable"),
+        whole_rows=True,  # its log is the branch-free one (templates/c/log.c.jinja)
     ),
     Member(
         "log_softmax_jvp",
