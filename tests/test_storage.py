@@ -166,6 +166,8 @@ def test_each_result_is_the_float32_kernels_rounded_once(generated, monkeypatch,
             ("cross_entropy_grad", ("z", "y")),
             ("cross_entropy_grad_index", ("z", labels)),
             ("logsumexp", ("z",)),
+            ("cross_entropy", ("z", "y")),
+            ("cross_entropy_index", ("z", labels)),
         ]:
             kernel = getattr(kernels, name)
             got = kernel(*(bits[a] if isinstance(a, str) else a for a in args), storage=storage)
